@@ -1,0 +1,91 @@
+//! Vault's PKI secrets engine as a CA: `sign/<role>` issues from a CSR, `revoke` revokes.
+//!
+//! Vault's CRL carries no reason code, so the RFC 5280 reason is recorded by certflow (KV record
+//! and events) but not sent to Vault.
+
+use super::{CaError, CertificateAuthority, IssueOrder};
+use crate::vault::{Vault, VaultError};
+use crate::verify;
+use async_trait::async_trait;
+use certflow_common::RevocationReason;
+use certflow_common::activities::IssuedCertificate;
+use std::sync::Arc;
+use vaultrs::api::pki::requests::SignCertificateRequest;
+
+pub struct VaultPki {
+    vault: Arc<Vault>,
+    mount: String,
+    role: String,
+}
+
+impl VaultPki {
+    pub fn new(vault: Arc<Vault>, mount: impl Into<String>, role: impl Into<String>) -> Self {
+        Self { vault, mount: mount.into(), role: role.into() }
+    }
+}
+
+fn ca_error(e: impl Into<VaultError>) -> CaError {
+    match e.into() {
+        VaultError::Rejected(m) => CaError::Rejected(m),
+        other => CaError::Unavailable(other.into()),
+    }
+}
+
+#[async_trait]
+impl CertificateAuthority for VaultPki {
+    async fn issue(&self, order: &IssueOrder<'_>) -> Result<IssuedCertificate, CaError> {
+        let r = order.request;
+        let mut opts = SignCertificateRequest::builder();
+        opts.alt_names(r.all_dns_names().join(","))
+            .ip_sans(r.ip_addresses.join(","))
+            .uri_sans(r.uri_sans.join(","))
+            .ttl(format!("{}s", r.validity_seconds))
+            .format("pem".to_string());
+        let signed = vaultrs::pki::cert::ca::sign(
+            &self.vault.client,
+            &self.mount,
+            &self.role,
+            order.csr_pem,
+            &r.common_name,
+            Some(&mut opts),
+        )
+        .await
+        .map_err(ca_error)?;
+        // `ca_chain` lists the issuing CA first; older Vaults only return `issuing_ca`.
+        let chain = signed.ca_chain.filter(|c| !c.is_empty()).unwrap_or_else(|| vec![signed.issuing_ca.clone()]);
+        Ok(IssuedCertificate {
+            serial: signed.serial_number,
+            certificate_pem: signed.certificate,
+            chain_pem: chain,
+        })
+    }
+
+    async fn find_issued(&self, order: &IssueOrder<'_>) -> Result<Option<IssuedCertificate>, CaError> {
+        let wanted = verify::csr_public_key(order.csr_pem).map_err(|e| CaError::Rejected(e.to_string()))?;
+        let serials = match vaultrs::pki::cert::list(&self.vault.client, &self.mount).await {
+            Ok(s) => s,
+            Err(e) => match VaultError::from(e) {
+                VaultError::NotFound(_) => return Ok(None),
+                other => return Err(ca_error(other)),
+            },
+        };
+        // Newest certificates are most likely; Vault lists in no documented order, so scan all.
+        for serial in serials.iter().rev() {
+            let cert = vaultrs::pki::cert::read(&self.vault.client, &self.mount, serial).await.map_err(ca_error)?;
+            if cert.revocation_time == 0 && verify::certificate_public_key(&cert.certificate).ok().as_ref() == Some(&wanted) {
+                let issuing = vaultrs::pki::cert::read(&self.vault.client, &self.mount, "ca").await.map_err(ca_error)?;
+                return Ok(Some(IssuedCertificate {
+                    serial: serial.replace('-', ":"),
+                    certificate_pem: cert.certificate,
+                    chain_pem: vec![issuing.certificate],
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn revoke(&self, serial: &str, _reason: RevocationReason) -> Result<i64, CaError> {
+        let answer = vaultrs::pki::cert::revoke(&self.vault.client, &self.mount, serial).await.map_err(ca_error)?;
+        Ok(answer.revocation_time as i64)
+    }
+}

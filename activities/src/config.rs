@@ -1,0 +1,84 @@
+//! Configuration of the activities, read from the environment names Vault users already know.
+
+use anyhow::{Context, Result, bail};
+
+/// Where things live in Vault.
+#[derive(Clone)]
+pub struct VaultConfig {
+    /// `VAULT_ADDR`, e.g. `https://vault.example.com:8200`.
+    pub addr: String,
+    /// `VAULT_TOKEN`: the orchestrator's token (see deploy/vault/certflow-orchestrator.hcl).
+    pub token: String,
+    /// `VAULT_CACERT`: PEM file to trust for Vault's TLS certificate, if not a public CA.
+    pub ca_cert: Option<String>,
+    /// `VAULT_TRANSIT_PATH` (default `transit`): mount holding one key per certificate.
+    pub transit_mount: String,
+    /// `VAULT_KV_MOUNT` (default `secret`): KV v2 mount for certificates and the issuance ledger.
+    pub kv_mount: String,
+    /// `CERTFLOW_KV_PREFIX` (default `certflow`): path prefix inside the KV mount.
+    pub kv_prefix: String,
+}
+
+/// The Vault PKI issuer: `VAULT_PKI_PATH` (default `pki`) and `VAULT_PKI_ROLE` (default
+/// `certflow`), served under the issuer name `CERTFLOW_VAULT_ISSUER` (default `vault-pki`).
+#[derive(Clone)]
+pub struct VaultPkiConfig {
+    pub issuer_name: String,
+    pub mount: String,
+    pub role: String,
+}
+
+#[derive(Clone)]
+pub struct ActivitiesConfig {
+    pub vault: VaultConfig,
+    pub vault_pki: VaultPkiConfig,
+}
+
+// The token is a secret: never print it.
+impl std::fmt::Debug for VaultConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultConfig")
+            .field("addr", &self.addr)
+            .field("token", &"<redacted>")
+            .field("transit_mount", &self.transit_mount)
+            .field("kv_mount", &self.kv_mount)
+            .field("kv_prefix", &self.kv_prefix)
+            .finish()
+    }
+}
+
+impl ActivitiesConfig {
+    pub fn from_env() -> Result<Self> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let or = |name: &str, default: &str| var(name).unwrap_or_else(|| default.to_string());
+        let addr = var("VAULT_ADDR").context("VAULT_ADDR is not set")?;
+        let token = var("VAULT_TOKEN").context("VAULT_TOKEN is not set")?;
+        let config = Self {
+            vault: VaultConfig {
+                addr: addr.trim_end_matches('/').to_string(),
+                token,
+                ca_cert: var("VAULT_CACERT"),
+                transit_mount: or("VAULT_TRANSIT_PATH", "transit"),
+                kv_mount: or("VAULT_KV_MOUNT", "secret"),
+                kv_prefix: or("CERTFLOW_KV_PREFIX", "certflow"),
+            },
+            vault_pki: VaultPkiConfig {
+                issuer_name: or("CERTFLOW_VAULT_ISSUER", "vault-pki"),
+                mount: or("VAULT_PKI_PATH", "pki"),
+                role: or("VAULT_PKI_ROLE", "certflow"),
+            },
+        };
+        for (name, value) in [
+            ("VAULT_TRANSIT_PATH", &config.vault.transit_mount),
+            ("VAULT_KV_MOUNT", &config.vault.kv_mount),
+            ("CERTFLOW_KV_PREFIX", &config.vault.kv_prefix),
+            ("VAULT_PKI_PATH", &config.vault_pki.mount),
+            ("VAULT_PKI_ROLE", &config.vault_pki.role),
+        ] {
+            if value.starts_with('/') || value.ends_with('/') || value.contains("..") {
+                bail!("{name} must be a relative Vault path without leading or trailing '/'");
+            }
+        }
+        Ok(config)
+    }
+}

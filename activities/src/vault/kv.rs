@@ -1,0 +1,56 @@
+//! KV v2 reads and check-and-set writes, which make the storing activities idempotent.
+
+use super::{Vault, VaultError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use vaultrs::api::kv2::requests::SetSecretRequestOptions;
+
+impl Vault {
+    /// Reads the latest version of `path` with its version number; `None` if absent or deleted.
+    pub async fn kv_read<T: DeserializeOwned>(&self, path: &str) -> Result<Option<(T, u64)>, VaultError> {
+        let mount = &self.config.kv_mount;
+        let version = match vaultrs::kv2::read_metadata(&self.client, mount, path).await {
+            Ok(meta) => meta.current_version,
+            Err(e) => {
+                return match VaultError::from(e) {
+                    VaultError::NotFound(_) => Ok(None),
+                    other => Err(other),
+                };
+            }
+        };
+        match vaultrs::kv2::read_version::<T>(&self.client, mount, path, version).await {
+            Ok(data) => Ok(Some((data, version))),
+            // A deleted or destroyed latest version reads as 404 too: treat it as absent.
+            Err(e) => match VaultError::from(e) {
+                VaultError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Writes `data` only if the latest version is still `expected_version` (0: path absent).
+    /// Returns the new version.
+    pub async fn kv_write_cas<T: Serialize>(
+        &self,
+        path: &str,
+        data: &T,
+        expected_version: u64,
+    ) -> Result<u64, VaultError> {
+        let cas = u32::try_from(expected_version)
+            .map_err(|_| VaultError::Rejected(format!("{path}: version {expected_version} out of range")))?;
+        let meta = vaultrs::kv2::set_with_options(
+            &self.client,
+            &self.config.kv_mount,
+            path,
+            data,
+            SetSecretRequestOptions { cas },
+        )
+        .await
+        .map_err(|e| match VaultError::from(e) {
+            // A lost check-and-set race: the caller retries and sees the other write.
+            VaultError::Rejected(m) => VaultError::Unavailable(anyhow::anyhow!("check-and-set on {path} failed: {m}")),
+            other => other,
+        })?;
+        Ok(meta.version)
+    }
+}

@@ -1,0 +1,111 @@
+//! Transit engine: one key per certificate, a new key version per renewal, CSRs signed inside
+//! Vault so the private key is created and kept by Vault.
+
+use super::{Vault, VaultError};
+use certflow_common::{KeyDelivery, KeyType};
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::json;
+use vaultrs::api::transit::KeyType as TransitKeyType;
+use vaultrs::api::transit::requests::{CreateKeyRequest, ExportKeyType, ExportVersion};
+
+#[derive(Deserialize)]
+struct KeyInfo {
+    latest_version: u64,
+    #[serde(rename = "type")]
+    key_type: String,
+    exportable: bool,
+}
+
+#[derive(Deserialize)]
+struct CsrAnswer {
+    csr: String,
+}
+
+/// Name of the transit key of a certificate.
+pub fn key_name(certificate_id: &str) -> String {
+    format!("certflow-{certificate_id}")
+}
+
+impl Vault {
+    /// Makes sure `name` exists with at least `version` versions and returns `version`.
+    ///
+    /// Idempotent: the key is created only if absent and rotated only while it has fewer
+    /// versions than asked, so a retried call never adds a version.
+    pub async fn ensure_key_version(
+        &self,
+        name: &str,
+        key_type: KeyType,
+        delivery: KeyDelivery,
+        version: u64,
+    ) -> Result<u64, VaultError> {
+        let mount = &self.config.transit_mount;
+        let mut info = match self.read_key(name).await {
+            Ok(info) => info,
+            Err(VaultError::NotFound(_)) => {
+                let mut opts = CreateKeyRequest::builder();
+                opts.key_type(transit_type(key_type)).exportable(delivery == KeyDelivery::Export);
+                vaultrs::transit::key::create(&self.client, mount, name, Some(&mut opts)).await?;
+                self.read_key(name).await?
+            }
+            Err(e) => return Err(e),
+        };
+        if info.key_type != key_type.transit_name() {
+            return Err(VaultError::Rejected(format!(
+                "transit key {name} is {} but the request asks for {}",
+                info.key_type,
+                key_type.transit_name()
+            )));
+        }
+        if delivery == KeyDelivery::Export && !info.exportable {
+            return Err(VaultError::Rejected(format!("transit key {name} is not exportable")));
+        }
+        while info.latest_version < version {
+            vaultrs::transit::key::rotate(&self.client, mount, name).await?;
+            info = self.read_key(name).await?;
+        }
+        Ok(version)
+    }
+
+    async fn read_key(&self, name: &str) -> Result<KeyInfo, VaultError> {
+        let path = format!("{}/keys/{name}", self.config.transit_mount);
+        self.raw(Method::GET, &path, None).await
+    }
+
+    /// Has Vault sign a CSR with version `version` of key `name`. Subject and SANs come from
+    /// `template_pem`, a CSR signed by a throwaway key whose signature Vault replaces.
+    pub async fn key_csr(&self, name: &str, version: u64, template_pem: &str) -> Result<String, VaultError> {
+        let path = format!("{}/keys/{name}/csr", self.config.transit_mount);
+        let body = json!({ "version": version, "csr": template_pem });
+        let answer: CsrAnswer = self.raw(Method::POST, &path, Some(&body)).await?;
+        Ok(answer.csr)
+    }
+
+    /// Exports version `version` of key `name` as PEM. Only the storing activity calls this, and
+    /// the key goes straight into KV: it never leaves the activity.
+    pub async fn export_private_key(&self, name: &str, version: u64) -> Result<String, VaultError> {
+        let answer = vaultrs::transit::key::export(
+            &self.client,
+            &self.config.transit_mount,
+            name,
+            ExportKeyType::SigningKey,
+            ExportVersion::Version(version),
+        )
+        .await?;
+        answer
+            .keys
+            .get(&version.to_string())
+            .cloned()
+            .ok_or_else(|| VaultError::NotFound(format!("transit key {name} has no version {version} to export")))
+    }
+}
+
+fn transit_type(key_type: KeyType) -> TransitKeyType {
+    match key_type {
+        KeyType::EcdsaP256 => TransitKeyType::EcdsaP256,
+        KeyType::EcdsaP384 => TransitKeyType::EcdsaP384,
+        KeyType::Rsa2048 => TransitKeyType::Rsa2048,
+        KeyType::Rsa3072 => TransitKeyType::Rsa3072,
+        KeyType::Rsa4096 => TransitKeyType::Rsa4096,
+    }
+}

@@ -1,0 +1,143 @@
+//! The contract between the lifecycle workflow and its activities: names, inputs and outputs.
+//!
+//! The workflow calls these definitions; the activities crate implements them with
+//! `#[activity(definition = ...)]`, which checks at compile time that both sides agree. Names are
+//! pinned strings so that renaming Rust items never breaks histories of running certificates.
+//! Nothing here carries key material: keys stay in Vault and are referred to by name and version.
+
+use crate::{CertificateRequest, RevocationReason};
+use serde::{Deserialize, Serialize};
+use temporalio_common::ActivityError;
+use temporalio_macros::activity_definitions;
+
+/// Error type names of non-retryable activity failures; the workflow reports them as failures.
+pub mod error_types {
+    /// The request cannot be served as asked (validation, issuer cannot serve it).
+    pub const INVALID_REQUEST: &str = "InvalidRequest";
+    /// The CA refused the CSR.
+    pub const CA_REJECTED: &str = "CaRejected";
+    /// The certificate that came back does not match what was asked.
+    pub const VERIFICATION_FAILED: &str = "VerificationFailed";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyAndCsrInput {
+    pub request: CertificateRequest,
+    /// Renewal cycle; cycle N uses transit key version N + 1.
+    pub cycle: u32,
+}
+
+/// A key pair inside Vault transit and a CSR signed by it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyAndCsr {
+    pub key_name: String,
+    pub key_version: u64,
+    pub csr_pem: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitCsrInput {
+    pub request: CertificateRequest,
+    pub cycle: u32,
+    pub csr_pem: String,
+}
+
+/// What a CA returned: the leaf and its chain, PEM encoded (public data only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssuedCertificate {
+    pub serial: String,
+    pub certificate_pem: String,
+    /// Issuing CA first, root last.
+    pub chain_pem: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyInput {
+    pub request: CertificateRequest,
+    pub csr_pem: String,
+    pub issued: IssuedCertificate,
+}
+
+/// Facts read from a certificate that passed verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedCertificate {
+    pub serial: String,
+    pub not_before_unix: i64,
+    pub not_after_unix: i64,
+    pub issuer_dn: String,
+    pub sha256_fingerprint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreInput {
+    pub request: CertificateRequest,
+    pub cycle: u32,
+    pub key_name: String,
+    pub key_version: u64,
+    pub issued: IssuedCertificate,
+    pub verified: VerifiedCertificate,
+}
+
+/// Where the certificate landed in KV v2.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCertificate {
+    pub vault_path: String,
+    pub vault_version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevokeInput {
+    pub request: CertificateRequest,
+    pub serial: String,
+    pub reason: RevocationReason,
+    pub requested_by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationResult {
+    pub revoked_at_unix: i64,
+}
+
+/// Marker type for the activity contract; see the module documentation.
+pub struct CertificateActivities;
+
+#[activity_definitions]
+impl CertificateActivities {
+    /// Creates (first cycle) or rotates (renewal) the transit key and has Vault sign a CSR.
+    #[activity(name = "generate_key_and_csr")]
+    pub fn generate_key_and_csr(input: KeyAndCsrInput) -> Result<KeyAndCsr, ActivityError> {
+        unimplemented!()
+    }
+
+    /// Submits the CSR to the request's issuer, at most once per certificate and cycle.
+    #[activity(name = "submit_csr")]
+    pub fn submit_csr(input: SubmitCsrInput) -> Result<IssuedCertificate, ActivityError> {
+        unimplemented!()
+    }
+
+    /// Checks the returned certificate against the CSR and the request.
+    #[activity(name = "verify_certificate")]
+    pub fn verify_certificate(input: VerifyInput) -> Result<VerifiedCertificate, ActivityError> {
+        unimplemented!()
+    }
+
+    /// Writes certificate, chain, metadata (and the exported key) to the application's KV path.
+    #[activity(name = "store_certificate")]
+    pub fn store_certificate(input: StoreInput) -> Result<StoredCertificate, ActivityError> {
+        unimplemented!()
+    }
+
+    /// Revokes at the CA and marks the KV record revoked.
+    #[activity(name = "revoke_certificate")]
+    pub fn revoke_certificate(input: RevokeInput) -> Result<RevocationResult, ActivityError> {
+        unimplemented!()
+    }
+}
+
+/// The activity marker types, named so implementations can point at them with
+/// `#[activity(definition = contract::SubmitCsr)]` (the macro keeps its own module private).
+pub mod contract {
+    pub use super::certificate_activities::{
+        GenerateKeyAndCsr, RevokeCertificate, StoreCertificate, SubmitCsr, VerifyCertificate,
+    };
+}

@@ -1,0 +1,28 @@
+//! Types shared by the certflow workflow, its activities and the starter API.
+//!
+//! This crate deliberately has no I/O dependencies: the workflow crate builds on it without
+//! pulling in HTTP, Vault or AWS clients, and every value here is safe to appear in Temporal
+//! history (no key material, no credentials).
+
+pub mod activities;
+pub mod request;
+pub mod revocation;
+pub mod status;
+
+pub use request::{
+    CertificateRequest, FieldError, KeyDelivery, KeyType, RenewalPolicy, ValidationErrors,
+    validate_certificate_id,
+};
+pub use revocation::RevocationReason;
+pub use status::{CertificateFacts, EventKind, LifecycleEvent, LifecycleInput, LifecycleOutcome, Phase, CertificateStatus, CarriedState};
+
+/// Task queue the worker polls and the starter API starts workflows on, unless configured.
+pub const DEFAULT_TASK_QUEUE: &str = "certflow";
+
+/// Workflow type name, pinned so renaming the Rust struct never breaks running histories.
+pub const WORKFLOW_TYPE: &str = "CertificateLifecycle";
+
+/// Workflow id for a certificate: one execution chain per certificate id.
+pub fn workflow_id(certificate_id: &str) -> String {
+    format!("certificate-{certificate_id}")
+}

@@ -1,0 +1,142 @@
+//! What the lifecycle workflow knows about its certificate, and what it reports to callers.
+
+use crate::{CertificateRequest, RevocationReason};
+use serde::{Deserialize, Serialize};
+
+/// Where a certificate is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Phase {
+    /// Key, CSR, CA submission and storage of the first certificate are under way.
+    Issuing,
+    /// A valid certificate is stored; the workflow sleeps until the renewal window.
+    Active,
+    /// A replacement certificate is being issued.
+    Renewing,
+    /// Revocation at the CA is under way.
+    Revoking,
+    /// Revoked at the CA and marked revoked in Vault; the workflow has ended.
+    Revoked,
+    /// A failure retrying cannot fix; the workflow has ended with this error.
+    Failed,
+}
+
+/// Public facts about one issued certificate (no key material).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CertificateFacts {
+    /// Serial number, lower-case hex bytes separated by colons (Vault's notation).
+    pub serial: String,
+    pub not_before_unix: i64,
+    pub not_after_unix: i64,
+    /// Issuer distinguished name, as in the certificate.
+    pub issuer_dn: String,
+    /// SHA-256 of the DER certificate, lower-case hex.
+    pub sha256_fingerprint: String,
+    /// KV v2 path (under the mount) where certificate, chain and key were stored.
+    pub vault_path: String,
+    /// KV v2 version written for this certificate.
+    pub vault_version: u64,
+    /// Transit key version holding this certificate's key pair.
+    pub key_version: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum EventKind {
+    Requested,
+    KeyGenerated,
+    SubmittedToCa,
+    Issued,
+    Stored,
+    RenewalScheduled,
+    RenewalRequested,
+    RenewalDue,
+    RevocationRequested,
+    Revoked,
+    Failed,
+}
+
+/// One entry of a certificate's event history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LifecycleEvent {
+    /// Workflow time of the event, seconds since the Unix epoch.
+    pub at_unix: i64,
+    pub kind: EventKind,
+    /// Renewal cycle the event belongs to (0 is the first issuance).
+    pub cycle: u32,
+    pub detail: String,
+}
+
+/// State carried from one run to the next across continue-as-new.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CarriedState {
+    /// Cycle of the certificate currently in force.
+    pub cycle: u32,
+    pub current: Option<CertificateFacts>,
+    /// Most recent events, at most [`MAX_EVENTS`].
+    pub events: Vec<LifecycleEvent>,
+}
+
+/// Number of events kept (and carried across continue-as-new) per certificate.
+pub const MAX_EVENTS: usize = 100;
+
+/// Input of the `CertificateLifecycle` workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LifecycleInput {
+    pub request: CertificateRequest,
+    /// Absent on the first run; present after continue-as-new.
+    #[serde(default)]
+    pub carried: Option<CarriedState>,
+}
+
+/// Argument of the `revoke` update and signal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RevokeRequest {
+    pub reason: RevocationReason,
+    /// Operator or ServiceNow user asking, for the audit trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+}
+
+/// Argument of the `renew_now` update and signal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RenewRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+}
+
+/// How a lifecycle ended (the workflow result).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LifecycleOutcome {
+    pub certificate_id: String,
+    pub phase: Phase,
+    pub serial: Option<String>,
+    pub reason: Option<RevocationReason>,
+}
+
+/// Answer of the `state` query: everything an operator or ServiceNow needs to see.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CertificateStatus {
+    pub certificate_id: String,
+    pub phase: Phase,
+    pub cycle: u32,
+    pub issuer: String,
+    pub application: String,
+    pub common_name: String,
+    pub current: Option<CertificateFacts>,
+    /// When the next renewal starts (workflow time, seconds since the Unix epoch).
+    pub renew_at_unix: Option<i64>,
+    pub revocation_reason: Option<RevocationReason>,
+    pub failure: Option<String>,
+    pub events: Vec<LifecycleEvent>,
+}

@@ -1,0 +1,63 @@
+//! API errors: every failure is a JSON body with a message, and user mistakes are 4xx.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use certflow_common::{FieldError, ValidationErrors};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    BadJson(String, StatusCode),
+    #[error("{0}")]
+    Invalid(ValidationErrors),
+    #[error("no certificate with id {0:?}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// Temporal could not be reached or answered with an error that is not the caller's fault.
+    #[error("workflow service unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldError>,
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::BadJson(r.body_text(), r.status())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::BadJson(_, status) => *status,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        }
+        let fields = match &self {
+            ApiError::Invalid(e) => e.0.clone(),
+            _ => Vec::new(),
+        };
+        let mut response = (status, Json(ErrorBody { error: self.to_string(), fields })).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

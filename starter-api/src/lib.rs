@@ -1,0 +1,14 @@
+//! The starter API: what ServiceNow calls once a certificate request is approved.
+//!
+//! It validates input at the edge (a bad request starts nothing) and turns each call into a
+//! Temporal operation on the certificate's workflow: start, update (`revoke`, `renew_now`) or
+//! query (`state`). It holds no state of its own.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod openapi;
+pub mod routes;
+
+pub use config::ApiConfig;
+pub use routes::{AppState, router};

@@ -1,0 +1,395 @@
+//! `CertificateLifecycle`: one execution chain per certificate.
+//!
+//! Each run reads top to bottom like the life it models: issue the first certificate (first run
+//! only), sleep until the renewal window or an operator's command, then either revoke and end, or
+//! renew and continue-as-new so that history stays bounded however long the certificate lives.
+//! Every effect is an activity; this file only decides what happens next.
+
+use crate::schedule;
+use certflow_common::activities::{
+    CertificateActivities, KeyAndCsrInput, RevokeInput, StoreInput, SubmitCsrInput, VerifyInput,
+};
+use certflow_common::status::{MAX_EVENTS, RenewRequest, RevokeRequest};
+use certflow_common::{
+    CarriedState, CertificateFacts, CertificateRequest, CertificateStatus, EventKind,
+    LifecycleEvent, LifecycleInput, LifecycleOutcome, Phase,
+};
+use std::error::Error;
+use std::time::{Duration, UNIX_EPOCH};
+use temporalio_common::RetryPolicy;
+use temporalio_sdk::workflows::{select, workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityOptions, CancellableFuture, ContinueAsNewOptions, SyncWorkflowContext,
+    WorkflowContext, WorkflowContextView, WorkflowResult,
+};
+
+type HandlerError = Box<dyn Error + Send + Sync>;
+
+#[workflow]
+pub struct CertificateLifecycle {
+    request: CertificateRequest,
+    phase: Phase,
+    cycle: u32,
+    current: Option<CertificateFacts>,
+    renew_at: Option<i64>,
+    events: Vec<LifecycleEvent>,
+    revoke_request: Option<RevokeRequest>,
+    renew_request: Option<RenewRequest>,
+    failure: Option<String>,
+}
+
+/// Why the workflow woke up from its sleep.
+enum Wake {
+    RenewalDue,
+    RenewNow,
+    Revoke,
+}
+
+#[workflow_methods]
+impl CertificateLifecycle {
+    #[init]
+    pub fn new(_ctx: &WorkflowContextView, input: LifecycleInput) -> Self {
+        let carried = input.carried.unwrap_or_default();
+        let phase = if carried.current.is_some() { Phase::Active } else { Phase::Issuing };
+        Self {
+            request: input.request,
+            phase,
+            cycle: carried.cycle,
+            current: carried.current,
+            renew_at: None,
+            events: carried.events,
+            revoke_request: None,
+            renew_request: None,
+            failure: None,
+        }
+    }
+
+    #[run(name = "CertificateLifecycle")]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<LifecycleOutcome> {
+        if ctx.state(|s| s.current.is_none()) {
+            let request = ctx.state(|s| s.request.clone());
+            // The issuer list is the worker's concern; everything else is checked before any I/O.
+            if let Err(e) = request.validate(std::slice::from_ref(&request.issuer)) {
+                return Err(fail(ctx, e.to_string()).into());
+            }
+            let detail = format!("requested by {}", request.requested_by.as_deref().unwrap_or("unknown"));
+            record(ctx, EventKind::Requested, detail);
+            issue(ctx, 0).await?;
+        }
+        loop {
+            match sleep_until_renewal(ctx).await? {
+                Wake::Revoke => return revoke(ctx).await,
+                wake @ (Wake::RenewalDue | Wake::RenewNow) => {
+                    let (kind, detail) = match wake {
+                        Wake::RenewalDue => (EventKind::RenewalDue, "renewal window reached".to_string()),
+                        _ => (EventKind::RenewalRequested, requested_by(ctx.state(|s| s.renew_request.clone()))),
+                    };
+                    record(ctx, kind, detail);
+                    ctx.state_mut(|s| s.phase = Phase::Renewing);
+                    let next = ctx.state(|s| s.cycle) + 1;
+                    issue(ctx, next).await?;
+                    ctx.state_mut(|s| s.renew_request = None);
+                    wait_for_handlers(ctx).await?;
+                    if ctx.state(|s| s.revoke_request.is_none()) {
+                        let input = ctx.state(|s| s.continuation());
+                        ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Revoke now and end the lifecycle; returns once the CA has revoked the certificate.
+    #[update(name = "revoke")]
+    pub async fn revoke(ctx: &mut WorkflowContext<Self>, request: RevokeRequest) -> Result<CertificateStatus, HandlerError> {
+        ctx.state_mut(|s| s.revoke_request = Some(request));
+        ctx.wait_condition(|s| matches!(s.phase, Phase::Revoked | Phase::Failed)).await?;
+        ctx.state(|s| match &s.failure {
+            Some(f) => Err(f.clone().into()),
+            None => Ok(s.status()),
+        })
+    }
+
+    #[update_validator(revoke)]
+    fn validate_revoke(&self, _ctx: &WorkflowContextView, request: &RevokeRequest) -> Result<(), HandlerError> {
+        self.check_accepts_commands()?;
+        check_requested_by(&request.requested_by)
+    }
+
+    /// Renew at once; returns the new certificate's facts once it is stored.
+    #[update(name = "renew_now")]
+    pub async fn renew_now(ctx: &mut WorkflowContext<Self>, request: RenewRequest) -> Result<CertificateFacts, HandlerError> {
+        let before = ctx.state(|s| s.cycle);
+        ctx.state_mut(|s| s.renew_request = Some(request));
+        ctx.wait_condition(|s| (s.cycle > before && s.phase == Phase::Active) || s.failure.is_some() || s.revoke_request.is_some())
+            .await?;
+        ctx.state(|s| match (&s.failure, &s.current) {
+            (Some(f), _) => Err(f.clone().into()),
+            (None, Some(current)) if s.cycle > before => Ok(current.clone()),
+            _ => Err("revocation was requested before the renewal completed".into()),
+        })
+    }
+
+    #[update_validator(renew_now)]
+    fn validate_renew_now(&self, _ctx: &WorkflowContextView, request: &RenewRequest) -> Result<(), HandlerError> {
+        self.check_accepts_commands()?;
+        if self.renew_request.is_some() || matches!(self.phase, Phase::Issuing | Phase::Renewing) {
+            return Err("an issuance or renewal is already in progress".into());
+        }
+        check_requested_by(&request.requested_by)
+    }
+
+    /// Fire-and-forget form of `revoke`, for batch signals across many certificates.
+    #[signal(name = "request_revocation")]
+    pub fn request_revocation(&mut self, ctx: &mut SyncWorkflowContext<Self>, request: RevokeRequest) {
+        if self.check_accepts_commands().is_ok() && check_requested_by(&request.requested_by).is_ok() {
+            self.revoke_request = Some(request);
+        } else {
+            let at = unix_time(ctx.workflow_time());
+            self.push_event(at, EventKind::RevocationRequested, "ignored: lifecycle already ending".into());
+        }
+    }
+
+    /// Fire-and-forget form of `renew_now`.
+    #[signal(name = "request_renewal")]
+    pub fn request_renewal(&mut self, _ctx: &mut SyncWorkflowContext<Self>, request: RenewRequest) {
+        if self.check_accepts_commands().is_ok() && check_requested_by(&request.requested_by).is_ok() {
+            self.renew_request.get_or_insert(request);
+        }
+    }
+
+    #[query(name = "state")]
+    pub fn state(&self, _ctx: &WorkflowContextView) -> CertificateStatus {
+        self.status()
+    }
+}
+
+impl CertificateLifecycle {
+    fn status(&self) -> CertificateStatus {
+        CertificateStatus {
+            certificate_id: self.request.certificate_id.clone(),
+            phase: self.phase,
+            cycle: self.cycle,
+            issuer: self.request.issuer.clone(),
+            application: self.request.application.clone(),
+            common_name: self.request.common_name.clone(),
+            current: self.current.clone(),
+            renew_at_unix: self.renew_at,
+            revocation_reason: self.revoke_request.as_ref().map(|r| r.reason),
+            failure: self.failure.clone(),
+            events: self.events.clone(),
+        }
+    }
+
+    fn continuation(&self) -> LifecycleInput {
+        LifecycleInput {
+            request: self.request.clone(),
+            carried: Some(CarriedState {
+                cycle: self.cycle,
+                current: self.current.clone(),
+                events: self.events.clone(),
+            }),
+        }
+    }
+
+    fn check_accepts_commands(&self) -> Result<(), HandlerError> {
+        if self.revoke_request.is_some() || matches!(self.phase, Phase::Revoking | Phase::Revoked) {
+            return Err("the certificate is already revoked or being revoked".into());
+        }
+        if self.phase == Phase::Failed {
+            return Err("the lifecycle has failed".into());
+        }
+        Ok(())
+    }
+
+    fn push_event(&mut self, at_unix: i64, kind: EventKind, detail: String) {
+        self.events.push(LifecycleEvent { at_unix, kind, cycle: self.cycle, detail });
+        if self.events.len() > MAX_EVENTS {
+            let excess = self.events.len() - MAX_EVENTS;
+            self.events.drain(..excess);
+        }
+    }
+}
+
+/// Issues certificate number `cycle`: key and CSR in Vault, CA, verification, storage.
+async fn issue(ctx: &mut WorkflowContext<CertificateLifecycle>, cycle: u32) -> WorkflowResult<()> {
+    let request = ctx.state(|s| s.request.clone());
+    let key = ctx
+        .execute_activity(
+            CertificateActivities::generate_key_and_csr,
+            KeyAndCsrInput { request: request.clone(), cycle },
+            activity_options(),
+        )
+        .await;
+    let key = or_fail(ctx, key, "generate key and CSR")?;
+    record(ctx, EventKind::KeyGenerated, format!("transit key {} version {}", key.key_name, key.key_version));
+
+    record(ctx, EventKind::SubmittedToCa, format!("CSR submitted to issuer {}", request.issuer));
+    let submit = SubmitCsrInput { request: request.clone(), cycle, csr_pem: key.csr_pem.clone() };
+    let issued = ctx.execute_activity(CertificateActivities::submit_csr, submit, activity_options()).await;
+    let issued = or_fail(ctx, issued, "submit CSR to the CA")?;
+
+    let verify = VerifyInput { request: request.clone(), csr_pem: key.csr_pem, issued: issued.clone() };
+    let verified = ctx.execute_activity(CertificateActivities::verify_certificate, verify, activity_options()).await;
+    let verified = or_fail(ctx, verified, "verify the issued certificate")?;
+    record(ctx, EventKind::Issued, format!("serial {} valid until {}", verified.serial, verified.not_after_unix));
+
+    let store = StoreInput {
+        request: request.clone(),
+        cycle,
+        key_name: key.key_name,
+        key_version: key.key_version,
+        issued,
+        verified: verified.clone(),
+    };
+    let stored = ctx.execute_activity(CertificateActivities::store_certificate, store, activity_options()).await;
+    let stored = or_fail(ctx, stored, "store the certificate in Vault")?;
+    record(ctx, EventKind::Stored, format!("{} version {}", stored.vault_path, stored.vault_version));
+
+    let jitter: f64 = ctx.random();
+    let renew_at = schedule::renewal_time(&request.renewal, verified.not_before_unix, verified.not_after_unix, jitter);
+    ctx.state_mut(|s| {
+        s.cycle = cycle;
+        s.current = Some(CertificateFacts {
+            serial: verified.serial,
+            not_before_unix: verified.not_before_unix,
+            not_after_unix: verified.not_after_unix,
+            issuer_dn: verified.issuer_dn,
+            sha256_fingerprint: verified.sha256_fingerprint,
+            vault_path: stored.vault_path,
+            vault_version: stored.vault_version,
+            key_version: key.key_version,
+        });
+        s.renew_at = Some(renew_at);
+        s.phase = Phase::Active;
+    });
+    record(ctx, EventKind::RenewalScheduled, format!("renewal at {renew_at}"));
+    Ok(())
+}
+
+/// Sleeps until the renewal time unless a revoke or renew command arrives first.
+async fn sleep_until_renewal(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<Wake> {
+    let (renew_at, current) = ctx.state(|s| (s.renew_at, s.current.clone()));
+    let renew_at = match (renew_at, current) {
+        (Some(at), _) => at,
+        // After continue-as-new: recompute from the certificate carried over.
+        (None, Some(c)) => {
+            let policy = ctx.state(|s| s.request.renewal.clone());
+            let at = schedule::renewal_time(&policy, c.not_before_unix, c.not_after_unix, ctx.random());
+            ctx.state_mut(|s| s.renew_at = Some(at));
+            at
+        }
+        (None, None) => unreachable!("the first certificate is issued before the first sleep"),
+    };
+    let delay = (renew_at - unix_time(ctx.workflow_time())).max(0) as u64;
+    let timer = ctx.timer(Duration::from_secs(delay));
+    let mut timer = std::pin::pin!(timer);
+    let mut command = std::pin::pin!(ctx.wait_condition(|s| s.revoke_request.is_some() || s.renew_request.is_some()));
+    let command_arrived = select! {
+        _ = timer.as_mut() => false,
+        r = command.as_mut() => { r?; true },
+    };
+    if command_arrived {
+        // A timer that loses the race must be cancelled explicitly, or it still fires later.
+        timer.cancel();
+    }
+    Ok(ctx.state(|s| {
+        if s.revoke_request.is_some() {
+            Wake::Revoke
+        } else if s.renew_request.is_some() {
+            Wake::RenewNow
+        } else {
+            Wake::RenewalDue
+        }
+    }))
+}
+
+/// Revokes the current certificate and ends the lifecycle.
+async fn revoke(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<LifecycleOutcome> {
+    let (request, revoke, current) = ctx.state(|s| (s.request.clone(), s.revoke_request.clone(), s.current.clone()));
+    let revoke = revoke.expect("revoke is only called once a revocation was requested");
+    let current = current.expect("revocation waits for the first certificate");
+    ctx.state_mut(|s| s.phase = Phase::Revoking);
+    record(
+        ctx,
+        EventKind::RevocationRequested,
+        format!("reason {:?} ({}), {}", revoke.reason, revoke.reason.code(), requested_by(Some(RenewRequest { requested_by: revoke.requested_by.clone() }))),
+    );
+    let input = RevokeInput {
+        request: request.clone(),
+        serial: current.serial.clone(),
+        reason: revoke.reason,
+        requested_by: revoke.requested_by,
+    };
+    let result = ctx.execute_activity(CertificateActivities::revoke_certificate, input, activity_options()).await;
+    let result = or_fail(ctx, result, "revoke the certificate")?;
+    ctx.state_mut(|s| s.phase = Phase::Revoked);
+    record(ctx, EventKind::Revoked, format!("serial {} revoked at {}", current.serial, result.revoked_at_unix));
+    wait_for_handlers(ctx).await?;
+    Ok(LifecycleOutcome {
+        certificate_id: request.certificate_id,
+        phase: Phase::Revoked,
+        serial: Some(current.serial),
+        reason: Some(revoke.reason),
+    })
+}
+
+/// Vault and CA failures retry with capped exponential backoff until they succeed; activities
+/// mark failures that retrying cannot fix as non-retryable, which ends the loop.
+fn activity_options() -> ActivityOptions {
+    let retry = RetryPolicy::builder()
+        .initial_interval(Duration::from_secs(1))
+        .backoff_coefficient(2.0)
+        .maximum_interval(Duration::from_secs(60))
+        .build();
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
+        .retry_policy(retry)
+        .build()
+}
+
+/// Records a non-retryable failure in the state (visible to queries) and returns the error.
+fn or_fail<T, E: std::fmt::Display>(
+    ctx: &mut WorkflowContext<CertificateLifecycle>,
+    result: Result<T, E>,
+    step: &str,
+) -> Result<T, temporalio_sdk::ApplicationFailure> {
+    result.map_err(|e| fail(ctx, format!("{step}: {e}")))
+}
+
+fn fail(ctx: &mut WorkflowContext<CertificateLifecycle>, message: String) -> temporalio_sdk::ApplicationFailure {
+    ctx.state_mut(|s| {
+        s.phase = Phase::Failed;
+        s.failure = Some(message.clone());
+    });
+    record(ctx, EventKind::Failed, message.clone());
+    temporalio_sdk::ApplicationFailure::non_retryable(message)
+}
+
+fn record(ctx: &mut WorkflowContext<CertificateLifecycle>, kind: EventKind, detail: String) {
+    let at = unix_time(ctx.workflow_time());
+    ctx.state_mut(|s| s.push_event(at, kind, detail));
+}
+
+async fn wait_for_handlers(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
+    let view = ctx.clone();
+    ctx.wait_condition(move |_| view.all_handlers_finished()).await?;
+    Ok(())
+}
+
+fn requested_by(request: Option<RenewRequest>) -> String {
+    let who = request.and_then(|r| r.requested_by);
+    format!("requested by {}", who.as_deref().unwrap_or("unknown"))
+}
+
+fn check_requested_by(who: &Option<String>) -> Result<(), HandlerError> {
+    match who {
+        Some(w) if w.is_empty() || w.len() > 256 || w.chars().any(char::is_control) => {
+            Err("requested_by must be 1 to 256 printable characters".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn unix_time(time: Option<std::time::SystemTime>) -> i64 {
+    time.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs() as i64)
+}
