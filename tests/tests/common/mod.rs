@@ -1,0 +1,303 @@
+//! Test harness: real Temporal and OpenBao servers (started by scripts/test.sh, which exports
+//! their addresses), and a real worker and starter API process per test on its own task queue.
+
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use x509_parser::prelude::FromDer;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Addresses and credentials of the servers scripts/test.sh started.
+#[derive(Clone)]
+pub struct Servers {
+    pub temporal_address: String,
+    pub vault_addr: String,
+    pub vault_root_token: String,
+    pub worker_token: String,
+    pub bin_dir: PathBuf,
+    pub log_dir: PathBuf,
+}
+
+fn required(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the integration tests through scripts/test.sh, which starts the servers")
+    })
+}
+
+impl Servers {
+    pub fn from_env() -> Self {
+        let bin_dir = std::env::var("CERTFLOW_BIN_DIR").map(PathBuf::from).unwrap_or_else(|_| {
+            // target/debug/deps/<test> -> target/debug
+            std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf()
+        });
+        let log_dir = std::env::var("CERTFLOW_TEST_LOG_DIR").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
+        Self {
+            temporal_address: required("CERTFLOW_TEST_TEMPORAL_ADDRESS"),
+            vault_addr: required("CERTFLOW_TEST_VAULT_ADDR"),
+            vault_root_token: required("CERTFLOW_TEST_VAULT_ROOT_TOKEN"),
+            worker_token: required("CERTFLOW_TEST_WORKER_TOKEN"),
+            bin_dir,
+            log_dir,
+        }
+    }
+}
+
+pub const API_TOKEN: &str = "test-api-token-0123456789";
+
+/// A worker and a starter API for one test, on a task queue of their own.
+pub struct Stack {
+    pub servers: Servers,
+    pub name: String,
+    pub task_queue: String,
+    pub api_url: String,
+    worker: Option<Child>,
+    api: Child,
+    http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Stack {
+    pub async fn start(name: &str) -> Self {
+        let servers = Servers::from_env();
+        let task_queue = format!("certflow-test-{name}-{}", std::process::id());
+        let port = free_port();
+        let api = Command::new(servers.bin_dir.join("certflow-starter-api"))
+            .env("TEMPORAL_ADDRESS", &servers.temporal_address)
+            .env("CERTFLOW_TASK_QUEUE", &task_queue)
+            .env("CERTFLOW_API_TOKEN", API_TOKEN)
+            .env("CERTFLOW_API_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log_file(&servers, &format!("{name}-api.log")))
+            .spawn()
+            .expect("starting certflow-starter-api (build it first: cargo build --workspace --bins)");
+        let mut stack = Self {
+            servers,
+            name: name.to_string(),
+            task_queue,
+            api_url: format!("http://127.0.0.1:{port}"),
+            worker: None,
+            api,
+            http: reqwest::Client::new(),
+        };
+        stack.start_worker();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while stack.http.get(format!("{}/healthz", stack.api_url)).send().await.is_err() {
+            assert!(Instant::now() < deadline, "starter API did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stack
+    }
+
+    pub fn start_worker(&mut self) {
+        assert!(self.worker.is_none(), "worker already running");
+        let s = &self.servers;
+        let child = Command::new(s.bin_dir.join("certflow-worker"))
+            .env("TEMPORAL_ADDRESS", &s.temporal_address)
+            .env("CERTFLOW_TASK_QUEUE", &self.task_queue)
+            .env("VAULT_ADDR", &s.vault_addr)
+            .env("VAULT_TOKEN", &s.worker_token)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file(s, &format!("{}-worker.log", self.name)))
+            .spawn()
+            .expect("starting certflow-worker (build it first: cargo build --workspace --bins)");
+        self.worker = Some(child);
+    }
+
+    /// SIGKILL: no graceful shutdown, in-flight activities die mid-call.
+    pub fn kill_worker(&mut self) {
+        let mut child = self.worker.take().expect("worker running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.api_url)).bearer_auth(API_TOKEN);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.expect("API reachable");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// Requests a certificate and waits until its first certificate is stored.
+    pub async fn issue(&self, request: &Value) -> Value {
+        let (status, body) = self.post("/v1/certificates", request).await;
+        assert_eq!(status, 201, "{body}");
+        let id = request["certificate_id"].as_str().unwrap();
+        self.wait_for(id, Duration::from_secs(60), |s| s["phase"] == "active").await
+    }
+
+    /// Polls the certificate's state until `done` holds; panics with the last state on timeout.
+    pub async fn wait_for(&self, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, body) = self.get(&format!("/v1/certificates/{id}")).await;
+            if status == 200 && done(&body) {
+                return body;
+            }
+            assert!(status == 200 || status == 404 || status == 503, "unexpected {status}: {body}");
+            assert!(Instant::now() < deadline, "timed out waiting on {id}; last state ({status}): {body:#}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Runs the `temporal` CLI against the test server; returns stdout, panics on failure.
+    pub fn temporal(&self, args: &[&str]) -> String {
+        let out = Command::new("temporal")
+            .args(args)
+            .args(["--address", &self.servers.temporal_address])
+            .output()
+            .expect("temporal CLI on PATH");
+        assert!(out.status.success(), "temporal {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn vault(&self) -> Vault {
+        Vault { addr: self.servers.vault_addr.clone(), token: self.servers.vault_root_token.clone(), http: self.http.clone() }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(mut w) = self.worker.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        let _ = self.api.kill();
+        let _ = self.api.wait();
+    }
+}
+
+fn log_file(servers: &Servers, name: &str) -> Stdio {
+    let _ = std::fs::create_dir_all(&servers.log_dir);
+    std::fs::File::create(servers.log_dir.join(name)).map(Stdio::from).unwrap_or_else(|_| Stdio::null())
+}
+
+/// Direct Vault HTTP access, as an admin or an application would have it.
+pub struct Vault {
+    pub addr: String,
+    pub token: String,
+    http: reqwest::Client,
+}
+
+impl Vault {
+    pub fn with_token(&self, token: &str) -> Vault {
+        Vault { addr: self.addr.clone(), token: token.to_string(), http: self.http.clone() }
+    }
+
+    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}/v1/{path}", self.addr)).header("X-Vault-Token", &self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn read(&self, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    /// Latest KV v2 record of a certificate, as the worker stored it.
+    pub async fn certificate_record(&self, application: &str, id: &str) -> Value {
+        let (status, body) = self.read(&format!("secret/data/certflow/apps/{application}/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body["data"]["data"].clone()
+    }
+
+    pub async fn ca_pem(&self) -> String {
+        self.http.get(format!("{}/v1/pki/ca/pem", self.addr)).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// Serials (Vault notation) on the PKI's current CRL.
+    pub async fn crl_serials(&self) -> Vec<String> {
+        let der = self.http.get(format!("{}/v1/pki/crl", self.addr)).send().await.unwrap().bytes().await.unwrap();
+        let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der).expect("CRL parses");
+        crl.iter_revoked_certificates()
+            .map(|r| r.user_certificate.to_bytes_be().iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+            .collect()
+    }
+
+    /// Certificates the PKI engine has issued whose common name is `cn`.
+    pub async fn issued_with_cn(&self, cn: &str) -> usize {
+        let (_, list) = self.request(reqwest::Method::from_bytes(b"LIST").unwrap(), "pki/certs", None).await;
+        let mut count = 0;
+        for serial in list["data"]["keys"].as_array().cloned().unwrap_or_default() {
+            let (_, cert) = self.read(&format!("pki/cert/{}", serial.as_str().unwrap())).await;
+            let pem = cert["data"]["certificate"].as_str().unwrap_or_default().to_string();
+            if let Ok((_, p)) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+                && let Ok(c) = p.parse_x509()
+                && c.subject().iter_common_name().any(|n| n.as_str() == Ok(cn))
+            {
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Creates the AppRole role of `application` and logs in with it; returns the app's token.
+    pub async fn application_token(&self, application: &str) -> String {
+        let (s, b) = self
+            .request(reqwest::Method::POST, &format!("auth/approle/role/{application}"), Some(json!({"token_policies": "certflow-application", "token_ttl": "10m"})))
+            .await;
+        assert!(s == 204 || s == 200, "{b}");
+        let (_, role) = self.read(&format!("auth/approle/role/{application}/role-id")).await;
+        let (_, secret) = self.request(reqwest::Method::POST, &format!("auth/approle/role/{application}/secret-id"), None).await;
+        let (s, login) = self
+            .request(
+                reqwest::Method::POST,
+                "auth/approle/login",
+                Some(json!({"role_id": role["data"]["role_id"], "secret_id": secret["data"]["secret_id"]})),
+            )
+            .await;
+        assert_eq!(s, 200, "{login}");
+        login["auth"]["client_token"].as_str().unwrap().to_string()
+    }
+}
+
+/// A valid request; `id` doubles as a unique common name so tests can count their certificates.
+pub fn request(id: &str, application: &str) -> Value {
+    json!({
+        "certificate_id": id,
+        "common_name": format!("{id}.test.example.com"),
+        "dns_names": [format!("www.{id}.test.example.com")],
+        "ip_addresses": ["10.20.30.40"],
+        "uri_sans": [format!("spiffe://example.com/{application}")],
+        "key_type": "ecdsa-p256",
+        "validity_seconds": 3600,
+        "issuer": "vault-pki",
+        "application": application,
+        "requested_by": "integration-test"
+    })
+}
+
+/// A certificate id unique to this test run.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{nanos:x}", std::process::id())
+}
+
+/// Runs `openssl` with `args`, returning (success, stdout+stderr).
+pub fn openssl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl").args(args).output().expect("openssl on PATH");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
