@@ -14,8 +14,13 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 enum Entry {
-    Submitting { order: String },
-    Issued { order: String, certificate: IssuedCertificate },
+    Submitting {
+        order: String,
+    },
+    Issued {
+        order: String,
+        certificate: IssuedCertificate,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +42,13 @@ fn order_fingerprint(order: &IssueOrder<'_>, public_key: &[u8]) -> String {
     let r = order.request;
     let mut h = Sha256::new();
     h.update(public_key);
-    for part in [&r.issuer, &r.common_name, &r.dns_names.join(","), &r.ip_addresses.join(","), &r.uri_sans.join(",")] {
+    for part in [
+        &r.issuer,
+        &r.common_name,
+        &r.dns_names.join(","),
+        &r.ip_addresses.join(","),
+        &r.uri_sans.join(","),
+    ] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -52,7 +63,8 @@ pub async fn submit_once(
     path: &str,
     order: &IssueOrder<'_>,
 ) -> Result<IssuedCertificate, SubmitError> {
-    let key = crate::verify::csr_public_key(order.csr_pem).map_err(|e| CaError::Rejected(e.to_string()))?;
+    let key = crate::verify::csr_public_key(order.csr_pem)
+        .map_err(|e| CaError::Rejected(e.to_string()))?;
     let fingerprint = order_fingerprint(order, &key);
     let existing = vault.kv_read::<Entry>(path).await?;
     let version = existing.as_ref().map_or(0, |(_, v)| *v);
@@ -71,7 +83,9 @@ pub async fn submit_once(
         }
         _ => {}
     }
-    let intent = Entry::Submitting { order: fingerprint.clone() };
+    let intent = Entry::Submitting {
+        order: fingerprint.clone(),
+    };
     let version = vault.kv_write_cas(path, &intent, version).await?;
     issue_and_record(vault, ca, path, order, &fingerprint, version).await
 }
@@ -96,7 +110,10 @@ async fn record(
     certificate: &IssuedCertificate,
     version: u64,
 ) -> Result<(), SubmitError> {
-    let entry = Entry::Issued { order: fingerprint.to_string(), certificate: certificate.clone() };
+    let entry = Entry::Issued {
+        order: fingerprint.to_string(),
+        certificate: certificate.clone(),
+    };
     vault.kv_write_cas(path, &entry, version).await?;
     Ok(())
 }

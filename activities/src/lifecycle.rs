@@ -28,14 +28,22 @@ pub struct LifecycleActivities {
 
 impl LifecycleActivities {
     pub fn new(vault: Arc<Vault>, issuers: Issuers, kv_prefix: impl Into<String>) -> Self {
-        Self { vault, issuers, kv_prefix: kv_prefix.into() }
+        Self {
+            vault,
+            issuers,
+            kv_prefix: kv_prefix.into(),
+        }
     }
 
     /// Builds Vault access and the configured issuers from the environment.
     pub fn from_config(config: &ActivitiesConfig) -> Result<Self> {
         let vault = Arc::new(Vault::new(&config.vault)?);
         let mut issuers = Issuers::default();
-        let pki = VaultPki::new(vault.clone(), &config.vault_pki.mount, &config.vault_pki.role);
+        let pki = VaultPki::new(
+            vault.clone(),
+            &config.vault_pki.mount,
+            &config.vault_pki.role,
+        );
         issuers.insert(&config.vault_pki.issuer_name, Arc::new(pki));
         Ok(Self::new(vault, issuers, &config.vault.kv_prefix))
     }
@@ -46,16 +54,25 @@ impl LifecycleActivities {
 
     /// Activities re-check the request: a workflow started by something other than the API
     /// must not reach Vault or a CA with bad input either.
-    fn checked(&self, request: &CertificateRequest) -> Result<Arc<dyn CertificateAuthority>, ActivityError> {
+    fn checked(
+        &self,
+        request: &CertificateRequest,
+    ) -> Result<Arc<dyn CertificateAuthority>, ActivityError> {
         request
             .validate(&self.issuers.names())
             .map_err(|e| non_retryable(error_types::INVALID_REQUEST, e))?;
-        Ok(self.issuers.get(&request.issuer).expect("validated issuer exists").clone())
+        Ok(self
+            .issuers
+            .get(&request.issuer)
+            .expect("validated issuer exists")
+            .clone())
     }
 }
 
 fn now_unix() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[activities]
@@ -71,17 +88,35 @@ impl LifecycleActivities {
         let name = key_name(&request.certificate_id);
         let version = self
             .vault
-            .ensure_key_version(&name, request.key_type, request.key_delivery, u64::from(input.cycle) + 1)
+            .ensure_key_version(
+                &name,
+                request.key_type,
+                request.key_delivery,
+                u64::from(input.cycle) + 1,
+            )
             .await
-            .map_err(|e| from_vault("preparing the transit key", error_types::INVALID_REQUEST, e))?;
-        let template = csr_template::template_csr(request).map_err(|e| non_retryable(error_types::INVALID_REQUEST, format!("{e:#}")))?;
+            .map_err(|e| {
+                from_vault("preparing the transit key", error_types::INVALID_REQUEST, e)
+            })?;
+        let template = csr_template::template_csr(request)
+            .map_err(|e| non_retryable(error_types::INVALID_REQUEST, format!("{e:#}")))?;
         let csr_pem = self
             .vault
             .key_csr(&name, version, &template)
             .await
-            .map_err(|e| from_vault("generating the CSR in transit", error_types::INVALID_REQUEST, e))?;
+            .map_err(|e| {
+                from_vault(
+                    "generating the CSR in transit",
+                    error_types::INVALID_REQUEST,
+                    e,
+                )
+            })?;
         tracing::info!(certificate_id = %request.certificate_id, cycle = input.cycle, key = %name, version, "key and CSR ready");
-        Ok(KeyAndCsr { key_name: name, key_version: version, csr_pem })
+        Ok(KeyAndCsr {
+            key_name: name,
+            key_version: version,
+            csr_pem,
+        })
     }
 
     #[activity(definition = contract::SubmitCsr)]
@@ -98,10 +133,14 @@ impl LifecycleActivities {
             idempotency_key: format!("{id}/{}", input.cycle),
         };
         let path = ledger::ledger_path(&self.kv_prefix, id, input.cycle);
-        let issued = ledger::submit_once(&self.vault, ca.as_ref(), &path, &order).await.map_err(|e| match e {
-            SubmitError::Ca(e) => from_ca("submitting the CSR", e),
-            SubmitError::Vault(e) => from_vault("recording the issuance", error_types::INVALID_REQUEST, e),
-        })?;
+        let issued = ledger::submit_once(&self.vault, ca.as_ref(), &path, &order)
+            .await
+            .map_err(|e| match e {
+                SubmitError::Ca(e) => from_ca("submitting the CSR", e),
+                SubmitError::Vault(e) => {
+                    from_vault("recording the issuance", error_types::INVALID_REQUEST, e)
+                }
+            })?;
         tracing::info!(certificate_id = %id, cycle = input.cycle, issuer = %input.request.issuer, serial = %issued.serial, "certificate issued");
         Ok(issued)
     }
@@ -126,12 +165,20 @@ impl LifecycleActivities {
     ) -> Result<StoredCertificate, ActivityError> {
         let r = &input.request;
         let path = certificate_path(&self.kv_prefix, &r.application, &r.certificate_id);
-        let vault_error = |e| from_vault("storing the certificate", error_types::INVALID_REQUEST, e);
-        let existing = self.vault.kv_read::<CertificateRecord>(&path).await.map_err(vault_error)?;
+        let vault_error =
+            |e| from_vault("storing the certificate", error_types::INVALID_REQUEST, e);
+        let existing = self
+            .vault
+            .kv_read::<CertificateRecord>(&path)
+            .await
+            .map_err(vault_error)?;
         if let Some((record, version)) = &existing
             && record.serial == input.verified.serial
         {
-            return Ok(StoredCertificate { vault_path: path, vault_version: *version });
+            return Ok(StoredCertificate {
+                vault_path: path,
+                vault_version: *version,
+            });
         }
         let private_key = match r.key_delivery {
             KeyDelivery::Export => Some(
@@ -154,7 +201,12 @@ impl LifecycleActivities {
             not_after_unix: input.verified.not_after_unix,
             sha256_fingerprint: input.verified.sha256_fingerprint.clone(),
             certificate: input.issued.certificate_pem.trim_end().to_string() + "\n",
-            chain: input.issued.chain_pem.iter().map(|c| c.trim_end().to_string() + "\n").collect(),
+            chain: input
+                .issued
+                .chain_pem
+                .iter()
+                .map(|c| c.trim_end().to_string() + "\n")
+                .collect(),
             private_key,
             transit_key: input.key_name.clone(),
             transit_key_version: input.key_version,
@@ -162,9 +214,16 @@ impl LifecycleActivities {
             revocation_reason: None,
         };
         let expected = existing.map_or(0, |(_, v)| v);
-        let version = self.vault.kv_write_cas(&path, &record, expected).await.map_err(vault_error)?;
+        let version = self
+            .vault
+            .kv_write_cas(&path, &record, expected)
+            .await
+            .map_err(vault_error)?;
         tracing::info!(certificate_id = %r.certificate_id, path = %path, version, serial = %record.serial, "certificate stored");
-        Ok(StoredCertificate { vault_path: path, vault_version: version })
+        Ok(StoredCertificate {
+            vault_path: path,
+            vault_version: version,
+        })
     }
 
     #[activity(definition = contract::RevokeCertificate)]
@@ -177,13 +236,31 @@ impl LifecycleActivities {
         let ca = self
             .issuers
             .get(&r.issuer)
-            .ok_or_else(|| non_retryable(error_types::INVALID_REQUEST, format!("unknown issuer {:?}", r.issuer)))?
+            .ok_or_else(|| {
+                non_retryable(
+                    error_types::INVALID_REQUEST,
+                    format!("unknown issuer {:?}", r.issuer),
+                )
+            })?
             .clone();
-        let revoked_at = ca.revoke(&input.serial, input.reason).await.map_err(|e| from_ca("revoking at the CA", e))?;
+        let revoked_at = ca
+            .revoke(&input.serial, input.reason)
+            .await
+            .map_err(|e| from_ca("revoking at the CA", e))?;
 
         let path = certificate_path(&self.kv_prefix, &r.application, &r.certificate_id);
-        let vault_error = |e| from_vault("marking the certificate revoked", error_types::INVALID_REQUEST, e);
-        if let Some((mut record, version)) = self.vault.kv_read::<CertificateRecord>(&path).await.map_err(vault_error)?
+        let vault_error = |e| {
+            from_vault(
+                "marking the certificate revoked",
+                error_types::INVALID_REQUEST,
+                e,
+            )
+        };
+        if let Some((mut record, version)) = self
+            .vault
+            .kv_read::<CertificateRecord>(&path)
+            .await
+            .map_err(vault_error)?
             && record.serial == input.serial
             && record.status != "revoked"
         {
@@ -192,10 +269,15 @@ impl LifecycleActivities {
             record.revocation_reason = Some(input.reason);
             // A revoked certificate's key has no further use; do not leave it lying around.
             record.private_key = None;
-            self.vault.kv_write_cas(&path, &record, version).await.map_err(vault_error)?;
+            self.vault
+                .kv_write_cas(&path, &record, version)
+                .await
+                .map_err(vault_error)?;
         }
         tracing::info!(certificate_id = %r.certificate_id, serial = %input.serial, reason = ?input.reason,
             requested_by = input.requested_by.as_deref().unwrap_or("unknown"), "certificate revoked");
-        Ok(RevocationResult { revoked_at_unix: revoked_at })
+        Ok(RevocationResult {
+            revoked_at_unix: revoked_at,
+        })
     }
 }

@@ -47,7 +47,10 @@ impl std::fmt::Debug for CertificateRecord {
             .field("status", &self.status)
             .field("serial", &self.serial)
             .field("cycle", &self.cycle)
-            .field("private_key", &self.private_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| "<redacted>"),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -14,7 +14,10 @@ pub use request::{
     validate_certificate_id,
 };
 pub use revocation::RevocationReason;
-pub use status::{CertificateFacts, EventKind, LifecycleEvent, LifecycleInput, LifecycleOutcome, Phase, CertificateStatus, CarriedState};
+pub use status::{
+    CarriedState, CertificateFacts, CertificateStatus, EventKind, LifecycleEvent, LifecycleInput,
+    LifecycleOutcome, Phase,
+};
 
 /// Task queue the worker polls and the starter API starts workflows on, unless configured.
 pub const DEFAULT_TASK_QUEUE: &str = "certflow";

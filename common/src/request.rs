@@ -114,7 +114,11 @@ pub struct ValidationErrors(pub Vec<FieldError>);
 
 impl fmt::Display for ValidationErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
         write!(f, "invalid request: {}", parts.join("; "))
     }
 }
@@ -132,14 +136,24 @@ impl CertificateRequest {
             fail("application".into(), m);
         }
         if self.common_name.len() > 64 {
-            fail("common_name".into(), "must be at most 64 characters (RFC 5280 upper bound)".into());
+            fail(
+                "common_name".into(),
+                "must be at most 64 characters (RFC 5280 upper bound)".into(),
+            );
         } else if let Err(m) = check_dns_name(&self.common_name) {
             fail("common_name".into(), m);
         }
         check_list(&self.dns_names, "dns_names", check_dns_name, &mut fail);
-        check_list(&self.ip_addresses, "ip_addresses", |v| {
-            v.parse::<IpAddr>().map(|_| ()).map_err(|_| "is not an IPv4 or IPv6 address".to_string())
-        }, &mut fail);
+        check_list(
+            &self.ip_addresses,
+            "ip_addresses",
+            |v| {
+                v.parse::<IpAddr>()
+                    .map(|_| ())
+                    .map_err(|_| "is not an IPv4 or IPv6 address".to_string())
+            },
+            &mut fail,
+        );
         check_list(&self.uri_sans, "uri_sans", check_uri, &mut fail);
 
         if !(MIN_VALIDITY_SECONDS..=MAX_VALIDITY_SECONDS).contains(&self.validity_seconds) {
@@ -151,9 +165,19 @@ impl CertificateRequest {
         if self.issuer.is_empty() {
             fail("issuer".into(), "is required".into());
         } else if !known_issuers.iter().any(|i| i == &self.issuer) {
-            fail("issuer".into(), format!("unknown issuer {:?}; configured: {}", self.issuer, known_issuers.join(", ")));
+            fail(
+                "issuer".into(),
+                format!(
+                    "unknown issuer {:?}; configured: {}",
+                    self.issuer,
+                    known_issuers.join(", ")
+                ),
+            );
         }
-        match (&self.renewal.renew_at_fraction, &self.renewal.renew_before_seconds) {
+        match (
+            &self.renewal.renew_at_fraction,
+            &self.renewal.renew_before_seconds,
+        ) {
             (Some(_), Some(_)) => fail(
                 "renewal".into(),
                 "set either renew_at_fraction or renew_before_seconds, not both".into(),
@@ -171,10 +195,17 @@ impl CertificateRequest {
         if let Some(who) = &self.requested_by
             && (who.is_empty() || who.len() > 256 || who.chars().any(char::is_control))
         {
-            fail("requested_by".into(), "must be 1 to 256 printable characters".into());
+            fail(
+                "requested_by".into(),
+                "must be 1 to 256 printable characters".into(),
+            );
         }
 
-        if errors.is_empty() { Ok(()) } else { Err(ValidationErrors(errors)) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(errors))
+        }
     }
 
     /// DNS SANs as issued: the common name first, then the requested names, without duplicates.
@@ -192,7 +223,10 @@ impl CertificateRequest {
 
 /// Checks a certificate id on its own, as in a URL path.
 pub fn validate_certificate_id(id: &str) -> Result<(), FieldError> {
-    check_identifier(id, 128, &['.', '_', '-']).map_err(|message| FieldError { field: "certificate_id".into(), message })
+    check_identifier(id, 128, &['.', '_', '-']).map_err(|message| FieldError {
+        field: "certificate_id".into(),
+        message,
+    })
 }
 
 fn check_list(
@@ -220,7 +254,9 @@ fn check_identifier(value: &str, max: usize, extra: &[char]) -> Result<(), Strin
     }
     if !value.starts_with(|c: char| c.is_ascii_alphanumeric()) || !value.chars().all(allowed) {
         let extras: String = extra.iter().collect();
-        return Err(format!("must start with a letter or digit and contain only letters, digits and {extras:?}"));
+        return Err(format!(
+            "must start with a letter or digit and contain only letters, digits and {extras:?}"
+        ));
     }
     Ok(())
 }
@@ -250,8 +286,14 @@ fn check_uri(uri: &str) -> Result<(), String> {
         return Err("must be an absolute URI with a scheme".into());
     };
     let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-    if !scheme_ok || rest.is_empty() || uri.len() > 2048 || uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    if !scheme_ok
+        || rest.is_empty()
+        || uri.len() > 2048
+        || uri.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(format!("{uri:?} is not a valid absolute URI"));
     }
     Ok(())
@@ -283,7 +325,12 @@ mod tests {
     }
 
     fn fields(req: &CertificateRequest) -> Vec<String> {
-        req.validate(&issuers()).unwrap_err().0.into_iter().map(|e| e.field).collect()
+        req.validate(&issuers())
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
     }
 
     #[test]
@@ -320,11 +367,20 @@ mod tests {
     #[test]
     fn renewal_policy_rules() {
         let mut r = valid();
-        r.renewal = RenewalPolicy { renew_at_fraction: Some(1.0), renew_before_seconds: None };
+        r.renewal = RenewalPolicy {
+            renew_at_fraction: Some(1.0),
+            renew_before_seconds: None,
+        };
         assert_eq!(fields(&r), ["renewal.renew_at_fraction"]);
-        r.renewal = RenewalPolicy { renew_at_fraction: None, renew_before_seconds: Some(86_400) };
+        r.renewal = RenewalPolicy {
+            renew_at_fraction: None,
+            renew_before_seconds: Some(86_400),
+        };
         assert_eq!(fields(&r), ["renewal.renew_before_seconds"]);
-        r.renewal = RenewalPolicy { renew_at_fraction: Some(0.5), renew_before_seconds: Some(10) };
+        r.renewal = RenewalPolicy {
+            renew_at_fraction: Some(0.5),
+            renew_before_seconds: Some(10),
+        };
         assert_eq!(fields(&r), ["renewal"]);
     }
 

@@ -19,11 +19,15 @@ impl ApiConfig {
     pub fn from_env() -> Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let token = var("CERTFLOW_API_TOKEN").context("CERTFLOW_API_TOKEN is not set")?;
-        anyhow::ensure!(token.len() >= 16, "CERTFLOW_API_TOKEN must be at least 16 characters");
+        anyhow::ensure!(
+            token.len() >= 16,
+            "CERTFLOW_API_TOKEN must be at least 16 characters"
+        );
         Ok(Self {
             listen: var("CERTFLOW_API_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into()),
             token_sha256: Sha256::digest(token.as_bytes()).into(),
-            task_queue: var("CERTFLOW_TASK_QUEUE").unwrap_or_else(|| certflow_common::DEFAULT_TASK_QUEUE.into()),
+            task_queue: var("CERTFLOW_TASK_QUEUE")
+                .unwrap_or_else(|| certflow_common::DEFAULT_TASK_QUEUE.into()),
             issuers: var("CERTFLOW_ISSUERS")
                 .unwrap_or_else(|| "vault-pki".into())
                 .split(',')

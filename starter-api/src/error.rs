@@ -54,9 +54,18 @@ impl IntoResponse for ApiError {
             ApiError::Invalid(e) => e.0.clone(),
             _ => Vec::new(),
         };
-        let mut response = (status, Json(ErrorBody { error: self.to_string(), fields })).into_response();
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+                fields,
+            }),
+        )
+            .into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -9,15 +9,20 @@ use temporalio_client::{Client, ClientOptions, Connection};
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
     let config = ApiConfig::from_env()?;
-    let (connection, client_options) = ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
-        .map_err(|e| anyhow!("Temporal client configuration: {e}"))?;
-    let connection = Connection::connect(connection).await.context("connecting to Temporal")?;
-    let temporal = Client::new(connection, client_options).context("creating the Temporal client")?;
+    let (connection, client_options) =
+        ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
+            .map_err(|e| anyhow!("Temporal client configuration: {e}"))?;
+    let connection = Connection::connect(connection)
+        .await
+        .context("connecting to Temporal")?;
+    let temporal =
+        Client::new(connection, client_options).context("creating the Temporal client")?;
     let state = AppState {
         temporal,
         task_queue: config.task_queue.into(),

@@ -42,7 +42,10 @@ pub fn router(state: AppState) -> Router {
         .route("/certificates/{id}", get(get_certificate))
         .route("/certificates/{id}/revoke", post(revoke_certificate))
         .route("/certificates/{id}/renew", post(renew_certificate))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_bearer));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_bearer,
+        ));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(healthz))
@@ -72,27 +75,50 @@ pub async fn create_certificate(
     body: Body<CertificateRequest>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     let Json(request) = body?;
-    request.validate(&state.issuers).map_err(ApiError::Invalid)?;
+    request
+        .validate(&state.issuers)
+        .map_err(ApiError::Invalid)?;
     let id = workflow_id(&request.certificate_id);
     let fingerprint = request_fingerprint(&request);
     let mut memo = MemoValues::new();
     memo.insert(MEMO_REQUEST_HASH, fingerprint.clone());
-    let options = WorkflowStartOptions::new(state.task_queue.to_string(), id.clone()).memo(memo).build();
-    let input = LifecycleInput { request: request.clone(), carried: None };
-    let created = Created { certificate_id: request.certificate_id.clone(), workflow_id: id.clone(), created: true };
-    match state.temporal.start_workflow(CertificateLifecycle::run, input, options).await {
+    let options = WorkflowStartOptions::new(state.task_queue.to_string(), id.clone())
+        .memo(memo)
+        .build();
+    let input = LifecycleInput {
+        request: request.clone(),
+        carried: None,
+    };
+    let created = Created {
+        certificate_id: request.certificate_id.clone(),
+        workflow_id: id.clone(),
+        created: true,
+    };
+    match state
+        .temporal
+        .start_workflow(CertificateLifecycle::run, input, options)
+        .await
+    {
         Ok(_) => {
             tracing::info!(certificate_id = %request.certificate_id, workflow_id = %id, "lifecycle started");
             Ok((StatusCode::CREATED, Json(created)))
         }
-        Err(WorkflowStartError::AlreadyStarted { .. }) => same_request_or_conflict(&state, created, &fingerprint).await,
+        Err(WorkflowStartError::AlreadyStarted { .. }) => {
+            same_request_or_conflict(&state, created, &fingerprint).await
+        }
         Err(e) => Err(ApiError::Unavailable(e.to_string())),
     }
 }
 
 /// A running lifecycle already has this id: answer as for the first call if the body matches.
-async fn same_request_or_conflict(state: &AppState, mut created: Created, fingerprint: &str) -> Result<(StatusCode, Json<Created>), ApiError> {
-    let handle = state.temporal.get_workflow_handle::<CertificateLifecycle>(created.workflow_id.clone());
+async fn same_request_or_conflict(
+    state: &AppState,
+    mut created: Created,
+    fingerprint: &str,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let handle = state
+        .temporal
+        .get_workflow_handle::<CertificateLifecycle>(created.workflow_id.clone());
     let description = handle
         .describe(WorkflowDescribeOptions::default())
         .await
@@ -121,10 +147,22 @@ fn checked_id(id: &str) -> Result<(), ApiError> {
 #[utoipa::path(get, path = "/v1/certificates/{id}", params(("id" = String, Path)),
     responses((status = 200, body = CertificateStatus), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn get_certificate(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<CertificateStatus>, ApiError> {
+pub async fn get_certificate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<CertificateStatus>, ApiError> {
     checked_id(&id)?;
-    let handle = state.temporal.get_workflow_handle::<CertificateLifecycle>(workflow_id(&id));
-    match handle.query(CertificateLifecycle::state, (), WorkflowQueryOptions::default()).await {
+    let handle = state
+        .temporal
+        .get_workflow_handle::<CertificateLifecycle>(workflow_id(&id));
+    match handle
+        .query(
+            CertificateLifecycle::state,
+            (),
+            WorkflowQueryOptions::default(),
+        )
+        .await
+    {
         Ok(status) => Ok(Json(status)),
         Err(WorkflowQueryError::NotFound(_)) => Err(ApiError::NotFound(id)),
         Err(e) => Err(ApiError::Unavailable(e.to_string())),
@@ -144,8 +182,16 @@ pub async fn revoke_certificate(
     checked_id(&id)?;
     let Json(request) = body?;
     check_requested_by(&request.requested_by)?;
-    let handle = state.temporal.get_workflow_handle::<CertificateLifecycle>(workflow_id(&id));
-    let result = handle.execute_update(CertificateLifecycle::revoke, request, WorkflowExecuteUpdateOptions::default()).await;
+    let handle = state
+        .temporal
+        .get_workflow_handle::<CertificateLifecycle>(workflow_id(&id));
+    let result = handle
+        .execute_update(
+            CertificateLifecycle::revoke,
+            request,
+            WorkflowExecuteUpdateOptions::default(),
+        )
+        .await;
     result.map(Json).map_err(|e| update_error(id, e))
 }
 
@@ -162,8 +208,16 @@ pub async fn renew_certificate(
     checked_id(&id)?;
     let Json(request) = body?;
     check_requested_by(&request.requested_by)?;
-    let handle = state.temporal.get_workflow_handle::<CertificateLifecycle>(workflow_id(&id));
-    let result = handle.execute_update(CertificateLifecycle::renew_now, request, WorkflowExecuteUpdateOptions::default()).await;
+    let handle = state
+        .temporal
+        .get_workflow_handle::<CertificateLifecycle>(workflow_id(&id));
+    let result = handle
+        .execute_update(
+            CertificateLifecycle::renew_now,
+            request,
+            WorkflowExecuteUpdateOptions::default(),
+        )
+        .await;
     result.map(Json).map_err(|e| update_error(id, e))
 }
 

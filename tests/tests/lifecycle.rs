@@ -33,10 +33,23 @@ async fn issued_certificate_verifies_against_the_pki_ca_with_the_asked_sans() {
     let cert = record["certificate"].as_str().unwrap();
     let ca = write_temp("ca.pem", &vault.ca_pem().await);
     let leaf = write_temp("leaf.pem", cert);
-    let (ok, out) = openssl(&["verify", "-CAfile", ca.to_str().unwrap(), leaf.to_str().unwrap()]);
+    let (ok, out) = openssl(&[
+        "verify",
+        "-CAfile",
+        ca.to_str().unwrap(),
+        leaf.to_str().unwrap(),
+    ]);
     assert!(ok, "openssl verify failed: {out}");
 
-    let (ok, text) = openssl(&["x509", "-in", leaf.to_str().unwrap(), "-noout", "-ext", "subjectAltName", "-subject"]);
+    let (ok, text) = openssl(&[
+        "x509",
+        "-in",
+        leaf.to_str().unwrap(),
+        "-noout",
+        "-ext",
+        "subjectAltName",
+        "-subject",
+    ]);
     assert!(ok, "{text}");
     for expected in [
         format!("DNS:{id}.test.example.com"),
@@ -49,11 +62,17 @@ async fn issued_certificate_verifies_against_the_pki_ca_with_the_asked_sans() {
     }
 
     // The delivered private key is the certificate's key.
-    let key = write_temp("key.pem", record["private_key"].as_str().expect("key delivered"));
+    let key = write_temp(
+        "key.pem",
+        record["private_key"].as_str().expect("key delivered"),
+    );
     let (ok, key_pub) = openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
     assert!(ok, "{key_pub}");
     assert_eq!(key_pub, public_key_of_certificate(cert));
-    assert_eq!(record["chain"].as_str().unwrap().trim(), vault.ca_pem().await.trim());
+    assert_eq!(
+        record["chain"].as_str().unwrap().trim(),
+        vault.ca_pem().await.trim()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -68,9 +87,16 @@ async fn short_lived_certificate_renews_itself_with_a_new_key() {
     let renew_at = first["renew_at_unix"].as_i64().unwrap();
     let not_after = first["current"]["not_after_unix"].as_i64().unwrap();
 
-    let second = stack.wait_for(&id, Duration::from_secs(120), |s| s["cycle"] == 1 && s["phase"] == "active").await;
+    let second = stack
+        .wait_for(&id, Duration::from_secs(120), |s| {
+            s["cycle"] == 1 && s["phase"] == "active"
+        })
+        .await;
     let new = vault.certificate_record("payments", &id).await;
-    assert_ne!(new["serial"], old["serial"], "KV still holds the old certificate");
+    assert_ne!(
+        new["serial"], old["serial"],
+        "KV still holds the old certificate"
+    );
     assert_eq!(new["serial"], second["current"]["serial"]);
     assert_eq!(new["transit_key_version"], 2);
     assert_ne!(
@@ -87,10 +113,20 @@ async fn short_lived_certificate_renews_itself_with_a_new_key() {
         .expect("renewal_due event")["at_unix"]
         .as_i64()
         .unwrap();
-    assert!(renewed_at >= renew_at && renewed_at < not_after, "renewed at {renewed_at}, window {renew_at}..{not_after}");
+    assert!(
+        renewed_at >= renew_at && renewed_at < not_after,
+        "renewed at {renewed_at}, window {renew_at}..{not_after}"
+    );
 
     // Each renewal is a new run (continue-as-new), so history stays bounded.
-    let runs = stack.temporal(&["workflow", "list", "--query", &format!("WorkflowId = 'certificate-{id}'"), "--output", "json"]);
+    let runs = stack.temporal(&[
+        "workflow",
+        "list",
+        "--query",
+        &format!("WorkflowId = 'certificate-{id}'"),
+        "--output",
+        "json",
+    ]);
     let runs: Vec<Value> = serde_json::from_str(&runs).unwrap();
     assert!(runs.len() >= 2, "expected a continued-as-new run: {runs:?}");
 }
@@ -103,23 +139,48 @@ async fn revoke_via_api_reaches_the_crl_and_ends_the_workflow() {
     let serial = state["current"]["serial"].as_str().unwrap().to_string();
 
     let (status, body) = stack
-        .post(&format!("/v1/certificates/{id}/revoke"), &json!({"reason": "key_compromise", "requested_by": "secops"}))
+        .post(
+            &format!("/v1/certificates/{id}/revoke"),
+            &json!({"reason": "key_compromise", "requested_by": "secops"}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["phase"], "revoked");
     assert_eq!(body["revocation_reason"], "key_compromise");
 
     let vault = stack.vault();
-    assert!(vault.crl_serials().await.contains(&serial), "serial {serial} not on the CRL");
+    assert!(
+        vault.crl_serials().await.contains(&serial),
+        "serial {serial} not on the CRL"
+    );
     let record = vault.certificate_record("payments", &id).await;
     assert_eq!(record["status"], "revoked");
     assert_eq!(record["revocation_reason"], "key_compromise");
-    assert!(record.get("private_key").is_none(), "a revoked certificate's key must be removed from KV");
+    assert!(
+        record.get("private_key").is_none(),
+        "a revoked certificate's key must be removed from KV"
+    );
 
-    let described = stack.temporal(&["workflow", "describe", "--workflow-id", &format!("certificate-{id}"), "--output", "json"]);
-    assert!(described.contains("WORKFLOW_EXECUTION_STATUS_COMPLETED") || described.contains("\"Completed\""), "{described}");
+    let described = stack.temporal(&[
+        "workflow",
+        "describe",
+        "--workflow-id",
+        &format!("certificate-{id}"),
+        "--output",
+        "json",
+    ]);
+    assert!(
+        described.contains("WORKFLOW_EXECUTION_STATUS_COMPLETED")
+            || described.contains("\"Completed\""),
+        "{described}"
+    );
 
-    let (status, body) = stack.post(&format!("/v1/certificates/{id}/revoke"), &json!({"reason": "superseded"})).await;
+    let (status, body) = stack
+        .post(
+            &format!("/v1/certificates/{id}/revoke"),
+            &json!({"reason": "superseded"}),
+        )
+        .await;
     assert_eq!(status, 409, "second revoke: {body}");
 }
 
@@ -141,7 +202,9 @@ async fn operator_revokes_with_the_temporal_cli() {
         "--input",
         r#"{"reason":"cessation_of_operation","requested_by":"operator"}"#,
     ]);
-    let state = stack.wait_for(&id, Duration::from_secs(30), |s| s["phase"] == "revoked").await;
+    let state = stack
+        .wait_for(&id, Duration::from_secs(30), |s| s["phase"] == "revoked")
+        .await;
     assert_eq!(state["revocation_reason"], "cessation_of_operation");
     assert!(stack.vault().crl_serials().await.contains(&serial));
 }
@@ -151,7 +214,12 @@ async fn renew_now_issues_a_replacement_at_once() {
     let stack = Stack::start("renew-now").await;
     let id = unique("now");
     let first = stack.issue(&request(&id, "payments")).await;
-    let (status, facts) = stack.post(&format!("/v1/certificates/{id}/renew"), &json!({"requested_by": "ops"})).await;
+    let (status, facts) = stack
+        .post(
+            &format!("/v1/certificates/{id}/renew"),
+            &json!({"requested_by": "ops"}),
+        )
+        .await;
     assert_eq!(status, 200, "{facts}");
     assert_ne!(facts["serial"], first["current"]["serial"]);
     assert_eq!(facts["key_version"], 2);
@@ -175,18 +243,35 @@ async fn worker_killed_mid_lifecycle_still_issues_exactly_once_per_cycle() {
     stack.kill_worker();
     tokio::time::sleep(Duration::from_secs(1)).await;
     stack.start_worker();
-    let state = stack.wait_for(&id, Duration::from_secs(90), |s| s["phase"] == "active").await;
+    let state = stack
+        .wait_for(&id, Duration::from_secs(90), |s| s["phase"] == "active")
+        .await;
     assert_eq!(state["cycle"], 0);
-    assert_eq!(vault.issued_with_cn(&cn).await, 1, "cycle 0 was issued more than once");
+    assert_eq!(
+        vault.issued_with_cn(&cn).await,
+        1,
+        "cycle 0 was issued more than once"
+    );
 
     // Kill it again while the workflow sleeps, and restart after the renewal window opened.
     stack.kill_worker();
     let renew_at = state["renew_at_unix"].as_i64().unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     tokio::time::sleep(Duration::from_secs((renew_at - now).max(0) as u64 + 1)).await;
     stack.start_worker();
-    stack.wait_for(&id, Duration::from_secs(90), |s| s["cycle"] == 1 && s["phase"] == "active").await;
-    assert_eq!(vault.issued_with_cn(&cn).await, 2, "expected exactly one certificate per cycle");
+    stack
+        .wait_for(&id, Duration::from_secs(90), |s| {
+            s["cycle"] == 1 && s["phase"] == "active"
+        })
+        .await;
+    assert_eq!(
+        vault.issued_with_cn(&cn).await,
+        2,
+        "expected exactly one certificate per cycle"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -196,21 +281,43 @@ async fn workflow_history_holds_no_private_key_material_or_tokens() {
     stack.issue(&request(&id, "payments")).await;
     let record = stack.vault().certificate_record("payments", &id).await;
     let key_pem = record["private_key"].as_str().unwrap();
-    let key_body: String = key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let key_body: String = key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
 
-    let history = stack.temporal(&["workflow", "show", "--workflow-id", &format!("certificate-{id}"), "--output", "json"]);
+    let history = stack.temporal(&[
+        "workflow",
+        "show",
+        "--workflow-id",
+        &format!("certificate-{id}"),
+        "--output",
+        "json",
+    ]);
     // Sanity: we are looking at the real payloads (JSON inside base64 in the CLI's output).
-    assert!(history.contains("ActivityTaskCompleted") || history.contains("EVENT_TYPE_ACTIVITY_TASK_COMPLETED"));
+    assert!(
+        history.contains("ActivityTaskCompleted")
+            || history.contains("EVENT_TYPE_ACTIVITY_TASK_COMPLETED")
+    );
     let decoded = decode_payloads(&history);
-    assert!(decoded.contains("BEGIN CERTIFICATE REQUEST"), "payloads not decoded");
+    assert!(
+        decoded.contains("BEGIN CERTIFICATE REQUEST"),
+        "payloads not decoded"
+    );
     for (what, secret) in [
         ("private key marker", "PRIVATE KEY"),
         ("the delivered key", key_body.as_str()),
-        ("the worker's Vault token", stack.servers.worker_token.as_str()),
+        (
+            "the worker's Vault token",
+            stack.servers.worker_token.as_str(),
+        ),
         ("the root token", stack.servers.vault_root_token.as_str()),
         ("the API token", common::API_TOKEN),
     ] {
-        assert!(!history.contains(secret) && !decoded.contains(secret), "{what} found in workflow history");
+        assert!(
+            !history.contains(secret) && !decoded.contains(secret),
+            "{what} found in workflow history"
+        );
     }
 }
 
@@ -272,13 +379,27 @@ async fn application_reads_its_own_certificate_and_no_one_elses() {
 
     let vault = stack.vault();
     let billing = vault.with_token(&vault.application_token("billing").await);
-    let (status, body) = billing.read(&format!("secret/data/certflow/apps/billing/{mine}")).await;
+    let (status, body) = billing
+        .read(&format!("secret/data/certflow/apps/billing/{mine}"))
+        .await;
     assert_eq!(status, 200, "{body}");
-    assert!(body["data"]["data"]["certificate"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
-    let (status, _) = billing.read(&format!("secret/data/certflow/apps/ledger/{theirs}")).await;
+    assert!(
+        body["data"]["data"]["certificate"]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+    let (status, _) = billing
+        .read(&format!("secret/data/certflow/apps/ledger/{theirs}"))
+        .await;
     assert_eq!(status, 403, "billing must not read ledger's certificate");
-    let (status, _) = billing.read(&format!("secret/data/certflow/ledger/{mine}/0")).await;
-    assert_eq!(status, 403, "applications must not read the issuance ledger");
+    let (status, _) = billing
+        .read(&format!("secret/data/certflow/ledger/{mine}/0"))
+        .await;
+    assert_eq!(
+        status, 403,
+        "applications must not read the issuance ledger"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -290,9 +411,21 @@ async fn ca_refusal_fails_the_workflow_visibly() {
     req["validity_seconds"] = json!(2 * 365 * 24 * 3600);
     let (status, body) = stack.post("/v1/certificates", &req).await;
     assert_eq!(status, 201, "{body}");
-    let state = stack.wait_for(&id, Duration::from_secs(60), |s| s["phase"] == "failed").await;
+    let state = stack
+        .wait_for(&id, Duration::from_secs(60), |s| s["phase"] == "failed")
+        .await;
     let failure = state["failure"].as_str().unwrap();
     assert!(failure.contains("lifetime"), "{failure}");
-    let described = stack.temporal(&["workflow", "describe", "--workflow-id", &format!("certificate-{id}"), "--output", "json"]);
-    assert!(described.contains("FAILED") || described.contains("Failed"), "{described}");
+    let described = stack.temporal(&[
+        "workflow",
+        "describe",
+        "--workflow-id",
+        &format!("certificate-{id}"),
+        "--output",
+        "json",
+    ]);
+    assert!(
+        described.contains("FAILED") || described.contains("Failed"),
+        "{described}"
+    );
 }

@@ -13,12 +13,16 @@ async fn main() -> Result<()> {
     init_tracing();
     let config = ActivitiesConfig::from_env()?;
     let activities = LifecycleActivities::from_config(&config)?;
-    let task_queue = std::env::var("CERTFLOW_TASK_QUEUE").unwrap_or_else(|_| certflow_common::DEFAULT_TASK_QUEUE.into());
+    let task_queue = std::env::var("CERTFLOW_TASK_QUEUE")
+        .unwrap_or_else(|_| certflow_common::DEFAULT_TASK_QUEUE.into());
 
     // Reads TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY and TEMPORAL_TLS_*.
-    let (connection, client_options) = ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
-        .map_err(|e| anyhow!("Temporal client configuration: {e}"))?;
-    let connection = Connection::connect(connection).await.context("connecting to Temporal")?;
+    let (connection, client_options) =
+        ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
+            .map_err(|e| anyhow!("Temporal client configuration: {e}"))?;
+    let connection = Connection::connect(connection)
+        .await
+        .context("connecting to Temporal")?;
     let client = Client::new(connection, client_options).context("creating the Temporal client")?;
 
     let issuers = activities.issuer_names();
@@ -41,7 +45,8 @@ async fn main() -> Result<()> {
 }
 
 async fn wait_for_stop_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -50,9 +55,12 @@ async fn wait_for_stop_signal() {
 
 /// Logs go to stderr; `CERTFLOW_LOG_FORMAT=json` gives one JSON object per line.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,temporalio_sdk_core=warn,rustify=off,vaultrs=off"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,temporalio_sdk_core=warn,rustify=off,vaultrs=off")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("CERTFLOW_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {

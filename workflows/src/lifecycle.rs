@@ -19,8 +19,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use temporalio_common::RetryPolicy;
 use temporalio_sdk::workflows::{select, workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, CancellableFuture, ContinueAsNewOptions, SyncWorkflowContext,
-    WorkflowContext, WorkflowContextView, WorkflowResult,
+    ActivityOptions, CancellableFuture, ContinueAsNewOptions, SyncWorkflowContext, WorkflowContext,
+    WorkflowContextView, WorkflowResult,
 };
 
 type HandlerError = Box<dyn Error + Send + Sync>;
@@ -50,7 +50,11 @@ impl CertificateLifecycle {
     #[init]
     pub fn new(_ctx: &WorkflowContextView, input: LifecycleInput) -> Self {
         let carried = input.carried.unwrap_or_default();
-        let phase = if carried.current.is_some() { Phase::Active } else { Phase::Issuing };
+        let phase = if carried.current.is_some() {
+            Phase::Active
+        } else {
+            Phase::Issuing
+        };
         Self {
             request: input.request,
             phase,
@@ -72,7 +76,10 @@ impl CertificateLifecycle {
             if let Err(e) = request.validate(std::slice::from_ref(&request.issuer)) {
                 return Err(fail(ctx, e.to_string()).into());
             }
-            let detail = format!("requested by {}", request.requested_by.as_deref().unwrap_or("unknown"));
+            let detail = format!(
+                "requested by {}",
+                request.requested_by.as_deref().unwrap_or("unknown")
+            );
             record(ctx, EventKind::Requested, detail);
             issue(ctx, 0).await?;
         }
@@ -81,8 +88,13 @@ impl CertificateLifecycle {
                 Wake::Revoke => return revoke(ctx).await,
                 wake @ (Wake::RenewalDue | Wake::RenewNow) => {
                     let (kind, detail) = match wake {
-                        Wake::RenewalDue => (EventKind::RenewalDue, "renewal window reached".to_string()),
-                        _ => (EventKind::RenewalRequested, requested_by(ctx.state(|s| s.renew_request.clone()))),
+                        Wake::RenewalDue => {
+                            (EventKind::RenewalDue, "renewal window reached".to_string())
+                        }
+                        _ => (
+                            EventKind::RenewalRequested,
+                            requested_by(ctx.state(|s| s.renew_request.clone())),
+                        ),
                     };
                     record(ctx, kind, detail);
                     ctx.state_mut(|s| s.phase = Phase::Renewing);
@@ -101,9 +113,13 @@ impl CertificateLifecycle {
 
     /// Revoke now and end the lifecycle; returns once the CA has revoked the certificate.
     #[update(name = "revoke")]
-    pub async fn revoke(ctx: &mut WorkflowContext<Self>, request: RevokeRequest) -> Result<CertificateStatus, HandlerError> {
+    pub async fn revoke(
+        ctx: &mut WorkflowContext<Self>,
+        request: RevokeRequest,
+    ) -> Result<CertificateStatus, HandlerError> {
         ctx.state_mut(|s| s.revoke_request = Some(request));
-        ctx.wait_condition(|s| matches!(s.phase, Phase::Revoked | Phase::Failed)).await?;
+        ctx.wait_condition(|s| matches!(s.phase, Phase::Revoked | Phase::Failed))
+            .await?;
         ctx.state(|s| match &s.failure {
             Some(f) => Err(f.clone().into()),
             None => Ok(s.status()),
@@ -111,18 +127,29 @@ impl CertificateLifecycle {
     }
 
     #[update_validator(revoke)]
-    fn validate_revoke(&self, _ctx: &WorkflowContextView, request: &RevokeRequest) -> Result<(), HandlerError> {
+    fn validate_revoke(
+        &self,
+        _ctx: &WorkflowContextView,
+        request: &RevokeRequest,
+    ) -> Result<(), HandlerError> {
         self.check_accepts_commands()?;
         check_requested_by(&request.requested_by)
     }
 
     /// Renew at once; returns the new certificate's facts once it is stored.
     #[update(name = "renew_now")]
-    pub async fn renew_now(ctx: &mut WorkflowContext<Self>, request: RenewRequest) -> Result<CertificateFacts, HandlerError> {
+    pub async fn renew_now(
+        ctx: &mut WorkflowContext<Self>,
+        request: RenewRequest,
+    ) -> Result<CertificateFacts, HandlerError> {
         let before = ctx.state(|s| s.cycle);
         ctx.state_mut(|s| s.renew_request = Some(request));
-        ctx.wait_condition(|s| (s.cycle > before && s.phase == Phase::Active) || s.failure.is_some() || s.revoke_request.is_some())
-            .await?;
+        ctx.wait_condition(|s| {
+            (s.cycle > before && s.phase == Phase::Active)
+                || s.failure.is_some()
+                || s.revoke_request.is_some()
+        })
+        .await?;
         ctx.state(|s| match (&s.failure, &s.current) {
             (Some(f), _) => Err(f.clone().into()),
             (None, Some(current)) if s.cycle > before => Ok(current.clone()),
@@ -131,7 +158,11 @@ impl CertificateLifecycle {
     }
 
     #[update_validator(renew_now)]
-    fn validate_renew_now(&self, _ctx: &WorkflowContextView, request: &RenewRequest) -> Result<(), HandlerError> {
+    fn validate_renew_now(
+        &self,
+        _ctx: &WorkflowContextView,
+        request: &RenewRequest,
+    ) -> Result<(), HandlerError> {
         self.check_accepts_commands()?;
         if self.renew_request.is_some() || matches!(self.phase, Phase::Issuing | Phase::Renewing) {
             return Err("an issuance or renewal is already in progress".into());
@@ -141,19 +172,31 @@ impl CertificateLifecycle {
 
     /// Fire-and-forget form of `revoke`, for batch signals across many certificates.
     #[signal(name = "request_revocation")]
-    pub fn request_revocation(&mut self, ctx: &mut SyncWorkflowContext<Self>, request: RevokeRequest) {
-        if self.check_accepts_commands().is_ok() && check_requested_by(&request.requested_by).is_ok() {
+    pub fn request_revocation(
+        &mut self,
+        ctx: &mut SyncWorkflowContext<Self>,
+        request: RevokeRequest,
+    ) {
+        if self.check_accepts_commands().is_ok()
+            && check_requested_by(&request.requested_by).is_ok()
+        {
             self.revoke_request = Some(request);
         } else {
             let at = unix_time(ctx.workflow_time());
-            self.push_event(at, EventKind::RevocationRequested, "ignored: lifecycle already ending".into());
+            self.push_event(
+                at,
+                EventKind::RevocationRequested,
+                "ignored: lifecycle already ending".into(),
+            );
         }
     }
 
     /// Fire-and-forget form of `renew_now`.
     #[signal(name = "request_renewal")]
     pub fn request_renewal(&mut self, _ctx: &mut SyncWorkflowContext<Self>, request: RenewRequest) {
-        if self.check_accepts_commands().is_ok() && check_requested_by(&request.requested_by).is_ok() {
+        if self.check_accepts_commands().is_ok()
+            && check_requested_by(&request.requested_by).is_ok()
+        {
             self.renew_request.get_or_insert(request);
         }
     }
@@ -203,7 +246,12 @@ impl CertificateLifecycle {
     }
 
     fn push_event(&mut self, at_unix: i64, kind: EventKind, detail: String) {
-        self.events.push(LifecycleEvent { at_unix, kind, cycle: self.cycle, detail });
+        self.events.push(LifecycleEvent {
+            at_unix,
+            kind,
+            cycle: self.cycle,
+            detail,
+        });
         if self.events.len() > MAX_EVENTS {
             let excess = self.events.len() - MAX_EVENTS;
             self.events.drain(..excess);
@@ -217,22 +265,60 @@ async fn issue(ctx: &mut WorkflowContext<CertificateLifecycle>, cycle: u32) -> W
     let key = ctx
         .execute_activity(
             CertificateActivities::generate_key_and_csr,
-            KeyAndCsrInput { request: request.clone(), cycle },
+            KeyAndCsrInput {
+                request: request.clone(),
+                cycle,
+            },
             activity_options(),
         )
         .await;
     let key = or_fail(ctx, key, "generate key and CSR")?;
-    record(ctx, EventKind::KeyGenerated, format!("transit key {} version {}", key.key_name, key.key_version));
+    record(
+        ctx,
+        EventKind::KeyGenerated,
+        format!("transit key {} version {}", key.key_name, key.key_version),
+    );
 
-    record(ctx, EventKind::SubmittedToCa, format!("CSR submitted to issuer {}", request.issuer));
-    let submit = SubmitCsrInput { request: request.clone(), cycle, csr_pem: key.csr_pem.clone() };
-    let issued = ctx.execute_activity(CertificateActivities::submit_csr, submit, activity_options()).await;
+    record(
+        ctx,
+        EventKind::SubmittedToCa,
+        format!("CSR submitted to issuer {}", request.issuer),
+    );
+    let submit = SubmitCsrInput {
+        request: request.clone(),
+        cycle,
+        csr_pem: key.csr_pem.clone(),
+    };
+    let issued = ctx
+        .execute_activity(
+            CertificateActivities::submit_csr,
+            submit,
+            activity_options(),
+        )
+        .await;
     let issued = or_fail(ctx, issued, "submit CSR to the CA")?;
 
-    let verify = VerifyInput { request: request.clone(), csr_pem: key.csr_pem, issued: issued.clone() };
-    let verified = ctx.execute_activity(CertificateActivities::verify_certificate, verify, activity_options()).await;
+    let verify = VerifyInput {
+        request: request.clone(),
+        csr_pem: key.csr_pem,
+        issued: issued.clone(),
+    };
+    let verified = ctx
+        .execute_activity(
+            CertificateActivities::verify_certificate,
+            verify,
+            activity_options(),
+        )
+        .await;
     let verified = or_fail(ctx, verified, "verify the issued certificate")?;
-    record(ctx, EventKind::Issued, format!("serial {} valid until {}", verified.serial, verified.not_after_unix));
+    record(
+        ctx,
+        EventKind::Issued,
+        format!(
+            "serial {} valid until {}",
+            verified.serial, verified.not_after_unix
+        ),
+    );
 
     let store = StoreInput {
         request: request.clone(),
@@ -242,12 +328,27 @@ async fn issue(ctx: &mut WorkflowContext<CertificateLifecycle>, cycle: u32) -> W
         issued,
         verified: verified.clone(),
     };
-    let stored = ctx.execute_activity(CertificateActivities::store_certificate, store, activity_options()).await;
+    let stored = ctx
+        .execute_activity(
+            CertificateActivities::store_certificate,
+            store,
+            activity_options(),
+        )
+        .await;
     let stored = or_fail(ctx, stored, "store the certificate in Vault")?;
-    record(ctx, EventKind::Stored, format!("{} version {}", stored.vault_path, stored.vault_version));
+    record(
+        ctx,
+        EventKind::Stored,
+        format!("{} version {}", stored.vault_path, stored.vault_version),
+    );
 
     let jitter: f64 = ctx.random();
-    let renew_at = schedule::renewal_time(&request.renewal, verified.not_before_unix, verified.not_after_unix, jitter);
+    let renew_at = schedule::renewal_time(
+        &request.renewal,
+        verified.not_before_unix,
+        verified.not_after_unix,
+        jitter,
+    );
     ctx.state_mut(|s| {
         s.cycle = cycle;
         s.current = Some(CertificateFacts {
@@ -263,19 +364,26 @@ async fn issue(ctx: &mut WorkflowContext<CertificateLifecycle>, cycle: u32) -> W
         s.renew_at = Some(renew_at);
         s.phase = Phase::Active;
     });
-    record(ctx, EventKind::RenewalScheduled, format!("renewal at {renew_at}"));
+    record(
+        ctx,
+        EventKind::RenewalScheduled,
+        format!("renewal at {renew_at}"),
+    );
     Ok(())
 }
 
 /// Sleeps until the renewal time unless a revoke or renew command arrives first.
-async fn sleep_until_renewal(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<Wake> {
+async fn sleep_until_renewal(
+    ctx: &mut WorkflowContext<CertificateLifecycle>,
+) -> WorkflowResult<Wake> {
     let (renew_at, current) = ctx.state(|s| (s.renew_at, s.current.clone()));
     let renew_at = match (renew_at, current) {
         (Some(at), _) => at,
         // After continue-as-new: recompute from the certificate carried over.
         (None, Some(c)) => {
             let policy = ctx.state(|s| s.request.renewal.clone());
-            let at = schedule::renewal_time(&policy, c.not_before_unix, c.not_after_unix, ctx.random());
+            let at =
+                schedule::renewal_time(&policy, c.not_before_unix, c.not_after_unix, ctx.random());
             ctx.state_mut(|s| s.renew_at = Some(at));
             at
         }
@@ -284,7 +392,9 @@ async fn sleep_until_renewal(ctx: &mut WorkflowContext<CertificateLifecycle>) ->
     let delay = (renew_at - unix_time(ctx.workflow_time())).max(0) as u64;
     let timer = ctx.timer(Duration::from_secs(delay));
     let mut timer = std::pin::pin!(timer);
-    let mut command = std::pin::pin!(ctx.wait_condition(|s| s.revoke_request.is_some() || s.renew_request.is_some()));
+    let mut command = std::pin::pin!(
+        ctx.wait_condition(|s| s.revoke_request.is_some() || s.renew_request.is_some())
+    );
     let command_arrived = select! {
         _ = timer.as_mut() => false,
         r = command.as_mut() => { r?; true },
@@ -305,15 +415,30 @@ async fn sleep_until_renewal(ctx: &mut WorkflowContext<CertificateLifecycle>) ->
 }
 
 /// Revokes the current certificate and ends the lifecycle.
-async fn revoke(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<LifecycleOutcome> {
-    let (request, revoke, current) = ctx.state(|s| (s.request.clone(), s.revoke_request.clone(), s.current.clone()));
+async fn revoke(
+    ctx: &mut WorkflowContext<CertificateLifecycle>,
+) -> WorkflowResult<LifecycleOutcome> {
+    let (request, revoke, current) = ctx.state(|s| {
+        (
+            s.request.clone(),
+            s.revoke_request.clone(),
+            s.current.clone(),
+        )
+    });
     let revoke = revoke.expect("revoke is only called once a revocation was requested");
     let current = current.expect("revocation waits for the first certificate");
     ctx.state_mut(|s| s.phase = Phase::Revoking);
     record(
         ctx,
         EventKind::RevocationRequested,
-        format!("reason {:?} ({}), {}", revoke.reason, revoke.reason.code(), requested_by(Some(RenewRequest { requested_by: revoke.requested_by.clone() }))),
+        format!(
+            "reason {:?} ({}), {}",
+            revoke.reason,
+            revoke.reason.code(),
+            requested_by(Some(RenewRequest {
+                requested_by: revoke.requested_by.clone()
+            }))
+        ),
     );
     let input = RevokeInput {
         request: request.clone(),
@@ -321,10 +446,23 @@ async fn revoke(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResu
         reason: revoke.reason,
         requested_by: revoke.requested_by,
     };
-    let result = ctx.execute_activity(CertificateActivities::revoke_certificate, input, activity_options()).await;
+    let result = ctx
+        .execute_activity(
+            CertificateActivities::revoke_certificate,
+            input,
+            activity_options(),
+        )
+        .await;
     let result = or_fail(ctx, result, "revoke the certificate")?;
     ctx.state_mut(|s| s.phase = Phase::Revoked);
-    record(ctx, EventKind::Revoked, format!("serial {} revoked at {}", current.serial, result.revoked_at_unix));
+    record(
+        ctx,
+        EventKind::Revoked,
+        format!(
+            "serial {} revoked at {}",
+            current.serial, result.revoked_at_unix
+        ),
+    );
     wait_for_handlers(ctx).await?;
     Ok(LifecycleOutcome {
         certificate_id: request.certificate_id,
@@ -352,8 +490,8 @@ fn or_fail<T, E: Error>(
     ctx: &mut WorkflowContext<CertificateLifecycle>,
     result: Result<T, E>,
     step: &str,
-) -> Result<T, temporalio_sdk::ApplicationFailure> {
-    result.map_err(|e| fail(ctx, format!("{step}: {}", with_causes(&e))))
+) -> WorkflowResult<T> {
+    result.map_err(|e| fail(ctx, format!("{step}: {}", with_causes(&e))).into())
 }
 
 /// The error and its causes, outermost first: an activity failure's own message is a cause.
@@ -371,7 +509,10 @@ fn with_causes(e: &dyn Error) -> String {
     text
 }
 
-fn fail(ctx: &mut WorkflowContext<CertificateLifecycle>, message: String) -> temporalio_sdk::ApplicationFailure {
+fn fail(
+    ctx: &mut WorkflowContext<CertificateLifecycle>,
+    message: String,
+) -> temporalio_sdk::ApplicationFailure {
     ctx.state_mut(|s| {
         s.phase = Phase::Failed;
         s.failure = Some(message.clone());
@@ -387,7 +528,8 @@ fn record(ctx: &mut WorkflowContext<CertificateLifecycle>, kind: EventKind, deta
 
 async fn wait_for_handlers(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
     let view = ctx.clone();
-    ctx.wait_condition(move |_| view.all_handlers_finished()).await?;
+    ctx.wait_condition(move |_| view.all_handlers_finished())
+        .await?;
     Ok(())
 }
 
@@ -406,5 +548,6 @@ fn check_requested_by(who: &Option<String>) -> Result<(), HandlerError> {
 }
 
 fn unix_time(time: Option<std::time::SystemTime>) -> i64 {
-    time.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs() as i64)
+    time.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -21,7 +21,8 @@ pub fn renewal_time(policy: &RenewalPolicy, not_before: i64, not_after: i64, jit
             not_before + (lifetime * fraction.unwrap_or(DEFAULT_RENEW_AT_FRACTION)).round() as i64
         }
     };
-    let jitter_seconds = (lifetime * JITTER_FRACTION).min(MAX_JITTER_SECONDS) * jitter.clamp(0.0, 1.0);
+    let jitter_seconds =
+        (lifetime * JITTER_FRACTION).min(MAX_JITTER_SECONDS) * jitter.clamp(0.0, 1.0);
     (planned - jitter_seconds.round() as i64).clamp(not_before, not_after)
 }
 
@@ -39,9 +40,15 @@ mod tests {
 
     #[test]
     fn honours_fraction_and_renew_before() {
-        let half = RenewalPolicy { renew_at_fraction: Some(0.5), renew_before_seconds: None };
+        let half = RenewalPolicy {
+            renew_at_fraction: Some(0.5),
+            renew_before_seconds: None,
+        };
         assert_eq!(renewal_time(&half, 1000, 1000 + 60, 0.0), 1030);
-        let week = RenewalPolicy { renew_at_fraction: None, renew_before_seconds: Some(7 * DAY as u64) };
+        let week = RenewalPolicy {
+            renew_at_fraction: None,
+            renew_before_seconds: Some(7 * DAY as u64),
+        };
         assert_eq!(renewal_time(&week, 0, 30 * DAY, 0.0), 23 * DAY);
     }
 
@@ -51,12 +58,18 @@ mod tests {
         // 2% of a 60 s lifetime is 1.2 s.
         assert_eq!(renewal_time(&p, 0, 60, 0.99), 39);
         // Capped at one hour for long lifetimes.
-        assert_eq!(renewal_time(&p, 0, 365 * DAY, 0.999_999), renewal_time(&p, 0, 365 * DAY, 0.0) - 3600);
+        assert_eq!(
+            renewal_time(&p, 0, 365 * DAY, 0.999_999),
+            renewal_time(&p, 0, 365 * DAY, 0.0) - 3600
+        );
     }
 
     #[test]
     fn never_outside_the_validity() {
-        let p = RenewalPolicy { renew_at_fraction: None, renew_before_seconds: Some(10_000) };
+        let p = RenewalPolicy {
+            renew_at_fraction: None,
+            renew_before_seconds: Some(10_000),
+        };
         assert_eq!(renewal_time(&p, 100, 200, 0.5), 100);
     }
 }

@@ -34,7 +34,10 @@ pub trait CertificateAuthority: Send + Sync {
 
     /// Looks for a certificate this CA already issued for the order's CSR key. Used only to
     /// recover when a previous attempt died between the CA's answer and recording it.
-    async fn find_issued(&self, order: &IssueOrder<'_>) -> Result<Option<IssuedCertificate>, CaError>;
+    async fn find_issued(
+        &self,
+        order: &IssueOrder<'_>,
+    ) -> Result<Option<IssuedCertificate>, CaError>;
 
     /// Revokes `serial` (colon-separated hex) and returns the revocation time (Unix seconds).
     async fn revoke(&self, serial: &str, reason: RevocationReason) -> Result<i64, CaError>;

@@ -20,7 +20,11 @@ pub struct VaultPki {
 
 impl VaultPki {
     pub fn new(vault: Arc<Vault>, mount: impl Into<String>, role: impl Into<String>) -> Self {
-        Self { vault, mount: mount.into(), role: role.into() }
+        Self {
+            vault,
+            mount: mount.into(),
+            role: role.into(),
+        }
     }
 }
 
@@ -52,7 +56,10 @@ impl CertificateAuthority for VaultPki {
         .await
         .map_err(ca_error)?;
         // `ca_chain` lists the issuing CA first; older Vaults only return `issuing_ca`.
-        let chain = signed.ca_chain.filter(|c| !c.is_empty()).unwrap_or_else(|| vec![signed.issuing_ca.clone()]);
+        let chain = signed
+            .ca_chain
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| vec![signed.issuing_ca.clone()]);
         Ok(IssuedCertificate {
             serial: signed.serial_number,
             certificate_pem: signed.certificate,
@@ -60,8 +67,12 @@ impl CertificateAuthority for VaultPki {
         })
     }
 
-    async fn find_issued(&self, order: &IssueOrder<'_>) -> Result<Option<IssuedCertificate>, CaError> {
-        let wanted = verify::csr_public_key(order.csr_pem).map_err(|e| CaError::Rejected(e.to_string()))?;
+    async fn find_issued(
+        &self,
+        order: &IssueOrder<'_>,
+    ) -> Result<Option<IssuedCertificate>, CaError> {
+        let wanted =
+            verify::csr_public_key(order.csr_pem).map_err(|e| CaError::Rejected(e.to_string()))?;
         let serials = match vaultrs::pki::cert::list(&self.vault.client, &self.mount).await {
             Ok(s) => s,
             Err(e) => match VaultError::from(e) {
@@ -71,9 +82,18 @@ impl CertificateAuthority for VaultPki {
         };
         // Newest certificates are most likely; Vault lists in no documented order, so scan all.
         for serial in serials.iter().rev() {
-            let cert = vaultrs::pki::cert::read(&self.vault.client, &self.mount, serial).await.map_err(ca_error)?;
-            if cert.revocation_time == 0 && verify::certificate_public_key(&cert.certificate).ok().as_ref() == Some(&wanted) {
-                let issuing = vaultrs::pki::cert::read(&self.vault.client, &self.mount, "ca").await.map_err(ca_error)?;
+            let cert = vaultrs::pki::cert::read(&self.vault.client, &self.mount, serial)
+                .await
+                .map_err(ca_error)?;
+            if cert.revocation_time == 0
+                && verify::certificate_public_key(&cert.certificate)
+                    .ok()
+                    .as_ref()
+                    == Some(&wanted)
+            {
+                let issuing = vaultrs::pki::cert::read(&self.vault.client, &self.mount, "ca")
+                    .await
+                    .map_err(ca_error)?;
                 return Ok(Some(IssuedCertificate {
                     serial: serial.replace('-', ":"),
                     certificate_pem: cert.certificate,
@@ -85,7 +105,9 @@ impl CertificateAuthority for VaultPki {
     }
 
     async fn revoke(&self, serial: &str, _reason: RevocationReason) -> Result<i64, CaError> {
-        let answer = vaultrs::pki::cert::revoke(&self.vault.client, &self.mount, serial).await.map_err(ca_error)?;
+        let answer = vaultrs::pki::cert::revoke(&self.vault.client, &self.mount, serial)
+            .await
+            .map_err(ca_error)?;
         Ok(answer.revocation_time as i64)
     }
 }

@@ -7,7 +7,10 @@ use vaultrs::api::kv2::requests::SetSecretRequestOptions;
 
 impl Vault {
     /// Reads the latest version of `path` with its version number; `None` if absent or deleted.
-    pub async fn kv_read<T: DeserializeOwned>(&self, path: &str) -> Result<Option<(T, u64)>, VaultError> {
+    pub async fn kv_read<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<(T, u64)>, VaultError> {
         let mount = &self.config.kv_mount;
         let version = match vaultrs::kv2::read_metadata(&self.client, mount, path).await {
             Ok(meta) => meta.current_version,
@@ -36,8 +39,9 @@ impl Vault {
         data: &T,
         expected_version: u64,
     ) -> Result<u64, VaultError> {
-        let cas = u32::try_from(expected_version)
-            .map_err(|_| VaultError::Rejected(format!("{path}: version {expected_version} out of range")))?;
+        let cas = u32::try_from(expected_version).map_err(|_| {
+            VaultError::Rejected(format!("{path}: version {expected_version} out of range"))
+        })?;
         let meta = vaultrs::kv2::set_with_options(
             &self.client,
             &self.config.kv_mount,
@@ -48,7 +52,9 @@ impl Vault {
         .await
         .map_err(|e| match VaultError::from(e) {
             // A lost check-and-set race: the caller retries and sees the other write.
-            VaultError::Rejected(m) => VaultError::Unavailable(anyhow::anyhow!("check-and-set on {path} failed: {m}")),
+            VaultError::Rejected(m) => {
+                VaultError::Unavailable(anyhow::anyhow!("check-and-set on {path} failed: {m}"))
+            }
             other => other,
         })?;
         Ok(meta.version)

@@ -52,7 +52,9 @@ impl Vault {
         if let Some(ca) = &config.ca_cert {
             settings.ca_certs(vec![ca.clone()]);
             let pem = std::fs::read(ca).with_context(|| format!("reading VAULT_CACERT {ca}"))?;
-            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).context("parsing VAULT_CACERT")?);
+            http = http.add_root_certificate(
+                reqwest::Certificate::from_pem(&pem).context("parsing VAULT_CACERT")?,
+            );
         }
         let client = VaultClient::new(settings.build().context("Vault client settings")?)
             .context("creating the Vault client")?;
@@ -73,16 +75,21 @@ impl Vault {
         body: Option<&Value>,
     ) -> Result<T, VaultError> {
         let url = format!("{}/v1/{}", self.addr, path);
-        let mut req = self.http.request(method, &url).header("X-Vault-Token", &self.token);
+        let mut req = self
+            .http
+            .request(method, &url)
+            .header("X-Vault-Token", &self.token);
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| VaultError::Unavailable(anyhow::Error::new(e).context(format!("calling {path}"))))?;
+        let resp = req.send().await.map_err(|e| {
+            VaultError::Unavailable(anyhow::Error::new(e).context(format!("calling {path}")))
+        })?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| VaultError::Unavailable(e.into()))?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| VaultError::Unavailable(e.into()))?;
         if !status.is_success() {
             let errors = serde_json::from_str::<Value>(&text)
                 .ok()
@@ -96,9 +103,15 @@ impl Vault {
                 _ => VaultError::Unavailable(anyhow::anyhow!(message)),
             });
         }
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|e| VaultError::Unavailable(anyhow::Error::new(e).context(format!("parsing the answer of {path}"))))?;
-        serde_json::from_value(value.get("data").cloned().unwrap_or(Value::Null))
-            .map_err(|e| VaultError::Unavailable(anyhow::Error::new(e).context(format!("unexpected answer from {path}"))))
+        let value: Value = serde_json::from_str(&text).map_err(|e| {
+            VaultError::Unavailable(
+                anyhow::Error::new(e).context(format!("parsing the answer of {path}")),
+            )
+        })?;
+        serde_json::from_value(value.get("data").cloned().unwrap_or(Value::Null)).map_err(|e| {
+            VaultError::Unavailable(
+                anyhow::Error::new(e).context(format!("unexpected answer from {path}")),
+            )
+        })
     }
 }

@@ -44,7 +44,8 @@ impl Vault {
             Ok(info) => info,
             Err(VaultError::NotFound(_)) => {
                 let mut opts = CreateKeyRequest::builder();
-                opts.key_type(transit_type(key_type)).exportable(delivery == KeyDelivery::Export);
+                opts.key_type(transit_type(key_type))
+                    .exportable(delivery == KeyDelivery::Export);
                 vaultrs::transit::key::create(&self.client, mount, name, Some(&mut opts)).await?;
                 self.read_key(name).await?
             }
@@ -58,7 +59,9 @@ impl Vault {
             )));
         }
         if delivery == KeyDelivery::Export && !info.exportable {
-            return Err(VaultError::Rejected(format!("transit key {name} is not exportable")));
+            return Err(VaultError::Rejected(format!(
+                "transit key {name} is not exportable"
+            )));
         }
         while info.latest_version < version {
             vaultrs::transit::key::rotate(&self.client, mount, name).await?;
@@ -74,7 +77,12 @@ impl Vault {
 
     /// Has Vault sign a CSR with version `version` of key `name`. Subject and SANs come from
     /// `template_pem`, a CSR signed by a throwaway key whose signature Vault replaces.
-    pub async fn key_csr(&self, name: &str, version: u64, template_pem: &str) -> Result<String, VaultError> {
+    pub async fn key_csr(
+        &self,
+        name: &str,
+        version: u64,
+        template_pem: &str,
+    ) -> Result<String, VaultError> {
         let path = format!("{}/keys/{name}/csr", self.config.transit_mount);
         let body = json!({ "version": version, "csr": template_pem });
         let answer: CsrAnswer = self.raw(Method::POST, &path, Some(&body)).await?;
@@ -96,7 +104,11 @@ impl Vault {
             .keys
             .get(&version.to_string())
             .cloned()
-            .ok_or_else(|| VaultError::NotFound(format!("transit key {name} has no version {version} to export")))
+            .ok_or_else(|| {
+                VaultError::NotFound(format!(
+                    "transit key {name} has no version {version} to export"
+                ))
+            })
     }
 }
 

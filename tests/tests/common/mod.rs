@@ -5,9 +5,9 @@
 
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use x509_parser::prelude::FromDer;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use x509_parser::prelude::FromDer;
 
 /// Addresses and credentials of the servers scripts/test.sh started.
 #[derive(Clone)]
@@ -28,11 +28,21 @@ fn required(name: &str) -> String {
 
 impl Servers {
     pub fn from_env() -> Self {
-        let bin_dir = std::env::var("CERTFLOW_BIN_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-            // target/debug/deps/<test> -> target/debug
-            std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf()
-        });
-        let log_dir = std::env::var("CERTFLOW_TEST_LOG_DIR").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
+        let bin_dir = std::env::var("CERTFLOW_BIN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                // target/debug/deps/<test> -> target/debug
+                std::env::current_exe()
+                    .unwrap()
+                    .parent()
+                    .unwrap()
+                    .parent()
+                    .unwrap()
+                    .to_path_buf()
+            });
+        let log_dir = std::env::var("CERTFLOW_TEST_LOG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| std::env::temp_dir());
         Self {
             temporal_address: required("CERTFLOW_TEST_TEMPORAL_ADDRESS"),
             vault_addr: required("CERTFLOW_TEST_VAULT_ADDR"),
@@ -58,7 +68,11 @@ pub struct Stack {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Stack {
@@ -74,7 +88,9 @@ impl Stack {
             .stdout(Stdio::null())
             .stderr(log_file(&servers, &format!("{name}-api.log")))
             .spawn()
-            .expect("starting certflow-starter-api (build it first: cargo build --workspace --bins)");
+            .expect(
+                "starting certflow-starter-api (build it first: cargo build --workspace --bins)",
+            );
         let mut stack = Self {
             servers,
             name: name.to_string(),
@@ -86,7 +102,13 @@ impl Stack {
         };
         stack.start_worker();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while stack.http.get(format!("{}/healthz", stack.api_url)).send().await.is_err() {
+        while stack
+            .http
+            .get(format!("{}/healthz", stack.api_url))
+            .send()
+            .await
+            .is_err()
+        {
             assert!(Instant::now() < deadline, "starter API did not come up");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -116,15 +138,26 @@ impl Stack {
         child.wait().unwrap();
     }
 
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.api_url)).bearer_auth(API_TOKEN);
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.api_url))
+            .bearer_auth(API_TOKEN);
         if let Some(b) = body {
             req = req.json(b);
         }
         let resp = req.send().await.expect("API reachable");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
@@ -140,19 +173,31 @@ impl Stack {
         let (status, body) = self.post("/v1/certificates", request).await;
         assert_eq!(status, 201, "{body}");
         let id = request["certificate_id"].as_str().unwrap();
-        self.wait_for(id, Duration::from_secs(60), |s| s["phase"] == "active").await
+        self.wait_for(id, Duration::from_secs(60), |s| s["phase"] == "active")
+            .await
     }
 
     /// Polls the certificate's state until `done` holds; panics with the last state on timeout.
-    pub async fn wait_for(&self, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let (status, body) = self.get(&format!("/v1/certificates/{id}")).await;
             if status == 200 && done(&body) {
                 return body;
             }
-            assert!(status == 200 || status == 404 || status == 503, "unexpected {status}: {body}");
-            assert!(Instant::now() < deadline, "timed out waiting on {id}; last state ({status}): {body:#}");
+            assert!(
+                status == 200 || status == 404 || status == 503,
+                "unexpected {status}: {body}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting on {id}; last state ({status}): {body:#}"
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
@@ -164,12 +209,20 @@ impl Stack {
             .args(["--address", &self.servers.temporal_address])
             .output()
             .expect("temporal CLI on PATH");
-        assert!(out.status.success(), "temporal {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "temporal {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
     pub fn vault(&self) -> Vault {
-        Vault { addr: self.servers.vault_addr.clone(), token: self.servers.vault_root_token.clone(), http: self.http.clone() }
+        Vault {
+            addr: self.servers.vault_addr.clone(),
+            token: self.servers.vault_root_token.clone(),
+            http: self.http.clone(),
+        }
     }
 }
 
@@ -186,7 +239,9 @@ impl Drop for Stack {
 
 fn log_file(servers: &Servers, name: &str) -> Stdio {
     let _ = std::fs::create_dir_all(&servers.log_dir);
-    std::fs::File::create(servers.log_dir.join(name)).map(Stdio::from).unwrap_or_else(|_| Stdio::null())
+    std::fs::File::create(servers.log_dir.join(name))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
 }
 
 /// Direct Vault HTTP access, as an admin or an application would have it.
@@ -197,12 +252,32 @@ pub struct Vault {
 }
 
 impl Vault {
-    pub fn with_token(&self, token: &str) -> Vault {
-        Vault { addr: self.addr.clone(), token: token.to_string(), http: self.http.clone() }
+    pub fn admin(addr: &str, root_token: &str) -> Vault {
+        Vault {
+            addr: addr.to_string(),
+            token: root_token.to_string(),
+            http: reqwest::Client::new(),
+        }
     }
 
-    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}/v1/{path}", self.addr)).header("X-Vault-Token", &self.token);
+    pub fn with_token(&self, token: &str) -> Vault {
+        Vault {
+            addr: self.addr.clone(),
+            token: token.to_string(),
+            http: self.http.clone(),
+        }
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}/v1/{path}", self.addr))
+            .header("X-Vault-Token", &self.token);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -218,31 +293,67 @@ impl Vault {
 
     /// Latest KV v2 record of a certificate, as the worker stored it.
     pub async fn certificate_record(&self, application: &str, id: &str) -> Value {
-        let (status, body) = self.read(&format!("secret/data/certflow/apps/{application}/{id}")).await;
+        let (status, body) = self
+            .read(&format!("secret/data/certflow/apps/{application}/{id}"))
+            .await;
         assert_eq!(status, 200, "{body}");
         body["data"]["data"].clone()
     }
 
     pub async fn ca_pem(&self) -> String {
-        self.http.get(format!("{}/v1/pki/ca/pem", self.addr)).send().await.unwrap().text().await.unwrap()
+        self.http
+            .get(format!("{}/v1/pki/ca/pem", self.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Serials (Vault notation) on the PKI's current CRL.
     pub async fn crl_serials(&self) -> Vec<String> {
-        let der = self.http.get(format!("{}/v1/pki/crl", self.addr)).send().await.unwrap().bytes().await.unwrap();
-        let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der).expect("CRL parses");
+        let der = self
+            .http
+            .get(format!("{}/v1/pki/crl", self.addr))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
+            .expect("CRL parses");
         crl.iter_revoked_certificates()
-            .map(|r| r.user_certificate.to_bytes_be().iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+            .map(|r| {
+                r.user_certificate
+                    .to_bytes_be()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            })
             .collect()
     }
 
     /// Certificates the PKI engine has issued whose common name is `cn`.
     pub async fn issued_with_cn(&self, cn: &str) -> usize {
-        let (_, list) = self.request(reqwest::Method::from_bytes(b"LIST").unwrap(), "pki/certs", None).await;
+        let (_, list) = self
+            .request(
+                reqwest::Method::from_bytes(b"LIST").unwrap(),
+                "pki/certs",
+                None,
+            )
+            .await;
         let mut count = 0;
         for serial in list["data"]["keys"].as_array().cloned().unwrap_or_default() {
-            let (_, cert) = self.read(&format!("pki/cert/{}", serial.as_str().unwrap())).await;
-            let pem = cert["data"]["certificate"].as_str().unwrap_or_default().to_string();
+            let (_, cert) = self
+                .read(&format!("pki/cert/{}", serial.as_str().unwrap()))
+                .await;
+            let pem = cert["data"]["certificate"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             if let Ok((_, p)) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
                 && let Ok(c) = p.parse_x509()
                 && c.subject().iter_common_name().any(|n| n.as_str() == Ok(cn))
@@ -256,11 +367,23 @@ impl Vault {
     /// Creates the AppRole role of `application` and logs in with it; returns the app's token.
     pub async fn application_token(&self, application: &str) -> String {
         let (s, b) = self
-            .request(reqwest::Method::POST, &format!("auth/approle/role/{application}"), Some(json!({"token_policies": "certflow-application", "token_ttl": "10m"})))
+            .request(
+                reqwest::Method::POST,
+                &format!("auth/approle/role/{application}"),
+                Some(json!({"token_policies": "certflow-application", "token_ttl": "10m"})),
+            )
             .await;
         assert!(s == 204 || s == 200, "{b}");
-        let (_, role) = self.read(&format!("auth/approle/role/{application}/role-id")).await;
-        let (_, secret) = self.request(reqwest::Method::POST, &format!("auth/approle/role/{application}/secret-id"), None).await;
+        let (_, role) = self
+            .read(&format!("auth/approle/role/{application}/role-id"))
+            .await;
+        let (_, secret) = self
+            .request(
+                reqwest::Method::POST,
+                &format!("auth/approle/role/{application}/secret-id"),
+                None,
+            )
+            .await;
         let (s, login) = self
             .request(
                 reqwest::Method::POST,
@@ -291,13 +414,23 @@ pub fn request(id: &str, application: &str) -> Value {
 
 /// A certificate id unique to this test run.
 pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{prefix}-{}-{nanos:x}", std::process::id())
 }
 
 /// Runs `openssl` with `args`, returning (success, stdout+stderr).
 pub fn openssl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl").args(args).output().expect("openssl on PATH");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl on PATH");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
