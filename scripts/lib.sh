@@ -75,10 +75,10 @@ configure_vault() {
   bao secrets enable transit >/dev/null
   bao secrets enable pki >/dev/null
   bao secrets tune -max-lease-ttl=87600h pki >/dev/null
-  bao write -field=certificate pki/root/generate/internal \
-    common_name="certflow dev root CA" issuer_name=root ttl=87600h >"$dir/ca.pem"
   bao write pki/config/urls \
     issuing_certificates="$BAO_ADDR/v1/pki/ca" crl_distribution_points="$BAO_ADDR/v1/pki/crl" >/dev/null
+  bao write -field=certificate pki/root/generate/internal \
+    common_name="certflow dev root CA" issuer_name=root ttl=87600h >"$dir/ca.pem"
   bao write pki/roles/certflow allow_any_name=true allow_wildcard_certificates=true enforce_hostnames=true \
     allow_ip_sans=true allowed_uri_sans='*' key_type=any max_ttl=8760h not_before_duration=30s \
     use_csr_common_name=true use_csr_sans=true >/dev/null

@@ -4,7 +4,8 @@
 # certificate and prints where to look. Ctrl-C stops everything.
 #
 # Ports (override with the variables): TEMPORAL_PORT 7233, TEMPORAL_UI_PORT 8233, VAULT_PORT 8200,
-# API_PORT 8080. State lives in .certflow/ (Temporal's SQLite database survives restarts).
+# API_PORT 8080. Logs and state live in .certflow/; both servers start empty each time, because the
+# dev Vault keeps its keys in memory only.
 source "$(dirname "$0")/lib.sh"
 ensure_tools
 cd "$CERTFLOW_ROOT"
@@ -16,6 +17,7 @@ API_PORT=${API_PORT:-8080}
 dir="$CERTFLOW_ROOT/.certflow"
 mkdir -p "$dir"
 stop_servers "$dir"
+rm -f "$dir"/temporal.db*
 
 log "building"
 cargo build --workspace --bins
