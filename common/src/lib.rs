@@ -11,7 +11,7 @@ pub mod status;
 
 pub use request::{
     CertificateRequest, FieldError, KeyDelivery, KeyType, RenewalPolicy, ValidationErrors,
-    validate_certificate_id,
+    validate_certificate_id, validate_requested_by,
 };
 pub use revocation::RevocationReason;
 pub use status::{

@@ -192,13 +192,8 @@ impl CertificateRequest {
             ),
             _ => {}
         }
-        if let Some(who) = &self.requested_by
-            && (who.is_empty() || who.len() > 256 || who.chars().any(char::is_control))
-        {
-            fail(
-                "requested_by".into(),
-                "must be 1 to 256 printable characters".into(),
-            );
+        if let Err(e) = validate_requested_by(self.requested_by.as_deref()) {
+            fail(e.field, e.message);
         }
 
         if errors.is_empty() {
@@ -227,6 +222,19 @@ pub fn validate_certificate_id(id: &str) -> Result<(), FieldError> {
         field: "certificate_id".into(),
         message,
     })
+}
+
+/// Checks the `requested_by` of a request, revocation or renewal.
+pub fn validate_requested_by(who: Option<&str>) -> Result<(), FieldError> {
+    match who {
+        Some(w) if w.is_empty() || w.len() > 256 || w.chars().any(char::is_control) => {
+            Err(FieldError {
+                field: "requested_by".into(),
+                message: "must be 1 to 256 printable characters".into(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 fn check_list(

@@ -9,8 +9,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use certflow_common::status::{RenewRequest, RevokeRequest};
 use certflow_common::{
-    CertificateFacts, CertificateRequest, CertificateStatus, FieldError, LifecycleInput,
-    ValidationErrors, validate_certificate_id, workflow_id,
+    CertificateFacts, CertificateRequest, CertificateStatus, LifecycleInput, ValidationErrors,
+    validate_certificate_id, validate_requested_by, workflow_id,
 };
 use certflow_workflows::CertificateLifecycle;
 use serde::Serialize;
@@ -222,15 +222,7 @@ pub async fn renew_certificate(
 }
 
 fn check_requested_by(who: &Option<String>) -> Result<(), ApiError> {
-    match who {
-        Some(w) if w.is_empty() || w.len() > 256 || w.chars().any(char::is_control) => {
-            Err(ApiError::Invalid(ValidationErrors(vec![FieldError {
-                field: "requested_by".into(),
-                message: "must be 1 to 256 printable characters".into(),
-            }])))
-        }
-        _ => Ok(()),
-    }
+    validate_requested_by(who.as_deref()).map_err(|e| ApiError::Invalid(ValidationErrors(vec![e])))
 }
 
 /// A rejected or failed update is the workflow's answer to the caller (409); a closed workflow

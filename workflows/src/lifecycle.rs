@@ -539,12 +539,8 @@ fn requested_by(request: Option<RenewRequest>) -> String {
 }
 
 fn check_requested_by(who: &Option<String>) -> Result<(), HandlerError> {
-    match who {
-        Some(w) if w.is_empty() || w.len() > 256 || w.chars().any(char::is_control) => {
-            Err("requested_by must be 1 to 256 printable characters".into())
-        }
-        _ => Ok(()),
-    }
+    certflow_common::validate_requested_by(who.as_deref())
+        .map_err(|e| format!("{}: {}", e.field, e.message).into())
 }
 
 fn unix_time(time: Option<std::time::SystemTime>) -> i64 {
