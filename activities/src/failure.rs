@@ -15,10 +15,13 @@ pub(crate) fn non_retryable(type_name: &str, message: impl std::fmt::Display) ->
     ActivityError::application(failure)
 }
 
-/// A Vault error during `step`; `rejected_as` is the failure type when Vault refuses the request.
-pub(crate) fn from_vault(step: &str, rejected_as: &str, e: VaultError) -> ActivityError {
+/// A Vault error during `step`. Vault refusing the request (400) means the request cannot be
+/// served as asked; anything else is retried.
+pub(crate) fn from_vault(step: &str, e: VaultError) -> ActivityError {
     match e {
-        VaultError::Rejected(m) => non_retryable(rejected_as, format!("{step}: {m}")),
+        VaultError::Rejected(m) => {
+            non_retryable(error_types::INVALID_REQUEST, format!("{step}: {m}"))
+        }
         other => ActivityError::from(anyhow::Error::new(other).context(step.to_string())),
     }
 }

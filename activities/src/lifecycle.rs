@@ -5,7 +5,7 @@ use crate::ca::{CertificateAuthority, IssueOrder, Issuers};
 use crate::config::ActivitiesConfig;
 use crate::failure::{from_ca, from_vault, non_retryable};
 use crate::ledger::{self, SubmitError};
-use crate::store::{CertificateRecord, certificate_path};
+use crate::store::{CertificateRecord, RecordStatus, certificate_path};
 use crate::vault::Vault;
 use crate::vault::transit::key_name;
 use crate::{csr_template, verify};
@@ -95,22 +95,14 @@ impl LifecycleActivities {
                 u64::from(input.cycle) + 1,
             )
             .await
-            .map_err(|e| {
-                from_vault("preparing the transit key", error_types::INVALID_REQUEST, e)
-            })?;
+            .map_err(|e| from_vault("preparing the transit key", e))?;
         let template = csr_template::template_csr(request)
             .map_err(|e| non_retryable(error_types::INVALID_REQUEST, format!("{e:#}")))?;
         let csr_pem = self
             .vault
             .key_csr(&name, version, &template)
             .await
-            .map_err(|e| {
-                from_vault(
-                    "generating the CSR in transit",
-                    error_types::INVALID_REQUEST,
-                    e,
-                )
-            })?;
+            .map_err(|e| from_vault("generating the CSR in transit", e))?;
         tracing::info!(certificate_id = %request.certificate_id, cycle = input.cycle, key = %name, version, "key and CSR ready");
         Ok(KeyAndCsr {
             key_name: name,
@@ -137,9 +129,7 @@ impl LifecycleActivities {
             .await
             .map_err(|e| match e {
                 SubmitError::Ca(e) => from_ca("submitting the CSR", e),
-                SubmitError::Vault(e) => {
-                    from_vault("recording the issuance", error_types::INVALID_REQUEST, e)
-                }
+                SubmitError::Vault(e) => from_vault("recording the issuance", e),
             })?;
         tracing::info!(certificate_id = %id, cycle = input.cycle, issuer = %input.request.issuer, serial = %issued.serial, "certificate issued");
         Ok(issued)
@@ -165,8 +155,7 @@ impl LifecycleActivities {
     ) -> Result<StoredCertificate, ActivityError> {
         let r = &input.request;
         let path = certificate_path(&self.kv_prefix, &r.application, &r.certificate_id);
-        let vault_error =
-            |e| from_vault("storing the certificate", error_types::INVALID_REQUEST, e);
+        let vault_error = |e| from_vault("storing the certificate", e);
         let existing = self
             .vault
             .kv_read::<CertificateRecord>(&path)
@@ -194,7 +183,7 @@ impl LifecycleActivities {
             application: r.application.clone(),
             common_name: r.common_name.clone(),
             issuer: r.issuer.clone(),
-            status: "active".into(),
+            status: RecordStatus::Active,
             cycle: input.cycle,
             serial: input.verified.serial.clone(),
             not_before_unix: input.verified.not_before_unix,
@@ -249,22 +238,16 @@ impl LifecycleActivities {
             .map_err(|e| from_ca("revoking at the CA", e))?;
 
         let path = certificate_path(&self.kv_prefix, &r.application, &r.certificate_id);
-        let vault_error = |e| {
-            from_vault(
-                "marking the certificate revoked",
-                error_types::INVALID_REQUEST,
-                e,
-            )
-        };
+        let vault_error = |e| from_vault("marking the certificate revoked", e);
         if let Some((mut record, version)) = self
             .vault
             .kv_read::<CertificateRecord>(&path)
             .await
             .map_err(vault_error)?
             && record.serial == input.serial
-            && record.status != "revoked"
+            && record.status != RecordStatus::Revoked
         {
-            record.status = "revoked".into();
+            record.status = RecordStatus::Revoked;
             record.revoked_at_unix = Some(revoked_at);
             record.revocation_reason = Some(input.reason);
             // A revoked certificate's key has no further use; do not leave it lying around.

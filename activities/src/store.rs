@@ -10,14 +10,21 @@ pub fn certificate_path(prefix: &str, application: &str, certificate_id: &str) -
     format!("{prefix}/apps/{application}/{certificate_id}")
 }
 
+/// Whether the stored certificate is in force; serialized as `active` / `revoked`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordStatus {
+    Active,
+    Revoked,
+}
+
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct CertificateRecord {
     pub certificate_id: String,
     pub application: String,
     pub common_name: String,
     pub issuer: String,
-    /// `active` or `revoked`.
-    pub status: String,
+    pub status: RecordStatus,
     pub cycle: u32,
     pub serial: String,
     pub not_before_unix: i64,

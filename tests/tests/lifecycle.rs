@@ -161,14 +161,7 @@ async fn revoke_via_api_reaches_the_crl_and_ends_the_workflow() {
         "a revoked certificate's key must be removed from KV"
     );
 
-    let described = stack.temporal(&[
-        "workflow",
-        "describe",
-        "--workflow-id",
-        &format!("certificate-{id}"),
-        "--output",
-        "json",
-    ]);
+    let described = stack.describe_workflow(&id);
     assert!(
         described.contains("WORKFLOW_EXECUTION_STATUS_COMPLETED")
             || described.contains("\"Completed\""),
@@ -416,14 +409,7 @@ async fn ca_refusal_fails_the_workflow_visibly() {
         .await;
     let failure = state["failure"].as_str().unwrap();
     assert!(failure.contains("lifetime"), "{failure}");
-    let described = stack.temporal(&[
-        "workflow",
-        "describe",
-        "--workflow-id",
-        &format!("certificate-{id}"),
-        "--output",
-        "json",
-    ]);
+    let described = stack.describe_workflow(&id);
     assert!(
         described.contains("FAILED") || described.contains("Failed"),
         "{described}"

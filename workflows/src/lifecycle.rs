@@ -76,10 +76,7 @@ impl CertificateLifecycle {
             if let Err(e) = request.validate(std::slice::from_ref(&request.issuer)) {
                 return Err(fail(ctx, e.to_string()).into());
             }
-            let detail = format!(
-                "requested by {}",
-                request.requested_by.as_deref().unwrap_or("unknown")
-            );
+            let detail = requested_by(request.requested_by.as_deref());
             record(ctx, EventKind::Requested, detail);
             issue(ctx, 0).await?;
         }
@@ -93,7 +90,13 @@ impl CertificateLifecycle {
                         }
                         _ => (
                             EventKind::RenewalRequested,
-                            requested_by(ctx.state(|s| s.renew_request.clone())),
+                            ctx.state(|s| {
+                                requested_by(
+                                    s.renew_request
+                                        .as_ref()
+                                        .and_then(|r| r.requested_by.as_deref()),
+                                )
+                            }),
                         ),
                     };
                     record(ctx, kind, detail);
@@ -435,9 +438,7 @@ async fn revoke(
             "reason {:?} ({}), {}",
             revoke.reason,
             revoke.reason.code(),
-            requested_by(Some(RenewRequest {
-                requested_by: revoke.requested_by.clone()
-            }))
+            requested_by(revoke.requested_by.as_deref())
         ),
     );
     let input = RevokeInput {
@@ -533,9 +534,9 @@ async fn wait_for_handlers(ctx: &mut WorkflowContext<CertificateLifecycle>) -> W
     Ok(())
 }
 
-fn requested_by(request: Option<RenewRequest>) -> String {
-    let who = request.and_then(|r| r.requested_by);
-    format!("requested by {}", who.as_deref().unwrap_or("unknown"))
+/// Event detail naming who asked for something.
+fn requested_by(who: Option<&str>) -> String {
+    format!("requested by {}", who.unwrap_or("unknown"))
 }
 
 fn check_requested_by(who: &Option<String>) -> Result<(), HandlerError> {

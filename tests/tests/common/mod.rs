@@ -217,6 +217,19 @@ impl Stack {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `temporal workflow describe --output json` of a certificate's workflow.
+    pub fn describe_workflow(&self, certificate_id: &str) -> String {
+        let workflow_id = format!("certificate-{certificate_id}");
+        self.temporal(&[
+            "workflow",
+            "describe",
+            "--workflow-id",
+            &workflow_id,
+            "--output",
+            "json",
+        ])
+    }
+
     pub fn vault(&self) -> Vault {
         Vault {
             addr: self.servers.vault_addr.clone(),
