@@ -17,14 +17,18 @@ pub const MAX_SANS: usize = 100;
 
 /// Key algorithm and size of the certificate's key pair, as Vault's transit engine names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum KeyType {
     #[default]
+    #[serde(rename = "ecdsa-p256")]
     EcdsaP256,
+    #[serde(rename = "ecdsa-p384")]
     EcdsaP384,
+    #[serde(rename = "rsa-2048")]
     Rsa2048,
+    #[serde(rename = "rsa-3072")]
     Rsa3072,
+    #[serde(rename = "rsa-4096")]
     Rsa4096,
 }
 
@@ -399,6 +403,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn key_types_use_the_transit_names() {
+        for key_type in [
+            KeyType::EcdsaP256,
+            KeyType::EcdsaP384,
+            KeyType::Rsa2048,
+            KeyType::Rsa3072,
+            KeyType::Rsa4096,
+        ] {
+            let json = serde_json::to_string(&key_type).unwrap();
+            assert_eq!(json, format!("\"{}\"", key_type.transit_name()));
+            assert_eq!(serde_json::from_str::<KeyType>(&json).unwrap(), key_type);
+        }
     }
 
     #[test]
