@@ -415,3 +415,45 @@ async fn ca_refusal_fails_the_workflow_visibly() {
         "{described}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revocation_during_a_renewal_is_served_once_the_renewal_is_stored() {
+    let stack = Stack::start("revoke-renewing").await;
+    let id = unique("racing");
+    let mut req = request(&id, "payments");
+    // Generating an RSA-4096 key version takes Vault long enough to revoke mid-renewal.
+    req["key_type"] = json!("rsa-4096");
+    stack.issue(&req).await;
+
+    let (renew_path, no_body) = (format!("/v1/certificates/{id}/renew"), json!({}));
+    let renewing = stack.post(&renew_path, &no_body);
+    let revoking = async {
+        stack
+            .wait_for(&id, Duration::from_secs(30), |s| s["phase"] == "renewing")
+            .await;
+        stack
+            .post(
+                &format!("/v1/certificates/{id}/revoke"),
+                &json!({"reason": "superseded"}),
+            )
+            .await
+    };
+    let both = tokio::time::timeout(Duration::from_secs(90), async {
+        tokio::join!(renewing, revoking)
+    });
+    let ((renew_status, renew_body), (revoke_status, revoked)) = both
+        .await
+        .expect("revoke or renew never answered: the workflow is stuck");
+    assert_eq!(
+        renew_status, 409,
+        "the renewal caller learns it was overtaken: {renew_body}"
+    );
+    assert_eq!(revoke_status, 200, "{revoked}");
+    assert_eq!(revoked["phase"], "revoked");
+    assert_eq!(
+        revoked["cycle"], 1,
+        "the certificate issued by the renewal is the one revoked"
+    );
+    let serial = revoked["current"]["serial"].as_str().unwrap().to_string();
+    assert!(stack.vault().crl_serials().await.contains(&serial));
+}

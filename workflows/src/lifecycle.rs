@@ -83,28 +83,15 @@ impl CertificateLifecycle {
         loop {
             match sleep_until_renewal(ctx).await? {
                 Wake::Revoke => return revoke(ctx).await,
-                wake @ (Wake::RenewalDue | Wake::RenewNow) => {
-                    let (kind, detail) = match wake {
-                        Wake::RenewalDue => {
-                            (EventKind::RenewalDue, "renewal window reached".to_string())
-                        }
-                        _ => (
-                            EventKind::RenewalRequested,
-                            ctx.state(|s| {
-                                requested_by(
-                                    s.renew_request
-                                        .as_ref()
-                                        .and_then(|r| r.requested_by.as_deref()),
-                                )
-                            }),
-                        ),
-                    };
-                    record(ctx, kind, detail);
-                    ctx.state_mut(|s| s.phase = Phase::Renewing);
-                    let next = ctx.state(|s| s.cycle) + 1;
-                    issue(ctx, next).await?;
-                    ctx.state_mut(|s| s.renew_request = None);
-                    wait_for_handlers(ctx).await?;
+                wake => {
+                    renew(ctx, wake).await?;
+                    // Let update handlers finish before the run ends; a revocation that came
+                    // in during the renewal is served by this run instead (its handler waits).
+                    let view = ctx.clone();
+                    ctx.wait_condition(move |s| {
+                        s.revoke_request.is_some() || view.all_handlers_finished()
+                    })
+                    .await?;
                     if ctx.state(|s| s.revoke_request.is_none()) {
                         let input = ctx.state(|s| s.continuation());
                         ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
@@ -372,6 +359,29 @@ async fn issue(ctx: &mut WorkflowContext<CertificateLifecycle>, cycle: u32) -> W
         EventKind::RenewalScheduled,
         format!("renewal at {renew_at}"),
     );
+    Ok(())
+}
+
+/// Replaces the current certificate: new key version, new certificate, stored.
+async fn renew(ctx: &mut WorkflowContext<CertificateLifecycle>, wake: Wake) -> WorkflowResult<()> {
+    let (kind, detail) = match wake {
+        Wake::RenewNow => (
+            EventKind::RenewalRequested,
+            ctx.state(|s| {
+                requested_by(
+                    s.renew_request
+                        .as_ref()
+                        .and_then(|r| r.requested_by.as_deref()),
+                )
+            }),
+        ),
+        _ => (EventKind::RenewalDue, "renewal window reached".to_string()),
+    };
+    record(ctx, kind, detail);
+    ctx.state_mut(|s| s.phase = Phase::Renewing);
+    let next = ctx.state(|s| s.cycle) + 1;
+    issue(ctx, next).await?;
+    ctx.state_mut(|s| s.renew_request = None);
     Ok(())
 }
 
