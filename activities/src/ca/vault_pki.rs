@@ -91,13 +91,20 @@ impl CertificateAuthority for VaultPki {
                     .as_ref()
                     == Some(&wanted)
             {
-                let issuing = vaultrs::pki::cert::read(&self.vault.client, &self.mount, "ca")
-                    .await
-                    .map_err(ca_error)?;
+                // Newer Vaults return the chain with the certificate; older ones only have "ca".
+                let chain = match cert.ca_chain.as_deref().map(split_certificates) {
+                    Some(chain) if !chain.is_empty() => chain,
+                    _ => {
+                        let ca = vaultrs::pki::cert::read(&self.vault.client, &self.mount, "ca")
+                            .await
+                            .map_err(ca_error)?;
+                        vec![ca.certificate]
+                    }
+                };
                 return Ok(Some(IssuedCertificate {
                     serial: serial.replace('-', ":"),
                     certificate_pem: cert.certificate,
-                    chain_pem: vec![issuing.certificate],
+                    chain_pem: chain,
                 }));
             }
         }
@@ -109,5 +116,27 @@ impl CertificateAuthority for VaultPki {
             .await
             .map_err(ca_error)?;
         Ok(answer.revocation_time as i64)
+    }
+}
+
+/// Splits concatenated PEM certificates into one string each.
+fn split_certificates(pem: &str) -> Vec<String> {
+    const END: &str = "-----END CERTIFICATE-----";
+    pem.split_inclusive(END)
+        .map(str::trim)
+        .filter(|block| block.ends_with(END))
+        .map(|block| format!("{block}\n"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn splits_a_concatenated_chain() {
+        let chain = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nBB==\n-----END CERTIFICATE-----\n";
+        let parts = super::split_certificates(chain);
+        assert_eq!(parts.len(), 2);
+        assert!(parts[1].contains("BB=="));
+        assert!(super::split_certificates("").is_empty());
     }
 }
