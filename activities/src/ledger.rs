@@ -3,9 +3,11 @@
 //! Before calling the CA the activity records its intent in KV (check-and-set), and afterwards
 //! the certificate. A retry finds the certificate and returns it without asking the CA again. If
 //! a previous attempt died between the CA's answer and the record, the retry first asks the CA
-//! whether it already issued a certificate for this CSR's key before submitting again.
+//! whether it already issued a certificate for this CSR's key before submitting again. When the
+//! CA holds a request (approval, asynchronous issuance), the ledger keeps the CA's reference so
+//! that every later call checks on that request instead of submitting another.
 
-use crate::ca::{CaError, CertificateAuthority, IssueOrder};
+use crate::ca::{CaError, CertificateAuthority, IssueOrder, Submission};
 use crate::vault::{Vault, VaultError};
 use certflow_common::activities::IssuedCertificate;
 use serde::{Deserialize, Serialize};
@@ -16,6 +18,11 @@ use sha2::{Digest, Sha256};
 enum Entry {
     Submitting {
         order: String,
+    },
+    Pending {
+        order: String,
+        reference: String,
+        since_unix: i64,
     },
     Issued {
         order: String,
@@ -56,64 +63,84 @@ fn order_fingerprint(order: &IssueOrder<'_>, public_key: &[u8]) -> String {
     hex::encode(h.finalize())
 }
 
-/// Submits `order` to `ca` unless the ledger at `path` shows it was already issued.
+/// Submits `order` to `ca` unless the ledger at `path` shows it was already submitted: then it
+/// returns the certificate recorded, or checks on the request the CA holds.
 pub async fn submit_once(
     vault: &Vault,
     ca: &dyn CertificateAuthority,
     path: &str,
     order: &IssueOrder<'_>,
-) -> Result<IssuedCertificate, SubmitError> {
+    now_unix: i64,
+) -> Result<Submission, SubmitError> {
     let key = crate::verify::csr_public_key(order.csr_pem)
         .map_err(|e| CaError::Rejected(e.to_string()))?;
     let fingerprint = order_fingerprint(order, &key);
     let existing = vault.kv_read::<Entry>(path).await?;
-    let version = existing.as_ref().map_or(0, |(_, v)| *v);
+    let mut version = existing.as_ref().map_or(0, |(_, v)| *v);
     match existing {
         Some((Entry::Issued { order, certificate }, _)) if order == fingerprint => {
             tracing::info!(path, serial = %certificate.serial, "already issued; not asking the CA again");
-            return Ok(certificate);
+            return Ok(Submission::Issued(certificate));
+        }
+        Some((
+            Entry::Pending {
+                order: o,
+                reference,
+                since_unix,
+            },
+            v,
+        )) if o == fingerprint => {
+            let waited = now_unix.saturating_sub(since_unix);
+            if waited > ca.pending_timeout().as_secs() as i64 {
+                return Err(CaError::Rejected(format!(
+                    "request {reference} still pending at the CA after {waited} s"
+                ))
+                .into());
+            }
+            let answer = ca.check_pending(order, &reference).await?;
+            if matches!(&answer, Submission::Pending { reference: r, .. } if *r == reference) {
+                return Ok(answer);
+            }
+            return settle(vault, path, &fingerprint, answer, v, since_unix).await;
         }
         Some((Entry::Submitting { order: o }, v)) if o == fingerprint => {
             if let Some(certificate) = ca.find_issued(order).await? {
                 tracing::warn!(path, serial = %certificate.serial, "recovered a certificate issued by an interrupted attempt");
-                record(vault, path, &fingerprint, &certificate, v).await?;
-                return Ok(certificate);
+                let answer = Submission::Issued(certificate);
+                return settle(vault, path, &fingerprint, answer, v, now_unix).await;
             }
-            return issue_and_record(vault, ca, path, order, &fingerprint, v).await;
         }
-        _ => {}
+        _ => {
+            let intent = Entry::Submitting {
+                order: fingerprint.clone(),
+            };
+            version = vault.kv_write_cas(path, &intent, version).await?;
+        }
     }
-    let intent = Entry::Submitting {
-        order: fingerprint.clone(),
-    };
-    let version = vault.kv_write_cas(path, &intent, version).await?;
-    issue_and_record(vault, ca, path, order, &fingerprint, version).await
+    let answer = ca.submit(order).await?;
+    settle(vault, path, &fingerprint, answer, version, now_unix).await
 }
 
-async fn issue_and_record(
-    vault: &Vault,
-    ca: &dyn CertificateAuthority,
-    path: &str,
-    order: &IssueOrder<'_>,
-    fingerprint: &str,
-    version: u64,
-) -> Result<IssuedCertificate, SubmitError> {
-    let certificate = ca.issue(order).await?;
-    record(vault, path, fingerprint, &certificate, version).await?;
-    Ok(certificate)
-}
-
-async fn record(
+/// Records what the CA answered (a certificate, or the reference of the request it holds).
+async fn settle(
     vault: &Vault,
     path: &str,
     fingerprint: &str,
-    certificate: &IssuedCertificate,
+    answer: Submission,
     version: u64,
-) -> Result<(), SubmitError> {
-    let entry = Entry::Issued {
-        order: fingerprint.to_string(),
-        certificate: certificate.clone(),
+    pending_since: i64,
+) -> Result<Submission, SubmitError> {
+    let entry = match &answer {
+        Submission::Issued(certificate) => Entry::Issued {
+            order: fingerprint.to_string(),
+            certificate: certificate.clone(),
+        },
+        Submission::Pending { reference, .. } => Entry::Pending {
+            order: fingerprint.to_string(),
+            reference: reference.clone(),
+            since_unix: pending_since,
+        },
     };
     vault.kv_write_cas(path, &entry, version).await?;
-    Ok(())
+    Ok(answer)
 }

@@ -1,7 +1,10 @@
 //! The lifecycle activities, implementing the contract in `certflow_common::activities`.
 
+use crate::ca::acmpca::AwsPrivateCa;
+use crate::ca::keyfactor::KeyfactorCommand;
+use crate::ca::pacer::CallPacer;
 use crate::ca::vault_pki::VaultPki;
-use crate::ca::{CertificateAuthority, IssueOrder, Issuers};
+use crate::ca::{CertificateAuthority, IssueOrder, Issuers, RevocationTarget, Submission};
 use crate::config::ActivitiesConfig;
 use crate::failure::{from_ca, from_vault, non_retryable};
 use crate::ledger::{self, SubmitError};
@@ -9,47 +12,73 @@ use crate::store::{CertificateRecord, RecordStatus, certificate_path};
 use crate::vault::Vault;
 use crate::vault::transit::key_name;
 use crate::{csr_template, verify};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use certflow_common::activities::contract;
 use certflow_common::activities::{
-    IssuedCertificate, KeyAndCsr, KeyAndCsrInput, RevocationResult, RevokeInput, StoreInput,
-    StoredCertificate, SubmitCsrInput, VerifiedCertificate, VerifyInput, error_types,
+    KeyAndCsr, KeyAndCsrInput, RevocationResult, RevokeInput, StoreInput, StoredCertificate,
+    SubmitCsrInput, SubmitOutcome, VerifiedCertificate, VerifyInput, error_types,
 };
-use certflow_common::{CertificateRequest, KeyDelivery};
+use certflow_common::{CertificateRequest, IssuerConfig, IssuersConfig, KeyDelivery};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use temporalio_sdk::activities::{ActivityContext, ActivityError, activities};
 
+/// Cloned once per task queue the worker polls (the main one and one per issuer); clones share
+/// the Vault client and the CA clients.
+#[derive(Clone)]
 pub struct LifecycleActivities {
     vault: Arc<Vault>,
     issuers: Issuers,
+    issuers_config: Arc<IssuersConfig>,
     kv_prefix: String,
 }
 
 impl LifecycleActivities {
-    pub fn new(vault: Arc<Vault>, issuers: Issuers, kv_prefix: impl Into<String>) -> Self {
+    pub fn new(
+        vault: Arc<Vault>,
+        issuers: Issuers,
+        issuers_config: IssuersConfig,
+        kv_prefix: impl Into<String>,
+    ) -> Self {
         Self {
             vault,
             issuers,
+            issuers_config: Arc::new(issuers_config),
             kv_prefix: kv_prefix.into(),
         }
     }
 
-    /// Builds Vault access and the configured issuers from the environment.
-    pub fn from_config(config: &ActivitiesConfig) -> Result<Self> {
+    /// Builds Vault access and one CA client per configured issuer.
+    pub async fn from_config(config: &ActivitiesConfig) -> Result<Self> {
         let vault = Arc::new(Vault::new(&config.vault)?);
         let mut issuers = Issuers::default();
-        let pki = VaultPki::new(
-            vault.clone(),
-            &config.vault_pki.mount,
-            &config.vault_pki.role,
-        );
-        issuers.insert(&config.vault_pki.issuer_name, Arc::new(pki));
-        Ok(Self::new(vault, issuers, &config.vault.kv_prefix))
+        for (name, issuer) in &config.issuers.issuers {
+            let pacer = CallPacer::new(issuer.limits().calls_per_second);
+            let ca: Arc<dyn CertificateAuthority> = match issuer {
+                IssuerConfig::VaultPki(c) => {
+                    Arc::new(VaultPki::new(vault.clone(), &c.mount, &c.role, pacer))
+                }
+                IssuerConfig::AwsPrivateCa(c) => Arc::new(
+                    AwsPrivateCa::new(c, pacer)
+                        .await
+                        .with_context(|| format!("issuer {name}"))?,
+                ),
+                IssuerConfig::KeyfactorCommand(c) => Arc::new(
+                    KeyfactorCommand::new(c, pacer).with_context(|| format!("issuer {name}"))?,
+                ),
+            };
+            issuers.insert(name, ca);
+        }
+        Ok(Self::new(
+            vault,
+            issuers,
+            config.issuers.clone(),
+            &config.vault.kv_prefix,
+        ))
     }
 
-    pub fn issuer_names(&self) -> Vec<String> {
-        self.issuers.names()
+    pub fn issuers_config(&self) -> &IssuersConfig {
+        &self.issuers_config
     }
 
     /// Activities re-check the request: a workflow started by something other than the API
@@ -58,8 +87,8 @@ impl LifecycleActivities {
         &self,
         request: &CertificateRequest,
     ) -> Result<Arc<dyn CertificateAuthority>, ActivityError> {
-        request
-            .validate(&self.issuers.names())
+        self.issuers_config
+            .validate(request)
             .map_err(|e| non_retryable(error_types::INVALID_REQUEST, e))?;
         Ok(self
             .issuers
@@ -116,7 +145,7 @@ impl LifecycleActivities {
         self: Arc<Self>,
         _ctx: ActivityContext,
         input: SubmitCsrInput,
-    ) -> Result<IssuedCertificate, ActivityError> {
+    ) -> Result<SubmitOutcome, ActivityError> {
         let ca = self.checked(&input.request)?;
         let id = &input.request.certificate_id;
         let order = IssueOrder {
@@ -125,14 +154,23 @@ impl LifecycleActivities {
             idempotency_key: format!("{id}/{}", input.cycle),
         };
         let path = ledger::ledger_path(&self.kv_prefix, id, input.cycle);
-        let issued = ledger::submit_once(&self.vault, ca.as_ref(), &path, &order)
+        let answer = ledger::submit_once(&self.vault, ca.as_ref(), &path, &order, now_unix())
             .await
             .map_err(|e| match e {
                 SubmitError::Ca(e) => from_ca("submitting the CSR", e),
                 SubmitError::Vault(e) => from_vault("recording the issuance", e),
             })?;
-        tracing::info!(certificate_id = %id, cycle = input.cycle, issuer = %input.request.issuer, serial = %issued.serial, "certificate issued");
-        Ok(issued)
+        let issuer = &input.request.issuer;
+        Ok(match answer {
+            Submission::Issued(issued) => {
+                tracing::info!(certificate_id = %id, cycle = input.cycle, issuer, serial = %issued.serial, "certificate issued");
+                SubmitOutcome::Issued(issued)
+            }
+            Submission::Pending { reference, detail } => {
+                tracing::info!(certificate_id = %id, cycle = input.cycle, issuer, reference, "the CA holds the request");
+                SubmitOutcome::Pending { detail }
+            }
+        })
     }
 
     #[activity(definition = contract::VerifyCertificate)]
@@ -232,8 +270,12 @@ impl LifecycleActivities {
                 )
             })?
             .clone();
+        let target = RevocationTarget {
+            serial: &input.serial,
+            ca_reference: input.ca_reference.as_deref(),
+        };
         let revoked_at = ca
-            .revoke(&input.serial, input.reason)
+            .revoke(&target, input.reason)
             .await
             .map_err(|e| from_ca("revoking at the CA", e))?;
 

@@ -287,6 +287,7 @@ mod tests {
                 serial: String::new(),
                 certificate_pem: cert.pem(),
                 chain_pem: vec![ca_pem],
+                ca_reference: None,
             },
         )
     }

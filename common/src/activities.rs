@@ -49,6 +49,21 @@ pub struct IssuedCertificate {
     pub certificate_pem: String,
     /// Issuing CA first, root last.
     pub chain_pem: Vec<String>,
+    /// The CA's own handle on the certificate where revocation needs one (AWS certificate ARN,
+    /// Keyfactor certificate id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_reference: Option<String>,
+}
+
+/// What the CA did with a CSR: issued it, or holds it (approval, asynchronous issuance).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum SubmitOutcome {
+    Issued(IssuedCertificate),
+    /// Not issued yet; calling `submit_csr` again with the same input checks again.
+    Pending {
+        detail: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +104,8 @@ pub struct StoredCertificate {
 pub struct RevokeInput {
     pub request: CertificateRequest,
     pub serial: String,
+    #[serde(default)]
+    pub ca_reference: Option<String>,
     pub reason: RevocationReason,
     pub requested_by: Option<String>,
 }
@@ -109,9 +126,11 @@ impl CertificateActivities {
         unimplemented!()
     }
 
-    /// Submits the CSR to the request's issuer, at most once per certificate and cycle.
+    /// Submits the CSR to the request's issuer, at most once per certificate and cycle; called
+    /// again while the CA holds the request, it checks on it instead. Runs on the issuer's own
+    /// task queue ([`crate::ca_task_queue`]).
     #[activity(name = "submit_csr")]
-    pub fn submit_csr(input: SubmitCsrInput) -> Result<IssuedCertificate, ActivityError> {
+    pub fn submit_csr(input: SubmitCsrInput) -> Result<SubmitOutcome, ActivityError> {
         unimplemented!()
     }
 
@@ -127,7 +146,7 @@ impl CertificateActivities {
         unimplemented!()
     }
 
-    /// Revokes at the CA and marks the KV record revoked.
+    /// Revokes at the CA and marks the KV record revoked. Runs on the issuer's task queue.
     #[activity(name = "revoke_certificate")]
     pub fn revoke_certificate(input: RevokeInput) -> Result<RevocationResult, ActivityError> {
         unimplemented!()

@@ -5,10 +5,12 @@
 //! history (no key material, no credentials).
 
 pub mod activities;
+pub mod issuers;
 pub mod request;
 pub mod revocation;
 pub mod status;
 
+pub use issuers::{IssuerConfig, IssuersConfig, ca_task_queue};
 pub use request::{
     CertificateRequest, FieldError, KeyDelivery, KeyType, RenewalPolicy, ValidationErrors,
     validate_certificate_id, validate_requested_by,

@@ -40,6 +40,9 @@ pub struct CertificateFacts {
     pub vault_version: u64,
     /// Transit key version holding this certificate's key pair.
     pub key_version: u64,
+    /// The CA's handle on the certificate (AWS certificate ARN, Keyfactor certificate id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_reference: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +52,8 @@ pub enum EventKind {
     Requested,
     KeyGenerated,
     SubmittedToCa,
+    /// The CA holds the request (approval, asynchronous issuance); certflow polls it.
+    PendingAtCa,
     Issued,
     Stored,
     RenewalScheduled,

@@ -1,6 +1,7 @@
 //! Starter API configuration from the environment.
 
 use anyhow::{Context, Result};
+use certflow_common::IssuersConfig;
 use sha2::{Digest, Sha256};
 
 pub struct ApiConfig {
@@ -11,8 +12,9 @@ pub struct ApiConfig {
     pub token_sha256: [u8; 32],
     /// `CERTFLOW_TASK_QUEUE` (default `certflow`).
     pub task_queue: String,
-    /// `CERTFLOW_ISSUERS`: comma-separated issuer names requests may use (default `vault-pki`).
-    pub issuers: Vec<String>,
+    /// The issuers file shared with the worker (`CERTFLOW_ISSUERS_FILE`), to refuse requests
+    /// no issuer can serve before anything starts.
+    pub issuers: IssuersConfig,
 }
 
 impl ApiConfig {
@@ -28,12 +30,7 @@ impl ApiConfig {
             token_sha256: Sha256::digest(token.as_bytes()).into(),
             task_queue: var("CERTFLOW_TASK_QUEUE")
                 .unwrap_or_else(|| certflow_common::DEFAULT_TASK_QUEUE.into()),
-            issuers: var("CERTFLOW_ISSUERS")
-                .unwrap_or_else(|| "vault-pki".into())
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
+            issuers: IssuersConfig::from_env()?,
         })
     }
 }

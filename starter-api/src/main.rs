@@ -26,7 +26,7 @@ async fn main() -> Result<()> {
     let state = AppState {
         temporal,
         task_queue: config.task_queue.into(),
-        issuers: config.issuers.into(),
+        issuers: std::sync::Arc::new(config.issuers),
         token_sha256: config.token_sha256,
     };
     let listener = tokio::net::TcpListener::bind(&config.listen)

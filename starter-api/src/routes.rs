@@ -9,8 +9,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use certflow_common::status::{RenewRequest, RevokeRequest};
 use certflow_common::{
-    CertificateFacts, CertificateRequest, CertificateStatus, LifecycleInput, ValidationErrors,
-    validate_certificate_id, validate_requested_by, workflow_id,
+    CertificateFacts, CertificateRequest, CertificateStatus, FieldError, IssuersConfig,
+    LifecycleInput, ValidationErrors, validate_certificate_id, validate_requested_by, workflow_id,
 };
 use certflow_workflows::CertificateLifecycle;
 use serde::Serialize;
@@ -32,7 +32,7 @@ const MEMO_REQUEST_HASH: &str = "request_sha256";
 pub struct AppState {
     pub temporal: Client,
     pub task_queue: Arc<str>,
-    pub issuers: Arc<[String]>,
+    pub issuers: Arc<IssuersConfig>,
     pub token_sha256: [u8; 32],
 }
 
@@ -75,8 +75,9 @@ pub async fn create_certificate(
     body: Body<CertificateRequest>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     let Json(request) = body?;
-    request
-        .validate(&state.issuers)
+    state
+        .issuers
+        .validate(&request)
         .map_err(ApiError::Invalid)?;
     let id = workflow_id(&request.certificate_id);
     let fingerprint = request_fingerprint(&request);
@@ -185,6 +186,31 @@ pub async fn revoke_certificate(
     let handle = state
         .temporal
         .get_workflow_handle::<CertificateLifecycle>(workflow_id(&id));
+    // The CA must be able to record the reason, or the revocation would fail at the CA.
+    let current = handle
+        .query(
+            CertificateLifecycle::state,
+            (),
+            WorkflowQueryOptions::default(),
+        )
+        .await
+        .map_err(|e| match e {
+            WorkflowQueryError::NotFound(_) => ApiError::NotFound(id.clone()),
+            e => ApiError::Unavailable(e.to_string()),
+        })?;
+    let issuer = &current.issuer;
+    if let Some(config) = state.issuers.issuers.get(issuer)
+        && !config.supports_revocation(request.reason)
+    {
+        return Err(ApiError::Invalid(ValidationErrors(vec![FieldError {
+            field: "reason".into(),
+            message: format!(
+                "issuer {issuer:?} ({}) cannot record the reason {:?}",
+                config.kind(),
+                request.reason
+            ),
+        }])));
+    }
     let result = handle
         .execute_update(
             CertificateLifecycle::revoke,

@@ -4,25 +4,43 @@
 mod common;
 
 use async_trait::async_trait;
+use certflow_activities::ca::pacer::CallPacer;
 use certflow_activities::ca::vault_pki::VaultPki;
-use certflow_activities::ca::{CaError, CertificateAuthority, IssueOrder};
+use certflow_activities::ca::{
+    CaError, CertificateAuthority, IssueOrder, RevocationTarget, Submission,
+};
 use certflow_activities::config::VaultConfig;
 use certflow_activities::csr_template::template_csr;
-use certflow_activities::ledger::{ledger_path, submit_once};
+use certflow_activities::ledger::{self, ledger_path, submit_once};
 use certflow_activities::vault::Vault;
 use certflow_activities::vault::transit::key_name;
 use certflow_common::activities::IssuedCertificate;
 use certflow_common::{CertificateRequest, RevocationReason};
 use common::{Servers, request, unique};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn issued(answer: Submission) -> IssuedCertificate {
+    match answer {
+        Submission::Issued(c) => c,
+        other => panic!("expected a certificate, got {other:?}"),
+    }
+}
 
 /// A CA whose answer is lost on the way back, as when the worker dies mid-call.
 struct AnswerLost(VaultPki);
 
 #[async_trait]
 impl CertificateAuthority for AnswerLost {
-    async fn issue(&self, order: &IssueOrder<'_>) -> Result<IssuedCertificate, CaError> {
-        self.0.issue(order).await?;
+    async fn submit(&self, order: &IssueOrder<'_>) -> Result<Submission, CaError> {
+        self.0.submit(order).await?;
         Err(CaError::Unavailable(anyhow::anyhow!(
             "connection reset after the CA answered"
         )))
@@ -33,8 +51,57 @@ impl CertificateAuthority for AnswerLost {
     ) -> Result<Option<IssuedCertificate>, CaError> {
         self.0.find_issued(order).await
     }
-    async fn revoke(&self, serial: &str, reason: RevocationReason) -> Result<i64, CaError> {
-        self.0.revoke(serial, reason).await
+    async fn revoke(
+        &self,
+        target: &RevocationTarget<'_>,
+        reason: RevocationReason,
+    ) -> Result<i64, CaError> {
+        self.0.revoke(target, reason).await
+    }
+}
+
+/// A CA that holds every request for approval until `approved`, then issues through Vault PKI.
+struct Holding {
+    pki: VaultPki,
+    submits: AtomicUsize,
+    checks: AtomicUsize,
+    approved: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl CertificateAuthority for Holding {
+    async fn submit(&self, _order: &IssueOrder<'_>) -> Result<Submission, CaError> {
+        self.submits.fetch_add(1, Ordering::SeqCst);
+        Ok(Submission::Pending {
+            reference: "req-1".into(),
+            detail: "awaiting approval".into(),
+        })
+    }
+    async fn check_pending(
+        &self,
+        order: &IssueOrder<'_>,
+        reference: &str,
+    ) -> Result<Submission, CaError> {
+        assert_eq!(reference, "req-1", "checks ask about the recorded request");
+        self.checks.fetch_add(1, Ordering::SeqCst);
+        if self.approved.load(Ordering::SeqCst) {
+            self.pki.submit(order).await
+        } else {
+            Ok(Submission::Pending {
+                reference: reference.into(),
+                detail: "still waiting".into(),
+            })
+        }
+    }
+    fn pending_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(3600)
+    }
+    async fn revoke(
+        &self,
+        target: &RevocationTarget<'_>,
+        reason: RevocationReason,
+    ) -> Result<i64, CaError> {
+        self.pki.revoke(target, reason).await
     }
 }
 
@@ -81,15 +148,23 @@ fn admin() -> common::Vault {
 async fn a_retried_submission_returns_the_first_certificate() {
     let id = unique("ledger");
     let (vault, request, csr) = setup(&id).await;
-    let pki = VaultPki::new(vault.clone(), "pki", "certflow");
+    let pki = VaultPki::new(vault.clone(), "pki", "certflow", CallPacer::new(50.0));
     let order = IssueOrder {
         request: &request,
         csr_pem: &csr,
         idempotency_key: format!("{id}/0"),
     };
     let path = ledger_path("certflow", &id, 0);
-    let first = submit_once(&vault, &pki, &path, &order).await.unwrap();
-    let again = submit_once(&vault, &pki, &path, &order).await.unwrap();
+    let first = issued(
+        submit_once(&vault, &pki, &path, &order, now())
+            .await
+            .unwrap(),
+    );
+    let again = issued(
+        submit_once(&vault, &pki, &path, &order, now())
+            .await
+            .unwrap(),
+    );
     assert_eq!(first, again);
     assert_eq!(admin().issued_with_cn(&request.common_name).await, 1);
 }
@@ -104,26 +179,95 @@ async fn an_answer_lost_after_issuance_is_recovered_not_reissued() {
         idempotency_key: format!("{id}/0"),
     };
     let path = ledger_path("certflow", &id, 0);
-    let lossy = AnswerLost(VaultPki::new(vault.clone(), "pki", "certflow"));
-    assert!(submit_once(&vault, &lossy, &path, &order).await.is_err());
+    let lossy = AnswerLost(VaultPki::new(
+        vault.clone(),
+        "pki",
+        "certflow",
+        CallPacer::new(50.0),
+    ));
+    assert!(
+        submit_once(&vault, &lossy, &path, &order, now())
+            .await
+            .is_err()
+    );
     assert_eq!(admin().issued_with_cn(&request.common_name).await, 1);
 
-    let pki = VaultPki::new(vault.clone(), "pki", "certflow");
-    let recovered = submit_once(&vault, &pki, &path, &order).await.unwrap();
+    let pki = VaultPki::new(vault.clone(), "pki", "certflow", CallPacer::new(50.0));
+    let recovered = issued(
+        submit_once(&vault, &pki, &path, &order, now())
+            .await
+            .unwrap(),
+    );
     assert_eq!(
         admin().issued_with_cn(&request.common_name).await,
         1,
         "the retry issued a second certificate"
     );
     // The recovered certificate comes with a chain that verifies, as a fresh issuance does.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    certflow_activities::verify::verify(&request, &csr, &recovered, now)
+    certflow_activities::verify::verify(&request, &csr, &recovered, now())
         .expect("recovered certificate verifies");
     assert_eq!(
-        submit_once(&vault, &pki, &path, &order).await.unwrap(),
+        issued(
+            submit_once(&vault, &pki, &path, &order, now())
+                .await
+                .unwrap()
+        ),
         recovered
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_request_is_checked_on_never_resubmitted_and_times_out() {
+    let id = unique("held");
+    let (vault, request, csr) = setup(&id).await;
+    let order = IssueOrder {
+        request: &request,
+        csr_pem: &csr,
+        idempotency_key: format!("{id}/0"),
+    };
+    let path = ledger_path("certflow", &id, 0);
+    let ca = Holding {
+        pki: VaultPki::new(vault.clone(), "pki", "certflow", CallPacer::new(50.0)),
+        submits: AtomicUsize::new(0),
+        checks: AtomicUsize::new(0),
+        approved: false.into(),
+    };
+    let start = now();
+    for _ in 0..3 {
+        let answer = submit_once(&vault, &ca, &path, &order, start)
+            .await
+            .unwrap();
+        assert!(matches!(answer, Submission::Pending { .. }), "{answer:?}");
+    }
+    assert_eq!(
+        ca.submits.load(Ordering::SeqCst),
+        1,
+        "submitted once, then checked"
+    );
+    assert_eq!(ca.checks.load(Ordering::SeqCst), 2);
+
+    // Past the CA's pending timeout the request fails instead of waiting forever.
+    let late = submit_once(&vault, &ca, &path, &order, start + 3601).await;
+    assert!(
+        matches!(late, Err(ledger::SubmitError::Ca(CaError::Rejected(ref m))) if m.contains("still pending")),
+        "{late:?}"
+    );
+
+    ca.approved.store(true, Ordering::SeqCst);
+    let certificate = issued(
+        submit_once(&vault, &ca, &path, &order, start + 10)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(admin().issued_with_cn(&request.common_name).await, 1);
+    // Recorded: later calls answer from the ledger without asking the CA.
+    let checks = ca.checks.load(Ordering::SeqCst);
+    let again = issued(
+        submit_once(&vault, &ca, &path, &order, start + 20)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(again, certificate);
+    assert_eq!(ca.checks.load(Ordering::SeqCst), checks);
+    assert_eq!(ca.submits.load(Ordering::SeqCst), 1);
 }

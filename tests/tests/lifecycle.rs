@@ -2,15 +2,9 @@
 
 mod common;
 
-use common::{Stack, openssl, request, unique};
+use common::{Stack, openssl, request, unique, write_temp};
 use serde_json::{Value, json};
 use std::time::Duration;
-
-fn write_temp(name: &str, contents: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("{}-{name}", unique("pem")));
-    std::fs::write(&path, contents).unwrap();
-    path
-}
 
 fn public_key_of_certificate(cert_pem: &str) -> String {
     let path = write_temp("cert.pem", cert_pem);

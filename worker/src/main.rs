@@ -1,8 +1,14 @@
 //! The certflow worker: polls the task queue and runs `CertificateLifecycle` workflows and their
-//! activities. Configuration comes from the environment (see README "Configuration").
+//! activities. Configuration comes from the environment and the issuers file (see README
+//! "Configuration").
+//!
+//! Calls to a CA run on that issuer's own task queue, polled here with the issuer's
+//! `calls_per_second` as the queue's dispatch limit. The Temporal server enforces that limit
+//! across all workers, so a thousand certificates renewing at once never exceed it.
 
 use anyhow::{Context, Result, anyhow};
 use certflow_activities::{ActivitiesConfig, LifecycleActivities};
+use certflow_common::ca_task_queue;
 use certflow_workflows::CertificateLifecycle;
 use temporalio_client::envconfig::LoadClientConfigProfileOptions;
 use temporalio_client::{Client, ClientOptions, Connection};
@@ -12,7 +18,7 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 async fn main() -> Result<()> {
     init_tracing();
     let config = ActivitiesConfig::from_env()?;
-    let activities = LifecycleActivities::from_config(&config)?;
+    let activities = LifecycleActivities::from_config(&config).await?;
     let task_queue = std::env::var("CERTFLOW_TASK_QUEUE")
         .unwrap_or_else(|_| certflow_common::DEFAULT_TASK_QUEUE.into());
 
@@ -25,22 +31,35 @@ async fn main() -> Result<()> {
         .context("connecting to Temporal")?;
     let client = Client::new(connection, client_options).context("creating the Temporal client")?;
 
-    let issuers = activities.issuer_names();
-    let options = WorkerOptions::new(&task_queue)
-        .register_workflow::<CertificateLifecycle>()?
-        .register_activities(activities)
-        .build();
     let runtime = Runtime::from_current_tokio(Default::default())?;
-    let mut worker = Worker::new(&runtime, client, options)?;
+    let main_options = WorkerOptions::new(&task_queue)
+        .register_workflow::<CertificateLifecycle>()?
+        .register_activities(activities.clone())
+        .build();
+    let mut workers = vec![Worker::new(&runtime, client.clone(), main_options)?];
+    for (name, issuer) in &config.issuers.issuers {
+        let queue = ca_task_queue(&task_queue, name);
+        let rate = issuer.limits().calls_per_second;
+        let options = WorkerOptions::new(&queue)
+            .register_activities(activities.clone())
+            .max_task_queue_activities_per_second(rate)
+            .build();
+        workers.push(Worker::new(&runtime, client.clone(), options)?);
+        tracing::info!(issuer = %name, kind = issuer.kind(), task_queue = %queue, calls_per_second = rate, "issuer ready");
+    }
 
-    let shutdown = worker.shutdown_handle();
+    let shutdowns: Vec<_> = workers.iter().map(|w| w.shutdown_handle()).collect();
     tokio::spawn(async move {
         wait_for_stop_signal().await;
         tracing::info!("stop signal received; finishing in-flight tasks");
-        shutdown();
+        for shutdown in shutdowns {
+            shutdown();
+        }
     });
-    tracing::info!(task_queue, vault = %config.vault.addr, ?issuers, "certflow worker started");
-    worker.run().await.context("worker stopped with an error")?;
+    tracing::info!(task_queue, vault = %config.vault.addr, "certflow worker started");
+    futures::future::try_join_all(workers.iter_mut().map(|w| w.run()))
+        .await
+        .context("worker stopped with an error")?;
     Ok(())
 }
 

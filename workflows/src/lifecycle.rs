@@ -7,12 +7,13 @@
 
 use crate::schedule;
 use certflow_common::activities::{
-    CertificateActivities, KeyAndCsrInput, RevokeInput, StoreInput, SubmitCsrInput, VerifyInput,
+    CertificateActivities, IssuedCertificate, KeyAndCsrInput, RevokeInput, StoreInput,
+    SubmitCsrInput, SubmitOutcome, VerifyInput,
 };
 use certflow_common::status::{MAX_EVENTS, RenewRequest, RevokeRequest};
 use certflow_common::{
     CarriedState, CertificateFacts, CertificateRequest, CertificateStatus, EventKind,
-    LifecycleEvent, LifecycleInput, LifecycleOutcome, Phase,
+    LifecycleEvent, LifecycleInput, LifecycleOutcome, Phase, ca_task_queue,
 };
 use std::error::Error;
 use std::time::{Duration, UNIX_EPOCH};
@@ -24,6 +25,10 @@ use temporalio_sdk::{
 };
 
 type HandlerError = Box<dyn Error + Send + Sync>;
+
+/// Pauses between checks on a request the CA holds: 5 s, doubling, at most 5 minutes.
+const PENDING_FIRST_PAUSE: Duration = Duration::from_secs(5);
+const PENDING_MAX_PAUSE: Duration = Duration::from_secs(300);
 
 #[workflow]
 pub struct CertificateLifecycle {
@@ -279,14 +284,7 @@ async fn issue(ctx: &mut WorkflowContext<CertificateLifecycle>, cycle: u32) -> W
         cycle,
         csr_pem: key.csr_pem.clone(),
     };
-    let issued = ctx
-        .execute_activity(
-            CertificateActivities::submit_csr,
-            submit,
-            activity_options(),
-        )
-        .await;
-    let issued = or_fail(ctx, issued, "submit CSR to the CA")?;
+    let issued = submit_until_issued(ctx, submit).await?;
 
     let verify = VerifyInput {
         request: request.clone(),
@@ -310,6 +308,7 @@ async fn issue(ctx: &mut WorkflowContext<CertificateLifecycle>, cycle: u32) -> W
         ),
     );
 
+    let issued_reference = issued.ca_reference.clone();
     let store = StoreInput {
         request: request.clone(),
         cycle,
@@ -350,6 +349,7 @@ async fn issue(ctx: &mut WorkflowContext<CertificateLifecycle>, cycle: u32) -> W
             vault_path: stored.vault_path,
             vault_version: stored.vault_version,
             key_version: key.key_version,
+            ca_reference: issued_reference,
         });
         s.renew_at = Some(renew_at);
         s.phase = Phase::Active;
@@ -360,6 +360,36 @@ async fn issue(ctx: &mut WorkflowContext<CertificateLifecycle>, cycle: u32) -> W
         format!("renewal at {renew_at}"),
     );
     Ok(())
+}
+
+/// Submits the CSR on the issuer's own task queue (where its call ceiling applies) and, while
+/// the CA holds the request, checks again with growing pauses.
+async fn submit_until_issued(
+    ctx: &mut WorkflowContext<CertificateLifecycle>,
+    submit: SubmitCsrInput,
+) -> WorkflowResult<IssuedCertificate> {
+    let mut pause = PENDING_FIRST_PAUSE;
+    let mut reported = false;
+    loop {
+        let outcome = ctx
+            .execute_activity(
+                CertificateActivities::submit_csr,
+                submit.clone(),
+                ca_activity_options(ctx, &submit.request.issuer),
+            )
+            .await;
+        match or_fail(ctx, outcome, "submit CSR to the CA")? {
+            SubmitOutcome::Issued(issued) => return Ok(issued),
+            SubmitOutcome::Pending { detail } => {
+                if !reported {
+                    record(ctx, EventKind::PendingAtCa, detail);
+                    reported = true;
+                }
+                ctx.timer(pause).await;
+                pause = (pause * 2).min(PENDING_MAX_PAUSE);
+            }
+        }
+    }
 }
 
 /// Replaces the current certificate: new key version, new certificate, stored.
@@ -454,6 +484,7 @@ async fn revoke(
     let input = RevokeInput {
         request: request.clone(),
         serial: current.serial.clone(),
+        ca_reference: current.ca_reference.clone(),
         reason: revoke.reason,
         requested_by: revoke.requested_by,
     };
@@ -461,7 +492,7 @@ async fn revoke(
         .execute_activity(
             CertificateActivities::revoke_certificate,
             input,
-            activity_options(),
+            ca_activity_options(ctx, &request.issuer),
         )
         .await;
     let result = or_fail(ctx, result, "revoke the certificate")?;
@@ -494,6 +525,16 @@ fn activity_options() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
         .retry_policy(retry)
         .build()
+}
+
+/// Options for activities that call the CA: the same retries, on the issuer's task queue.
+fn ca_activity_options(
+    ctx: &WorkflowContext<CertificateLifecycle>,
+    issuer: &str,
+) -> ActivityOptions {
+    let mut options = activity_options();
+    options.task_queue = Some(ca_task_queue(ctx.task_queue(), issuer));
+    options
 }
 
 /// Records a non-retryable failure in the state (visible to queries) and returns the error.

@@ -3,7 +3,9 @@
 //! Vault's CRL carries no reason code, so the RFC 5280 reason is recorded by certflow (KV record
 //! and events) but not sent to Vault.
 
-use super::{CaError, CertificateAuthority, IssueOrder};
+use super::pacer::CallPacer;
+use super::pem::split_certificates;
+use super::{CaError, CertificateAuthority, IssueOrder, RevocationTarget, Submission};
 use crate::vault::{Vault, VaultError};
 use crate::verify;
 use async_trait::async_trait;
@@ -16,14 +18,21 @@ pub struct VaultPki {
     vault: Arc<Vault>,
     mount: String,
     role: String,
+    pacer: CallPacer,
 }
 
 impl VaultPki {
-    pub fn new(vault: Arc<Vault>, mount: impl Into<String>, role: impl Into<String>) -> Self {
+    pub fn new(
+        vault: Arc<Vault>,
+        mount: impl Into<String>,
+        role: impl Into<String>,
+        pacer: CallPacer,
+    ) -> Self {
         Self {
             vault,
             mount: mount.into(),
             role: role.into(),
+            pacer,
         }
     }
 }
@@ -37,7 +46,7 @@ fn ca_error(e: impl Into<VaultError>) -> CaError {
 
 #[async_trait]
 impl CertificateAuthority for VaultPki {
-    async fn issue(&self, order: &IssueOrder<'_>) -> Result<IssuedCertificate, CaError> {
+    async fn submit(&self, order: &IssueOrder<'_>) -> Result<Submission, CaError> {
         let r = order.request;
         let mut opts = SignCertificateRequest::builder();
         opts.alt_names(r.all_dns_names().join(","))
@@ -45,6 +54,7 @@ impl CertificateAuthority for VaultPki {
             .uri_sans(r.uri_sans.join(","))
             .ttl(format!("{}s", r.validity_seconds))
             .format("pem".to_string());
+        self.pacer.ready().await;
         let signed = vaultrs::pki::cert::ca::sign(
             &self.vault.client,
             &self.mount,
@@ -60,11 +70,12 @@ impl CertificateAuthority for VaultPki {
             .ca_chain
             .filter(|c| !c.is_empty())
             .unwrap_or_else(|| vec![signed.issuing_ca.clone()]);
-        Ok(IssuedCertificate {
+        Ok(Submission::Issued(IssuedCertificate {
             serial: signed.serial_number,
             certificate_pem: signed.certificate,
             chain_pem: chain,
-        })
+            ca_reference: None,
+        }))
     }
 
     async fn find_issued(
@@ -73,6 +84,7 @@ impl CertificateAuthority for VaultPki {
     ) -> Result<Option<IssuedCertificate>, CaError> {
         let wanted =
             verify::csr_public_key(order.csr_pem).map_err(|e| CaError::Rejected(e.to_string()))?;
+        self.pacer.ready().await;
         let serials = match vaultrs::pki::cert::list(&self.vault.client, &self.mount).await {
             Ok(s) => s,
             Err(e) => match VaultError::from(e) {
@@ -82,6 +94,7 @@ impl CertificateAuthority for VaultPki {
         };
         // Newest certificates are most likely; Vault lists in no documented order, so scan all.
         for serial in serials.iter().rev() {
+            self.pacer.ready().await;
             let cert = vaultrs::pki::cert::read(&self.vault.client, &self.mount, serial)
                 .await
                 .map_err(ca_error)?;
@@ -105,38 +118,22 @@ impl CertificateAuthority for VaultPki {
                     serial: serial.replace('-', ":"),
                     certificate_pem: cert.certificate,
                     chain_pem: chain,
+                    ca_reference: None,
                 }));
             }
         }
         Ok(None)
     }
 
-    async fn revoke(&self, serial: &str, _reason: RevocationReason) -> Result<i64, CaError> {
-        let answer = vaultrs::pki::cert::revoke(&self.vault.client, &self.mount, serial)
+    async fn revoke(
+        &self,
+        target: &RevocationTarget<'_>,
+        _reason: RevocationReason,
+    ) -> Result<i64, CaError> {
+        self.pacer.ready().await;
+        let answer = vaultrs::pki::cert::revoke(&self.vault.client, &self.mount, target.serial)
             .await
             .map_err(ca_error)?;
         Ok(answer.revocation_time as i64)
-    }
-}
-
-/// Splits concatenated PEM certificates into one string each.
-fn split_certificates(pem: &str) -> Vec<String> {
-    const END: &str = "-----END CERTIFICATE-----";
-    pem.split_inclusive(END)
-        .map(str::trim)
-        .filter(|block| block.ends_with(END))
-        .map(|block| format!("{block}\n"))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn splits_a_concatenated_chain() {
-        let chain = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nBB==\n-----END CERTIFICATE-----\n";
-        let parts = super::split_certificates(chain);
-        assert_eq!(parts.len(), 2);
-        assert!(parts[1].contains("BB=="));
-        assert!(super::split_certificates("").is_empty());
     }
 }

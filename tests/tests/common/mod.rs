@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod aws;
+pub mod keyfactor_double;
+
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -65,6 +68,8 @@ pub struct Stack {
     worker: Option<Child>,
     api: Child,
     http: reqwest::Client,
+    issuers_file: Option<PathBuf>,
+    worker_env: Vec<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -75,12 +80,34 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// What a test changes about its stack: an issuers file, extra worker environment.
+#[derive(Default, Clone)]
+pub struct StackOptions {
+    /// Contents of the issuers file (TOML); without it, the default Vault PKI issuer.
+    pub issuers_toml: Option<String>,
+    pub worker_env: Vec<(String, String)>,
+}
+
 impl Stack {
     pub async fn start(name: &str) -> Self {
+        Self::start_with(name, StackOptions::default()).await
+    }
+
+    pub async fn start_with(name: &str, options: StackOptions) -> Self {
         let servers = Servers::from_env();
         let task_queue = format!("certflow-test-{name}-{}", std::process::id());
+        std::fs::create_dir_all(&servers.log_dir).unwrap();
+        let issuers_file = options.issuers_toml.as_ref().map(|toml| {
+            let path = servers.log_dir.join(format!("{name}-issuers.toml"));
+            std::fs::write(&path, toml).unwrap();
+            path
+        });
         let port = free_port();
-        let api = Command::new(servers.bin_dir.join("certflow-starter-api"))
+        let mut api = Command::new(servers.bin_dir.join("certflow-starter-api"));
+        if let Some(path) = &issuers_file {
+            api.env("CERTFLOW_ISSUERS_FILE", path);
+        }
+        let api = api
             .env("TEMPORAL_ADDRESS", &servers.temporal_address)
             .env("CERTFLOW_TASK_QUEUE", &task_queue)
             .env("CERTFLOW_API_TOKEN", API_TOKEN)
@@ -99,6 +126,8 @@ impl Stack {
             worker: None,
             api,
             http: reqwest::Client::new(),
+            issuers_file,
+            worker_env: options.worker_env,
         };
         stack.start_worker();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -118,7 +147,12 @@ impl Stack {
     pub fn start_worker(&mut self) {
         assert!(self.worker.is_none(), "worker already running");
         let s = &self.servers;
-        let child = Command::new(s.bin_dir.join("certflow-worker"))
+        let mut worker = Command::new(s.bin_dir.join("certflow-worker"));
+        if let Some(path) = &self.issuers_file {
+            worker.env("CERTFLOW_ISSUERS_FILE", path);
+        }
+        worker.envs(self.worker_env.iter().map(|(k, v)| (k, v)));
+        let child = worker
             .env("TEMPORAL_ADDRESS", &s.temporal_address)
             .env("CERTFLOW_TASK_QUEUE", &self.task_queue)
             .env("VAULT_ADDR", &s.vault_addr)
@@ -435,6 +469,28 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// Runs `openssl` with `args`, returning (success, stdout+stderr).
+pub fn write_temp(name: &str, contents: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("{}-{name}", unique("pem")));
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+/// `openssl verify` of `leaf` against `ca` (both PEM).
+pub fn openssl_verifies(ca: &str, leaf: &str) -> bool {
+    let ca = write_temp("ca.pem", ca);
+    let leaf = write_temp("leaf.pem", leaf);
+    let (ok, out) = openssl(&[
+        "verify",
+        "-CAfile",
+        ca.to_str().unwrap(),
+        leaf.to_str().unwrap(),
+    ]);
+    if !ok {
+        eprintln!("openssl verify: {out}");
+    }
+    ok
+}
+
 pub fn openssl(args: &[&str]) -> (bool, String) {
     let out = Command::new("openssl")
         .args(args)
