@@ -80,6 +80,8 @@ pub struct KeyfactorIssuer {
     /// `/Keyfactor/API`).
     #[serde(default = "default_keyfactor_api_path")]
     pub api_path: String,
+    /// PEM file of the CA that signed Command's TLS certificate, if not a public one.
+    pub tls_ca_file: Option<String>,
     /// `x-keyfactor-api-version` header value.
     #[serde(default = "default_keyfactor_api_version")]
     pub api_version: String,
@@ -392,6 +394,13 @@ mod tests {
         };
         assert_eq!(k.api_path, "/KeyfactorAPI");
         assert!(matches!(k.auth, KeyfactorAuth::Oauth2 { .. }));
+    }
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let example = include_str!("../../deploy/issuers.example.toml");
+        let c = IssuersConfig::parse(example).unwrap();
+        assert_eq!(c.names(), ["aws-private", "corp-keyfactor", "vault-pki"]);
     }
 
     #[test]

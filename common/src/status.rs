@@ -60,6 +60,9 @@ pub enum EventKind {
     RenewalRequested,
     RenewalDue,
     RevocationRequested,
+    /// The CA refused the revocation (e.g. a reason it cannot record); the certificate stays
+    /// active and the lifecycle goes on.
+    RevocationRefused,
     Revoked,
     Failed,
 }

@@ -8,7 +8,7 @@
 use crate::schedule;
 use certflow_common::activities::{
     CertificateActivities, IssuedCertificate, KeyAndCsrInput, RevokeInput, StoreInput,
-    SubmitCsrInput, SubmitOutcome, VerifyInput,
+    SubmitCsrInput, SubmitOutcome, VerifyInput, error_types,
 };
 use certflow_common::status::{MAX_EVENTS, RenewRequest, RevokeRequest};
 use certflow_common::{
@@ -18,6 +18,7 @@ use certflow_common::{
 use std::error::Error;
 use std::time::{Duration, UNIX_EPOCH};
 use temporalio_common::RetryPolicy;
+use temporalio_common::error::{ActivityExecutionError, IncomingError};
 use temporalio_sdk::workflows::{select, workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityOptions, CancellableFuture, ContinueAsNewOptions, SyncWorkflowContext, WorkflowContext,
@@ -41,6 +42,9 @@ pub struct CertificateLifecycle {
     revoke_request: Option<RevokeRequest>,
     renew_request: Option<RenewRequest>,
     failure: Option<String>,
+    /// Revocations the CA refused in this run, and why the last one was refused.
+    revocations_refused: u32,
+    last_refusal: Option<String>,
 }
 
 /// Why the workflow woke up from its sleep.
@@ -70,6 +74,8 @@ impl CertificateLifecycle {
             revoke_request: None,
             renew_request: None,
             failure: None,
+            revocations_refused: 0,
+            last_refusal: None,
         }
     }
 
@@ -87,7 +93,11 @@ impl CertificateLifecycle {
         }
         loop {
             match sleep_until_renewal(ctx).await? {
-                Wake::Revoke => return revoke(ctx).await,
+                Wake::Revoke => {
+                    if let Some(outcome) = revoke(ctx).await? {
+                        return Ok(outcome);
+                    }
+                }
                 wake => {
                     renew(ctx, wake).await?;
                     // Let update handlers finish before the run ends; a revocation that came
@@ -112,13 +122,20 @@ impl CertificateLifecycle {
         ctx: &mut WorkflowContext<Self>,
         request: RevokeRequest,
     ) -> Result<CertificateStatus, HandlerError> {
+        let refused_before = ctx.state(|s| s.revocations_refused);
         ctx.state_mut(|s| s.revoke_request = Some(request));
-        ctx.wait_condition(|s| matches!(s.phase, Phase::Revoked | Phase::Failed))
-            .await?;
-        ctx.state(|s| match &s.failure {
-            Some(f) => Err(f.clone().into()),
-            None => Ok(s.status()),
+        ctx.wait_condition(|s| {
+            matches!(s.phase, Phase::Revoked | Phase::Failed)
+                || s.revocations_refused > refused_before
         })
+        .await?;
+        ctx.state(
+            |s| match (&s.failure, s.revocations_refused > refused_before) {
+                (Some(f), _) => Err(f.clone().into()),
+                (None, true) => Err(s.last_refusal.clone().unwrap_or_default().into()),
+                (None, false) => Ok(s.status()),
+            },
+        )
     }
 
     #[update_validator(revoke)]
@@ -457,10 +474,11 @@ async fn sleep_until_renewal(
     }))
 }
 
-/// Revokes the current certificate and ends the lifecycle.
+/// Revokes the current certificate and ends the lifecycle. If the CA refuses (a reason it
+/// cannot record, say), the certificate stays active and `None` sends the run back to sleep.
 async fn revoke(
     ctx: &mut WorkflowContext<CertificateLifecycle>,
-) -> WorkflowResult<LifecycleOutcome> {
+) -> WorkflowResult<Option<LifecycleOutcome>> {
     let (request, revoke, current) = ctx.state(|s| {
         (
             s.request.clone(),
@@ -495,7 +513,20 @@ async fn revoke(
             ca_activity_options(ctx, &request.issuer),
         )
         .await;
-    let result = or_fail(ctx, result, "revoke the certificate")?;
+    let result = match result {
+        Err(e) if refused_by_ca(&e) => {
+            let message = format!("revocation refused: {}", with_causes(&e));
+            ctx.state_mut(|s| {
+                s.phase = Phase::Active;
+                s.revoke_request = None;
+                s.revocations_refused += 1;
+                s.last_refusal = Some(message.clone());
+            });
+            record(ctx, EventKind::RevocationRefused, message);
+            return Ok(None);
+        }
+        other => or_fail(ctx, other, "revoke the certificate")?,
+    };
     ctx.state_mut(|s| s.phase = Phase::Revoked);
     record(
         ctx,
@@ -506,12 +537,18 @@ async fn revoke(
         ),
     );
     wait_for_handlers(ctx).await?;
-    Ok(LifecycleOutcome {
+    Ok(Some(LifecycleOutcome {
         certificate_id: request.certificate_id,
         phase: Phase::Revoked,
         serial: Some(current.serial),
         reason: Some(revoke.reason),
-    })
+    }))
+}
+
+/// The CA (or the activity on its behalf) refused the request itself, as opposed to failing.
+fn refused_by_ca(e: &ActivityExecutionError) -> bool {
+    matches!(e.cause(), Some(IncomingError::Application(failure))
+        if matches!(failure.type_name(), Some(error_types::CA_REJECTED | error_types::INVALID_REQUEST)))
 }
 
 /// Vault and CA failures retry with capped exponential backoff until they succeed; activities

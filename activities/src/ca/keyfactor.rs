@@ -11,7 +11,7 @@
 use super::pacer::CallPacer;
 use super::pem::{leaf_and_chain, split_certificates};
 use super::{CaError, CertificateAuthority, IssueOrder, RevocationTarget, Submission};
-use anyhow::anyhow;
+use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use base64::Engine;
 use certflow_common::RevocationReason;
@@ -113,9 +113,15 @@ impl KeyfactorCommand {
                 token: Mutex::new(None),
             },
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?;
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(path) = &config.tls_ca_file {
+            let pem = std::fs::read(path).with_context(|| format!("reading tls_ca_file {path}"))?;
+            http = http.add_root_certificate(
+                reqwest::Certificate::from_pem(&pem)
+                    .with_context(|| format!("parsing tls_ca_file {path}"))?,
+            );
+        }
+        let http = http.build()?;
         Ok(Self {
             http,
             api: format!(

@@ -255,11 +255,13 @@ impl KeyfactorDouble {
         };
         if !authorized {
             record(StatusCode::UNAUTHORIZED, &mut inner);
-            return Some((
-                StatusCode::UNAUTHORIZED,
-                [("www-authenticate", "Basic realm=\"Keyfactor\"")],
-            )
-                .into_response());
+            return Some(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [("www-authenticate", "Basic realm=\"Keyfactor\"")],
+                )
+                    .into_response(),
+            );
         }
         let fault = inner.faults.get_mut(path).and_then(VecDeque::pop_front);
         match fault {
@@ -267,12 +269,14 @@ impl KeyfactorDouble {
                 retry_after_seconds,
             }) => {
                 record(StatusCode::TOO_MANY_REQUESTS, &mut inner);
-                Some((
-                    StatusCode::TOO_MANY_REQUESTS,
-                    [("retry-after", retry_after_seconds.to_string())],
-                    "rate limit exceeded",
+                Some(
+                    (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", retry_after_seconds.to_string())],
+                        "rate limit exceeded",
+                    )
+                        .into_response(),
                 )
-                    .into_response())
             }
             Some(Fault::Unavailable) => {
                 record(StatusCode::SERVICE_UNAVAILABLE, &mut inner);

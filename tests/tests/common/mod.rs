@@ -238,17 +238,23 @@ impl Stack {
 
     /// Runs the `temporal` CLI against the test server; returns stdout, panics on failure.
     pub fn temporal(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.temporal_output(args);
+        assert!(ok, "temporal {args:?} failed: {err}");
+        out
+    }
+
+    /// The `temporal` CLI's success, stdout and stderr, for commands expected to fail.
+    pub fn temporal_output(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new("temporal")
             .args(args)
             .args(["--address", &self.servers.temporal_address])
             .output()
             .expect("temporal CLI on PATH");
-        assert!(
+        (
             out.status.success(),
-            "temporal {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// `temporal workflow describe --output json` of a certificate's workflow.
