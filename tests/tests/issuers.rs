@@ -32,6 +32,15 @@ limits = {{ calls_per_second = {calls_per_second} }}
     )
 }
 
+/// A Keyfactor double taking Basic auth with certflow's account; certificates live `validity` s.
+async fn basic_double(validity: u64) -> KeyfactorDouble {
+    let credentials = Credentials::Basic {
+        username: KF_USER.into(),
+        password: KF_PASSWORD.into(),
+    };
+    KeyfactorDouble::start(credentials, Duration::from_secs(validity)).await
+}
+
 fn basic_auth() -> String {
     format!(
         r#"{{ method = "basic", username = '{KF_USER}', password_env = "KEYFACTOR_PASSWORD" }}"#
@@ -74,14 +83,7 @@ fn event_kinds(state: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keyfactor_issues_renews_and_revokes() {
-    let double = KeyfactorDouble::start(
-        Credentials::Basic {
-            username: KF_USER.into(),
-            password: KF_PASSWORD.into(),
-        },
-        Duration::from_secs(60),
-    )
-    .await;
+    let double = basic_double(60).await;
     let stack = keyfactor_stack("kf-life", &double, 10.0, 60).await;
     let id = unique("kf");
     let state = stack.issue(&keyfactor_request(&id, 60, Some(48))).await;
@@ -252,14 +254,7 @@ async fn oauth_token(double: &KeyfactorDouble) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keyfactor_429_is_honoured_and_5xx_retried() {
-    let double = KeyfactorDouble::start(
-        Credentials::Basic {
-            username: KF_USER.into(),
-            password: KF_PASSWORD.into(),
-        },
-        Duration::from_secs(3600),
-    )
-    .await;
+    let double = basic_double(3600).await;
     double.inject(
         "Enrollment/CSR",
         Fault::TooManyRequests {
@@ -284,14 +279,7 @@ async fn keyfactor_429_is_honoured_and_5xx_retried() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keyfactor_bad_credentials_fail_clearly() {
-    let double = KeyfactorDouble::start(
-        Credentials::Basic {
-            username: KF_USER.into(),
-            password: KF_PASSWORD.into(),
-        },
-        Duration::from_secs(3600),
-    )
-    .await;
+    let double = basic_double(3600).await;
     let stack = Stack::start_with(
         "kf-401",
         StackOptions {
@@ -326,14 +314,7 @@ async fn keyfactor_bad_credentials_fail_clearly() {
 async fn calls_to_one_ca_stay_under_its_ceiling() {
     const RATE: f64 = 2.0;
     const CERTIFICATES: usize = 12;
-    let double = KeyfactorDouble::start(
-        Credentials::Basic {
-            username: KF_USER.into(),
-            password: KF_PASSWORD.into(),
-        },
-        Duration::from_secs(3600),
-    )
-    .await;
+    let double = basic_double(3600).await;
     let stack = keyfactor_stack("kf-rate", &double, RATE, 3600).await;
     let ids: Vec<String> = (0..CERTIFICATES)
         .map(|i| unique(&format!("rate{i}")))
@@ -524,14 +505,7 @@ async fn aws_throttling_and_server_errors_are_retried() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_an_issuer_cannot_serve_are_refused_at_the_api() {
-    let double = KeyfactorDouble::start(
-        Credentials::Basic {
-            username: KF_USER.into(),
-            password: KF_PASSWORD.into(),
-        },
-        Duration::from_secs(3600),
-    )
-    .await;
+    let double = basic_double(3600).await;
     let toml = format!(
         "{}\n{}",
         keyfactor_issuer(&double.url, &basic_auth(), 5.0, 3600),

@@ -105,6 +105,20 @@ impl CertificateAuthority for Holding {
     }
 }
 
+/// The PKI issuer as the worker builds it by default.
+fn pki(vault: &Arc<Vault>) -> VaultPki {
+    VaultPki::new(vault.clone(), "pki", "certflow", CallPacer::new(50.0))
+}
+
+/// The order of a certificate's first cycle.
+fn first_order<'a>(id: &str, request: &'a CertificateRequest, csr: &'a str) -> IssueOrder<'a> {
+    IssueOrder {
+        request,
+        csr_pem: csr,
+        idempotency_key: format!("{id}/0"),
+    }
+}
+
 async fn setup(id: &str) -> (Arc<Vault>, CertificateRequest, String) {
     let servers = Servers::from_env();
     let vault = Arc::new(
@@ -148,12 +162,8 @@ fn admin() -> common::Vault {
 async fn a_retried_submission_returns_the_first_certificate() {
     let id = unique("ledger");
     let (vault, request, csr) = setup(&id).await;
-    let pki = VaultPki::new(vault.clone(), "pki", "certflow", CallPacer::new(50.0));
-    let order = IssueOrder {
-        request: &request,
-        csr_pem: &csr,
-        idempotency_key: format!("{id}/0"),
-    };
+    let pki = pki(&vault);
+    let order = first_order(&id, &request, &csr);
     let path = ledger_path("certflow", &id, 0);
     let first = issued(
         submit_once(&vault, &pki, &path, &order, now())
@@ -173,18 +183,9 @@ async fn a_retried_submission_returns_the_first_certificate() {
 async fn an_answer_lost_after_issuance_is_recovered_not_reissued() {
     let id = unique("lost");
     let (vault, request, csr) = setup(&id).await;
-    let order = IssueOrder {
-        request: &request,
-        csr_pem: &csr,
-        idempotency_key: format!("{id}/0"),
-    };
+    let order = first_order(&id, &request, &csr);
     let path = ledger_path("certflow", &id, 0);
-    let lossy = AnswerLost(VaultPki::new(
-        vault.clone(),
-        "pki",
-        "certflow",
-        CallPacer::new(50.0),
-    ));
+    let lossy = AnswerLost(pki(&vault));
     assert!(
         submit_once(&vault, &lossy, &path, &order, now())
             .await
@@ -192,7 +193,7 @@ async fn an_answer_lost_after_issuance_is_recovered_not_reissued() {
     );
     assert_eq!(admin().issued_with_cn(&request.common_name).await, 1);
 
-    let pki = VaultPki::new(vault.clone(), "pki", "certflow", CallPacer::new(50.0));
+    let pki = pki(&vault);
     let recovered = issued(
         submit_once(&vault, &pki, &path, &order, now())
             .await
@@ -220,14 +221,10 @@ async fn an_answer_lost_after_issuance_is_recovered_not_reissued() {
 async fn a_held_request_is_checked_on_never_resubmitted_and_times_out() {
     let id = unique("held");
     let (vault, request, csr) = setup(&id).await;
-    let order = IssueOrder {
-        request: &request,
-        csr_pem: &csr,
-        idempotency_key: format!("{id}/0"),
-    };
+    let order = first_order(&id, &request, &csr);
     let path = ledger_path("certflow", &id, 0);
     let ca = Holding {
-        pki: VaultPki::new(vault.clone(), "pki", "certflow", CallPacer::new(50.0)),
+        pki: pki(&vault),
         submits: AtomicUsize::new(0),
         checks: AtomicUsize::new(0),
         approved: false.into(),
