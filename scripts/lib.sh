@@ -36,11 +36,19 @@ wait_for() {
 }
 
 # start_temporal DIR PORT UI_PORT: dev server with SQLite persistence in DIR (UI_PORT 0: headless).
+# certflow's custom search attributes (common/src/search.rs; a unit test keeps the two in step).
+CERTFLOW_SEARCH_ATTRIBUTES=(
+  CertflowTenant=Keyword CertflowApplication=Keyword CertflowIssuer=Keyword
+  CertflowCommonName=Keyword CertflowServiceNowRecord=Keyword CertflowIdempotencyKey=Keyword
+  CertflowState=Keyword CertflowSerial=Keyword CertflowNotAfter=Datetime
+)
+
 start_temporal() {
   local dir=$1 port=$2 ui_port=$3
-  local ui_args=(--headless)
+  local ui_args=(--headless) sa_args=()
   [ "$ui_port" != 0 ] && ui_args=(--ui-port "$ui_port")
-  temporal server start-dev --ip 127.0.0.1 --port "$port" "${ui_args[@]}" \
+  for sa in "${CERTFLOW_SEARCH_ATTRIBUTES[@]}"; do sa_args+=(--search-attribute "$sa"); done
+  temporal server start-dev --ip 127.0.0.1 --port "$port" "${ui_args[@]}" "${sa_args[@]}" \
     --db-filename "$dir/temporal.db" --log-level warn >"$dir/temporal.log" 2>&1 &
   echo $! >"$dir/temporal.pid"
   wait_for "Temporal" 60 temporal operator cluster health --address "127.0.0.1:$port"

@@ -10,6 +10,8 @@ pub mod csr_template;
 mod failure;
 pub mod ledger;
 pub mod lifecycle;
+mod rest;
+pub mod servicenow;
 pub mod store;
 pub mod vault;
 pub mod verify;

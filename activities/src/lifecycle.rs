@@ -8,6 +8,7 @@ use crate::ca::{CertificateAuthority, IssueOrder, Issuers, RevocationTarget, Sub
 use crate::config::ActivitiesConfig;
 use crate::failure::{from_ca, from_vault, non_retryable};
 use crate::ledger::{self, SubmitError};
+use crate::servicenow::{ServiceNow, ServiceNowError};
 use crate::store::{CertificateRecord, RecordStatus, certificate_path};
 use crate::vault::Vault;
 use crate::vault::transit::key_name;
@@ -18,6 +19,7 @@ use certflow_common::activities::{
     KeyAndCsr, KeyAndCsrInput, RevocationResult, RevokeInput, StoreInput, StoredCertificate,
     SubmitCsrInput, SubmitOutcome, VerifiedCertificate, VerifyInput, error_types,
 };
+use certflow_common::servicenow::RecordUpdate;
 use certflow_common::{CertificateRequest, IssuerConfig, IssuersConfig, KeyDelivery};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -31,6 +33,7 @@ pub struct LifecycleActivities {
     issuers: Issuers,
     issuers_config: Arc<IssuersConfig>,
     kv_prefix: String,
+    servicenow: Option<Arc<ServiceNow>>,
 }
 
 impl LifecycleActivities {
@@ -39,12 +42,14 @@ impl LifecycleActivities {
         issuers: Issuers,
         issuers_config: IssuersConfig,
         kv_prefix: impl Into<String>,
+        servicenow: Option<ServiceNow>,
     ) -> Self {
         Self {
             vault,
             issuers,
             issuers_config: Arc::new(issuers_config),
             kv_prefix: kv_prefix.into(),
+            servicenow: servicenow.map(Arc::new),
         }
     }
 
@@ -69,11 +74,13 @@ impl LifecycleActivities {
             };
             issuers.insert(name, ca);
         }
+        let servicenow = ServiceNow::from_env().context("ServiceNow configuration")?;
         Ok(Self::new(
             vault,
             issuers,
             config.issuers.clone(),
             &config.vault.kv_prefix,
+            servicenow,
         ))
     }
 
@@ -251,6 +258,29 @@ impl LifecycleActivities {
             vault_path: path,
             vault_version: version,
         })
+    }
+
+    #[activity(definition = contract::UpdateServicenowRecord)]
+    pub async fn update_servicenow_record(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: RecordUpdate,
+    ) -> Result<(), ActivityError> {
+        let Some(servicenow) = &self.servicenow else {
+            return Err(non_retryable(
+                error_types::SERVICENOW_REFUSED,
+                "ServiceNow write-back is not configured on this worker (SERVICENOW_INSTANCE)",
+            ));
+        };
+        servicenow.update(&input).await.map_err(|e| match e {
+            ServiceNowError::Refused(m) => non_retryable(error_types::SERVICENOW_REFUSED, m),
+            ServiceNowError::Unavailable(e) => {
+                ActivityError::from(e.context("updating ServiceNow"))
+            }
+        })?;
+        tracing::info!(certificate_id = %input.certificate_id, record = %input.record.number,
+            sequence = input.report.sequence, state = ?input.report.state, "ServiceNow record updated");
+        Ok(())
     }
 
     #[activity(definition = contract::RevokeCertificate)]

@@ -241,6 +241,9 @@ mod tests {
             renewal: RenewalPolicy::default(),
             key_delivery: KeyDelivery::Export,
             requested_by: None,
+            servicenow: None,
+            require_approval: false,
+            approval_deadline_seconds: None,
         }
     }
 

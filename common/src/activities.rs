@@ -5,6 +5,7 @@
 //! pinned strings so that renaming Rust items never breaks histories of running certificates.
 //! Nothing here carries key material: keys stay in Vault and are referred to by name and version.
 
+use crate::servicenow::RecordUpdate;
 use crate::{CertificateRequest, RevocationReason};
 use serde::{Deserialize, Serialize};
 use temporalio_common::ActivityError;
@@ -18,6 +19,8 @@ pub mod error_types {
     pub const CA_REJECTED: &str = "CaRejected";
     /// The certificate that came back does not match what was asked.
     pub const VERIFICATION_FAILED: &str = "VerificationFailed";
+    /// ServiceNow refused the write-back (credentials, permissions, unknown record).
+    pub const SERVICENOW_REFUSED: &str = "ServiceNowRefused";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,6 +149,12 @@ impl CertificateActivities {
         unimplemented!()
     }
 
+    /// Writes one state change to the originating ServiceNow record (Table API PATCH).
+    #[activity(name = "update_servicenow_record")]
+    pub fn update_servicenow_record(input: RecordUpdate) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+
     /// Revokes at the CA and marks the KV record revoked. Runs on the issuer's task queue.
     #[activity(name = "revoke_certificate")]
     pub fn revoke_certificate(input: RevokeInput) -> Result<RevocationResult, ActivityError> {
@@ -157,6 +166,7 @@ impl CertificateActivities {
 /// `#[activity(definition = contract::SubmitCsr)]` (the macro keeps its own module private).
 pub mod contract {
     pub use super::certificate_activities::{
-        GenerateKeyAndCsr, RevokeCertificate, StoreCertificate, SubmitCsr, VerifyCertificate,
+        GenerateKeyAndCsr, RevokeCertificate, StoreCertificate, SubmitCsr, UpdateServicenowRecord,
+        VerifyCertificate,
     };
 }

@@ -5,6 +5,7 @@
 //! no secrets: credentials are named by the environment variable that carries them.
 
 use crate::request::{FieldError, KeyType, ValidationErrors};
+use crate::status::ApprovalGate;
 use crate::{CertificateRequest, RevocationReason};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -40,6 +41,29 @@ pub struct IssuerLimits {
     pub key_types: Option<Vec<KeyType>>,
 }
 
+/// Whether issuance from this issuer waits for an approval, and for how long by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalPolicy {
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default = "default_approval_deadline")]
+    pub deadline_seconds: u64,
+}
+
+impl Default for ApprovalPolicy {
+    fn default() -> Self {
+        Self {
+            required: false,
+            deadline_seconds: default_approval_deadline(),
+        }
+    }
+}
+
+fn default_approval_deadline() -> u64 {
+    7 * 24 * 3600
+}
+
 /// Vault's (or OpenBao's) PKI secrets engine: `sign/<role>` on `mount`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +74,8 @@ pub struct VaultPkiIssuer {
     pub role: String,
     #[serde(default = "vault_limits")]
     pub limits: IssuerLimits,
+    #[serde(default)]
+    pub approval: ApprovalPolicy,
 }
 
 /// AWS Private CA through `aws-sdk-acmpca`; credentials and region from the standard chain.
@@ -68,6 +94,8 @@ pub struct AwsPrivateCaIssuer {
     pub endpoint_url: Option<String>,
     #[serde(default = "aws_limits")]
     pub limits: IssuerLimits,
+    #[serde(default)]
+    pub approval: ApprovalPolicy,
 }
 
 /// Keyfactor Command through its REST API.
@@ -102,6 +130,8 @@ pub struct KeyfactorIssuer {
     pub pending_timeout_seconds: u64,
     #[serde(default = "keyfactor_limits")]
     pub limits: IssuerLimits,
+    #[serde(default)]
+    pub approval: ApprovalPolicy,
 }
 
 /// How certflow authenticates to Keyfactor Command. Secrets are read from the named variables.
@@ -160,6 +190,14 @@ fn keyfactor_limits() -> IssuerLimits {
 }
 
 impl IssuerConfig {
+    pub fn approval(&self) -> &ApprovalPolicy {
+        match self {
+            Self::VaultPki(c) => &c.approval,
+            Self::AwsPrivateCa(c) => &c.approval,
+            Self::KeyfactorCommand(c) => &c.approval,
+        }
+    }
+
     pub fn limits(&self) -> &IssuerLimits {
         match self {
             Self::VaultPki(c) => &c.limits,
@@ -212,6 +250,7 @@ impl IssuersConfig {
                     mount: var("VAULT_PKI_PATH").unwrap_or_else(default_pki_mount),
                     role: var("VAULT_PKI_ROLE").unwrap_or_else(default_pki_role),
                     limits: vault_limits(),
+                    approval: ApprovalPolicy::default(),
                 };
                 let config = Self {
                     issuers: BTreeMap::from([(name, IssuerConfig::VaultPki(pki))]),
@@ -259,6 +298,12 @@ impl IssuersConfig {
                     "issuer name {name:?} must be 1-64 letters, digits, '-' or '_'"
                 ));
             }
+            let deadline = issuer.approval().deadline_seconds;
+            if !(60..=crate::request::MAX_APPROVAL_DEADLINE_SECONDS).contains(&deadline) {
+                return Err(format!(
+                    "issuers.{name}.approval.deadline_seconds must be between 60 and 30 days"
+                ));
+            }
             let rate = issuer.limits().calls_per_second;
             if !(rate.is_finite() && rate > 0.0) {
                 return Err(format!(
@@ -280,6 +325,17 @@ impl IssuersConfig {
             }
         }
         Ok(())
+    }
+
+    /// The approval gate of a (valid) request: required by the request or by its issuer; the
+    /// deadline is the request's, else the issuer's.
+    pub fn approval_gate(&self, request: &CertificateRequest) -> Option<ApprovalGate> {
+        let policy = self.issuers.get(&request.issuer)?.approval();
+        (request.require_approval || policy.required).then(|| ApprovalGate {
+            deadline_seconds: request
+                .approval_deadline_seconds
+                .unwrap_or(policy.deadline_seconds),
+        })
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -355,6 +411,7 @@ mod tests {
         certificate_authority_arn = "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/abc"
         signing_algorithm = "SHA256WITHRSA"
         limits = { calls_per_second = 2, max_validity_seconds = 86400, key_types = ["rsa-2048"] }
+        approval = { required = true, deadline_seconds = 3600 }
 
         [issuers.kf]
         kind = "keyfactor-command"
@@ -449,6 +506,24 @@ mod tests {
         c.validate(&kf).unwrap();
         kf.validity_seconds = 7200;
         assert_eq!(c.validate(&kf).unwrap_err().0[0].field, "validity_seconds");
+    }
+
+    #[test]
+    fn approval_comes_from_the_request_or_the_issuer() {
+        let c = IssuersConfig::parse(FILE).unwrap();
+        assert_eq!(c.approval_gate(&request("vault")), None);
+        let mut r = request("vault");
+        r.require_approval = true;
+        assert_eq!(
+            c.approval_gate(&r),
+            Some(ApprovalGate {
+                deadline_seconds: 7 * 24 * 3600
+            })
+        );
+        r.approval_deadline_seconds = Some(600);
+        assert_eq!(c.approval_gate(&r).unwrap().deadline_seconds, 600);
+        let aws = request("aws");
+        assert_eq!(c.approval_gate(&aws).unwrap().deadline_seconds, 3600);
     }
 
     #[test]

@@ -8,17 +8,19 @@ pub mod activities;
 pub mod issuers;
 pub mod request;
 pub mod revocation;
+pub mod search;
+pub mod servicenow;
 pub mod status;
 
 pub use issuers::{IssuerConfig, IssuersConfig, ca_task_queue};
 pub use request::{
-    CertificateRequest, FieldError, KeyDelivery, KeyType, RenewalPolicy, ValidationErrors,
-    validate_certificate_id, validate_requested_by,
+    CertificateRequest, FieldError, KeyDelivery, KeyType, RenewalPolicy, ServiceNowRecord,
+    ValidationErrors, validate_certificate_id, validate_requested_by,
 };
 pub use revocation::RevocationReason;
 pub use status::{
-    CarriedState, CertificateFacts, CertificateStatus, EventKind, LifecycleEvent, LifecycleInput,
-    LifecycleOutcome, Phase,
+    ApprovalGate, ApprovalRecord, CarriedState, CertificateFacts, CertificateStatus, Decision,
+    DecisionKind, EventKind, LifecycleEvent, LifecycleInput, LifecycleOutcome, Phase,
 };
 
 /// Task queue the worker polls and the starter API starts workflows on, unless configured.

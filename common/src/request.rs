@@ -102,7 +102,28 @@ pub struct CertificateRequest {
     /// Who asked (ServiceNow user or record), for the audit trail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+    /// The ServiceNow record this request came from; its state is written back to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub servicenow: Option<ServiceNowRecord>,
+    /// Hold issuance until someone approves (the issuer may require it too).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_approval: bool,
+    /// How long an approval may take before the request expires; default from the issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_deadline_seconds: Option<u64>,
 }
+
+/// A ServiceNow record: `sys_id` (32 hex digits) and its human number (e.g. `RITM0010001`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceNowRecord {
+    pub sys_id: String,
+    pub number: String,
+}
+
+/// Longest approval deadline accepted (30 days).
+pub const MAX_APPROVAL_DEADLINE_SECONDS: u64 = 30 * 86_400;
 
 /// One rejected field, named the way the caller spelled it in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +219,25 @@ impl CertificateRequest {
         }
         if let Err(e) = validate_requested_by(self.requested_by.as_deref()) {
             fail(e.field, e.message);
+        }
+        if let Some(record) = &self.servicenow {
+            if record.sys_id.len() != 32 || !record.sys_id.chars().all(|c| c.is_ascii_hexdigit()) {
+                fail(
+                    "servicenow.sys_id".into(),
+                    "must be 32 hexadecimal digits".into(),
+                );
+            }
+            if let Err(m) = check_identifier(&record.number, 40, &['_', '-']) {
+                fail("servicenow.number".into(), m);
+            }
+        }
+        if let Some(deadline) = self.approval_deadline_seconds
+            && !(60..=MAX_APPROVAL_DEADLINE_SECONDS).contains(&deadline)
+        {
+            fail(
+                "approval_deadline_seconds".into(),
+                format!("must be between 60 and {MAX_APPROVAL_DEADLINE_SECONDS}"),
+            );
         }
 
         if errors.is_empty() {
@@ -329,6 +369,9 @@ mod tests {
             renewal: RenewalPolicy::default(),
             key_delivery: KeyDelivery::Export,
             requested_by: Some("jane.doe".into()),
+            servicenow: None,
+            require_approval: false,
+            approval_deadline_seconds: None,
         }
     }
 

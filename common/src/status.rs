@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Phase {
+    /// Waiting for someone to approve issuance (the approval gate); nothing has reached a CA.
+    AwaitingApproval,
     /// Key, CSR, CA submission and storage of the first certificate are under way.
     Issuing,
     /// A valid certificate is stored; the workflow sleeps until the renewal window.
@@ -20,6 +22,35 @@ pub enum Phase {
     Revoked,
     /// A failure retrying cannot fix; the workflow has ended with this error.
     Failed,
+    /// Issuance was rejected at the approval gate; the workflow has ended.
+    Rejected,
+    /// Nobody decided before the approval deadline; the workflow has ended.
+    Expired,
+}
+
+impl Phase {
+    /// The name used in JSON, search attributes and ServiceNow.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::Issuing => "issuing",
+            Self::Active => "active",
+            Self::Renewing => "renewing",
+            Self::Revoking => "revoking",
+            Self::Revoked => "revoked",
+            Self::Failed => "failed",
+            Self::Rejected => "rejected",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// Phases in which the workflow has ended.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Revoked | Self::Failed | Self::Rejected | Self::Expired
+        )
+    }
 }
 
 /// Public facts about one issued certificate (no key material).
@@ -50,6 +81,10 @@ pub struct CertificateFacts {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EventKind {
     Requested,
+    ApprovalRequested,
+    Approved,
+    Rejected,
+    ApprovalExpired,
     KeyGenerated,
     SubmittedToCa,
     /// The CA holds the request (approval, asynchronous issuance); certflow polls it.
@@ -87,6 +122,11 @@ pub struct CarriedState {
     pub current: Option<CertificateFacts>,
     /// Most recent events, at most [`MAX_EVENTS`].
     pub events: Vec<LifecycleEvent>,
+    #[serde(default)]
+    pub approval: Option<ApprovalRecord>,
+    /// Number of the last state report sent to ServiceNow.
+    #[serde(default)]
+    pub report_sequence: u64,
 }
 
 /// Number of events kept (and carried across continue-as-new) per certificate.
@@ -99,6 +139,10 @@ pub struct LifecycleInput {
     /// Absent on the first run; present after continue-as-new.
     #[serde(default)]
     pub carried: Option<CarriedState>,
+    /// Set when issuance must wait for approval (decided by the starter API from the request
+    /// and the issuer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalGate>,
 }
 
 /// Argument of the `revoke` update and signal.
@@ -110,6 +154,43 @@ pub struct RevokeRequest {
     /// Operator or ServiceNow user asking, for the audit trail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+}
+
+/// The approval gate of one request: issuance waits for a decision until the deadline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalGate {
+    pub deadline_seconds: u64,
+}
+
+/// Argument of the `approve` and `reject` updates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Decision {
+    /// Who decided (ServiceNow user, operator); required.
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum DecisionKind {
+    Approved,
+    Rejected,
+    Expired,
+}
+
+/// How the approval gate was passed, or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApprovalRecord {
+    pub decision: DecisionKind,
+    /// Who decided; absent when the deadline passed.
+    pub by: Option<String>,
+    pub at_unix: i64,
+    pub comment: Option<String>,
 }
 
 /// Argument of the `renew_now` update and signal.
@@ -146,5 +227,34 @@ pub struct CertificateStatus {
     pub renew_at_unix: Option<i64>,
     pub revocation_reason: Option<RevocationReason>,
     pub failure: Option<String>,
+    /// The approval decision, when the request went through the approval gate.
+    pub approval: Option<ApprovalRecord>,
+    /// The ServiceNow record the state is written back to.
+    pub servicenow: Option<crate::request::ServiceNowRecord>,
     pub events: Vec<LifecycleEvent>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Phase;
+
+    #[test]
+    fn phase_names_match_their_json() {
+        for phase in [
+            Phase::AwaitingApproval,
+            Phase::Issuing,
+            Phase::Active,
+            Phase::Renewing,
+            Phase::Revoking,
+            Phase::Revoked,
+            Phase::Failed,
+            Phase::Rejected,
+            Phase::Expired,
+        ] {
+            assert_eq!(
+                serde_json::to_value(phase).unwrap(),
+                serde_json::Value::String(phase.as_str().into())
+            );
+        }
+    }
 }

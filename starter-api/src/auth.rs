@@ -1,5 +1,5 @@
-//! Bearer-token authentication for `/v1`. The configured token is kept only as a SHA-256 hash and
-//! compared in constant time.
+//! Authentication of `/v1`: the `Authorization` header must name a client of the clients file
+//! (see `clients.rs`); the caller is then available to the handlers as an extension.
 
 use crate::error::ApiError;
 use crate::routes::AppState;
@@ -7,23 +7,18 @@ use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
-pub async fn require_bearer(
+pub async fn require_client(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let presented = request
+    let caller = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| state.clients.authenticate(v))
         .ok_or(ApiError::Unauthorized)?;
-    let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-    if !bool::from(hash.ct_eq(&state.token_sha256)) {
-        return Err(ApiError::Unauthorized);
-    }
+    request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
 }

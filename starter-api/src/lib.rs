@@ -5,8 +5,10 @@
 //! query (`state`). It holds no state of its own.
 
 pub mod auth;
+pub mod clients;
 pub mod config;
 pub mod error;
+pub mod listing;
 pub mod openapi;
 pub mod routes;
 

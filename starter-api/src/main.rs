@@ -14,6 +14,9 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if std::env::args().nth(1).as_deref() == Some("hash-password") {
+        return print_password_hash();
+    }
     let config = ApiConfig::from_env()?;
     let (connection, client_options) =
         ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
@@ -21,13 +24,15 @@ async fn main() -> Result<()> {
     let connection = Connection::connect(connection)
         .await
         .context("connecting to Temporal")?;
+    let namespace = client_options.namespace.clone();
     let temporal =
         Client::new(connection, client_options).context("creating the Temporal client")?;
     let state = AppState {
         temporal,
+        namespace: namespace.into(),
         task_queue: config.task_queue.into(),
         issuers: std::sync::Arc::new(config.issuers),
-        token_sha256: config.token_sha256,
+        clients: std::sync::Arc::new(config.clients),
     };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -38,5 +43,21 @@ async fn main() -> Result<()> {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
+    Ok(())
+}
+
+/// For the clients file: reads a password on stdin, prints its Argon2 PHC string.
+fn print_password_hash() -> Result<()> {
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(
+        password.len() >= 12,
+        "use a password of at least 12 characters"
+    );
+    println!(
+        "{}",
+        certflow_starter_api::clients::hash_password(password)?
+    );
     Ok(())
 }

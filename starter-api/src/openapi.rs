@@ -3,7 +3,7 @@
 use crate::error::ErrorBody;
 use crate::routes::{self, Created, Health};
 use certflow_common::status::{RenewRequest, RevokeRequest};
-use certflow_common::{CertificateFacts, CertificateRequest, CertificateStatus};
+use certflow_common::{CertificateFacts, CertificateRequest, CertificateStatus, Decision};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -12,24 +12,33 @@ use utoipa::{Modify, OpenApi};
     info(title = "certflow starter API", description = "Start, revoke, renew and query certificate lifecycles."),
     paths(
         routes::create_certificate,
+        crate::listing::list_certificates,
         routes::get_certificate,
+        routes::approve_certificate,
+        routes::reject_certificate,
         routes::revoke_certificate,
         routes::renew_certificate,
         routes::healthz
     ),
-    components(schemas(CertificateRequest, CertificateStatus, CertificateFacts, RevokeRequest, RenewRequest, Created, Health, ErrorBody)),
-    modifiers(&BearerAuth)
+    components(schemas(CertificateRequest, CertificateStatus, CertificateFacts, RevokeRequest, RenewRequest, Decision, Created, Health, ErrorBody,
+        crate::listing::CertificatePage, crate::listing::CertificateSummary)),
+    modifiers(&Security)
 )]
 pub struct ApiDoc;
 
-struct BearerAuth;
+/// HTTP Basic and opaque bearer tokens, as ServiceNow outbound REST sends them.
+struct Security;
 
-impl Modify for BearerAuth {
+impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
         );
     }
 }

@@ -9,7 +9,7 @@
 use anyhow::{Context, Result, anyhow};
 use certflow_activities::{ActivitiesConfig, LifecycleActivities};
 use certflow_common::ca_task_queue;
-use certflow_workflows::CertificateLifecycle;
+use certflow_workflows::{CertificateLifecycle, ServiceNowReporter};
 use temporalio_client::envconfig::LoadClientConfigProfileOptions;
 use temporalio_client::{Client, ClientOptions, Connection};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
@@ -34,6 +34,7 @@ async fn main() -> Result<()> {
     let runtime = Runtime::from_current_tokio(Default::default())?;
     let main_options = WorkerOptions::new(&task_queue)
         .register_workflow::<CertificateLifecycle>()?
+        .register_workflow::<ServiceNowReporter>()?
         .register_activities(activities.clone())
         .build();
     let mut workers = vec![Worker::new(&runtime, client.clone(), main_options)?];

@@ -2,6 +2,8 @@
 //! ServiceNow is an activity defined in `certflow_common::activities`.
 
 pub mod lifecycle;
+pub mod reporter;
 pub mod schedule;
 
 pub use lifecycle::CertificateLifecycle;
+pub use reporter::ServiceNowReporter;

@@ -6,14 +6,18 @@
 //! Every effect is an activity; this file only decides what happens next.
 
 use crate::schedule;
+
+mod gate;
+mod report;
 use certflow_common::activities::{
     CertificateActivities, IssuedCertificate, KeyAndCsrInput, RevokeInput, StoreInput,
     SubmitCsrInput, SubmitOutcome, VerifyInput, error_types,
 };
 use certflow_common::status::{MAX_EVENTS, RenewRequest, RevokeRequest};
 use certflow_common::{
-    CarriedState, CertificateFacts, CertificateRequest, CertificateStatus, EventKind,
-    LifecycleEvent, LifecycleInput, LifecycleOutcome, Phase, ca_task_queue,
+    ApprovalGate, ApprovalRecord, CarriedState, CertificateFacts, CertificateRequest,
+    CertificateStatus, Decision, DecisionKind, EventKind, LifecycleEvent, LifecycleInput,
+    LifecycleOutcome, Phase, ca_task_queue,
 };
 use std::error::Error;
 use std::time::{Duration, UNIX_EPOCH};
@@ -45,6 +49,12 @@ pub struct CertificateLifecycle {
     /// Revocations the CA refused in this run, and why the last one was refused.
     revocations_refused: u32,
     last_refusal: Option<String>,
+    /// The approval gate (first run only), the decision once made, and its record.
+    gate: Option<ApprovalGate>,
+    decision: Option<(DecisionKind, Decision)>,
+    approval: Option<ApprovalRecord>,
+    /// Number of the last state report sent to the ServiceNow reporter.
+    report_sequence: u64,
 }
 
 /// Why the workflow woke up from its sleep.
@@ -59,10 +69,10 @@ impl CertificateLifecycle {
     #[init]
     pub fn new(_ctx: &WorkflowContextView, input: LifecycleInput) -> Self {
         let carried = input.carried.unwrap_or_default();
-        let phase = if carried.current.is_some() {
-            Phase::Active
-        } else {
-            Phase::Issuing
+        let phase = match (&carried.current, &input.approval) {
+            (Some(_), _) => Phase::Active,
+            (None, Some(_)) => Phase::AwaitingApproval,
+            (None, None) => Phase::Issuing,
         };
         Self {
             request: input.request,
@@ -76,44 +86,21 @@ impl CertificateLifecycle {
             failure: None,
             revocations_refused: 0,
             last_refusal: None,
+            gate: input.approval,
+            decision: None,
+            approval: carried.approval,
+            report_sequence: carried.report_sequence,
         }
     }
 
     #[run(name = "CertificateLifecycle")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<LifecycleOutcome> {
-        if ctx.state(|s| s.current.is_none()) {
-            let request = ctx.state(|s| s.request.clone());
-            // The issuer list is the worker's concern; everything else is checked before any I/O.
-            if let Err(e) = request.validate(std::slice::from_ref(&request.issuer)) {
-                return Err(fail(ctx, e.to_string()).into());
-            }
-            let detail = requested_by(request.requested_by.as_deref());
-            record(ctx, EventKind::Requested, detail);
-            issue(ctx, 0).await?;
+        let result = lifecycle(ctx).await;
+        // Whatever ended the run (revoked, rejected, expired, failed), ServiceNow hears of it.
+        if ctx.state(|s| s.phase.is_final()) {
+            report::send(ctx).await;
         }
-        loop {
-            match sleep_until_renewal(ctx).await? {
-                Wake::Revoke => {
-                    if let Some(outcome) = revoke(ctx).await? {
-                        return Ok(outcome);
-                    }
-                }
-                wake => {
-                    renew(ctx, wake).await?;
-                    // Let update handlers finish before the run ends; a revocation that came
-                    // in during the renewal is served by this run instead (its handler waits).
-                    let view = ctx.clone();
-                    ctx.wait_condition(move |s| {
-                        s.revoke_request.is_some() || view.all_handlers_finished()
-                    })
-                    .await?;
-                    if ctx.state(|s| s.revoke_request.is_none()) {
-                        let input = ctx.state(|s| s.continuation());
-                        ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
-                    }
-                }
-            }
-        }
+        result
     }
 
     /// Revoke now and end the lifecycle; returns once the CA has revoked the certificate.
@@ -146,6 +133,42 @@ impl CertificateLifecycle {
     ) -> Result<(), HandlerError> {
         self.check_accepts_commands()?;
         check_requested_by(&request.requested_by)
+    }
+
+    /// Approve issuance at the approval gate; returns once the decision is taken.
+    #[update(name = "approve")]
+    pub async fn approve(
+        ctx: &mut WorkflowContext<Self>,
+        decision: Decision,
+    ) -> Result<CertificateStatus, HandlerError> {
+        gate::decide(ctx, DecisionKind::Approved, decision).await
+    }
+
+    #[update_validator(approve)]
+    fn validate_approve(
+        &self,
+        _ctx: &WorkflowContextView,
+        decision: &Decision,
+    ) -> Result<(), HandlerError> {
+        self.check_awaits_decision(decision)
+    }
+
+    /// Reject issuance at the approval gate: nothing reaches a CA and the lifecycle ends.
+    #[update(name = "reject")]
+    pub async fn reject(
+        ctx: &mut WorkflowContext<Self>,
+        decision: Decision,
+    ) -> Result<CertificateStatus, HandlerError> {
+        gate::decide(ctx, DecisionKind::Rejected, decision).await
+    }
+
+    #[update_validator(reject)]
+    fn validate_reject(
+        &self,
+        _ctx: &WorkflowContextView,
+        decision: &Decision,
+    ) -> Result<(), HandlerError> {
+        self.check_awaits_decision(decision)
     }
 
     /// Renew at once; returns the new certificate's facts once it is stored.
@@ -232,6 +255,8 @@ impl CertificateLifecycle {
             renew_at_unix: self.renew_at,
             revocation_reason: self.revoke_request.as_ref().map(|r| r.reason),
             failure: self.failure.clone(),
+            approval: self.approval.clone(),
+            servicenow: self.request.servicenow.clone(),
             events: self.events.clone(),
         }
     }
@@ -243,11 +268,20 @@ impl CertificateLifecycle {
                 cycle: self.cycle,
                 current: self.current.clone(),
                 events: self.events.clone(),
+                approval: self.approval.clone(),
+                report_sequence: self.report_sequence,
             }),
+            approval: None,
         }
     }
 
     fn check_accepts_commands(&self) -> Result<(), HandlerError> {
+        if self.phase == Phase::AwaitingApproval {
+            return Err("the request awaits approval: approve or reject it first".into());
+        }
+        if matches!(self.phase, Phase::Rejected | Phase::Expired) {
+            return Err("the request was not approved; nothing was issued".into());
+        }
         if self.revoke_request.is_some() || matches!(self.phase, Phase::Revoking | Phase::Revoked) {
             return Err("the certificate is already revoked or being revoked".into());
         }
@@ -267,6 +301,52 @@ impl CertificateLifecycle {
         if self.events.len() > MAX_EVENTS {
             let excess = self.events.len() - MAX_EVENTS;
             self.events.drain(..excess);
+        }
+    }
+}
+
+/// The whole life of the certificate, as seen by one run.
+async fn lifecycle(
+    ctx: &mut WorkflowContext<CertificateLifecycle>,
+) -> WorkflowResult<LifecycleOutcome> {
+    if ctx.state(|s| s.current.is_none()) {
+        let request = ctx.state(|s| s.request.clone());
+        // The issuer list is the worker's concern; everything else is checked before any I/O.
+        if let Err(e) = request.validate(std::slice::from_ref(&request.issuer)) {
+            return Err(fail(ctx, e.to_string()).into());
+        }
+        let detail = requested_by(request.requested_by.as_deref());
+        record(ctx, EventKind::Requested, detail);
+        report::start_reporter(ctx).await;
+        if let Some(gate) = ctx.state(|s| s.gate.clone())
+            && let Some(ended) = gate::await_decision(ctx, gate).await?
+        {
+            return Ok(ended);
+        }
+        report::send(ctx).await;
+        issue(ctx, 0).await?;
+    }
+    loop {
+        match sleep_until_renewal(ctx).await? {
+            Wake::Revoke => {
+                if let Some(outcome) = revoke(ctx).await? {
+                    return Ok(outcome);
+                }
+            }
+            wake => {
+                renew(ctx, wake).await?;
+                // Let update handlers finish before the run ends; a revocation that came
+                // in during the renewal is served by this run instead (its handler waits).
+                let view = ctx.clone();
+                ctx.wait_condition(move |s| {
+                    s.revoke_request.is_some() || view.all_handlers_finished()
+                })
+                .await?;
+                if ctx.state(|s| s.revoke_request.is_none()) {
+                    let input = ctx.state(|s| s.continuation());
+                    ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
+                }
+            }
         }
     }
 }
@@ -376,6 +456,7 @@ async fn issue(ctx: &mut WorkflowContext<CertificateLifecycle>, cycle: u32) -> W
         EventKind::RenewalScheduled,
         format!("renewal at {renew_at}"),
     );
+    report::send(ctx).await;
     Ok(())
 }
 
@@ -426,6 +507,7 @@ async fn renew(ctx: &mut WorkflowContext<CertificateLifecycle>, wake: Wake) -> W
     };
     record(ctx, kind, detail);
     ctx.state_mut(|s| s.phase = Phase::Renewing);
+    report::send(ctx).await;
     let next = ctx.state(|s| s.cycle) + 1;
     issue(ctx, next).await?;
     ctx.state_mut(|s| s.renew_request = None);
@@ -489,6 +571,7 @@ async fn revoke(
     let revoke = revoke.expect("revoke is only called once a revocation was requested");
     let current = current.expect("revocation waits for the first certificate");
     ctx.state_mut(|s| s.phase = Phase::Revoking);
+    report::send(ctx).await;
     record(
         ctx,
         EventKind::RevocationRequested,
@@ -523,6 +606,7 @@ async fn revoke(
                 s.last_refusal = Some(message.clone());
             });
             record(ctx, EventKind::RevocationRefused, message);
+            report::send(ctx).await;
             return Ok(None);
         }
         other => or_fail(ctx, other, "revoke the certificate")?,

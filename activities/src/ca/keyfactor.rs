@@ -11,53 +11,26 @@
 use super::pacer::CallPacer;
 use super::pem::{leaf_and_chain, split_certificates};
 use super::{CaError, CertificateAuthority, IssueOrder, RevocationTarget, Submission};
+use crate::rest::{
+    Auth, AuthError, ClientCredentials, MAX_RETRY_AFTER, Secret, backoff, retry_after,
+};
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use base64::Engine;
 use certflow_common::RevocationReason;
 use certflow_common::issuers::{KeyfactorAuth, KeyfactorIssuer};
-use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
-use reqwest::{Method, RequestBuilder, StatusCode};
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::sync::Mutex;
-use tokio::time::Instant;
 
 /// Attempts per call when Command answers 429 or 5xx or cannot be reached; after that the
 /// activity fails and Temporal retries it with its own backoff.
 const ATTEMPTS: u32 = 4;
-/// Longest Retry-After honoured inside one call; longer waits go back to Temporal's retry.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
-/// Tokens are refreshed this long before they expire.
-const TOKEN_MARGIN: Duration = Duration::from_secs(60);
-
-/// A secret read from the environment; never printed.
-struct Secret(String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-enum Auth {
-    Basic {
-        username: String,
-        password: Secret,
-    },
-    Oauth2 {
-        token_url: String,
-        client_id: String,
-        client_secret: Secret,
-        scope: Option<String>,
-        audience: Option<String>,
-        token: Mutex<Option<(Secret, Instant)>>,
-    },
-}
 
 pub struct KeyfactorCommand {
     http: reqwest::Client,
@@ -69,14 +42,6 @@ pub struct KeyfactorCommand {
     pending_timeout: Duration,
     auth: Auth,
     pacer: CallPacer,
-}
-
-fn secret_from_env(name: &str) -> anyhow::Result<Secret> {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .map(Secret)
-        .ok_or_else(|| anyhow!("environment variable {name} (a Keyfactor credential) is not set"))
 }
 
 impl KeyfactorCommand {
@@ -96,7 +61,7 @@ impl KeyfactorCommand {
                 password_env,
             } => Auth::Basic {
                 username: username.clone(),
-                password: secret_from_env(password_env)?,
+                password: Secret::from_env(password_env, "a Keyfactor credential")?,
             },
             KeyfactorAuth::Oauth2 {
                 token_url,
@@ -104,14 +69,13 @@ impl KeyfactorCommand {
                 client_secret_env,
                 scope,
                 audience,
-            } => Auth::Oauth2 {
-                token_url: token_url.clone(),
-                client_id: client_id.clone(),
-                client_secret: secret_from_env(client_secret_env)?,
-                scope: scope.clone(),
-                audience: audience.clone(),
-                token: Mutex::new(None),
-            },
+            } => Auth::ClientCredentials(ClientCredentials::new(
+                token_url.clone(),
+                client_id.clone(),
+                Secret::from_env(client_secret_env, "a Keyfactor credential")?,
+                scope.clone(),
+                audience.clone(),
+            )),
         };
         let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
         if let Some(path) = &config.tls_ca_file {
@@ -152,81 +116,6 @@ impl KeyfactorCommand {
         headers
     }
 
-    async fn authorize(&self, request: RequestBuilder) -> Result<RequestBuilder, CaError> {
-        Ok(match &self.auth {
-            Auth::Basic { username, password } => request.basic_auth(username, Some(&password.0)),
-            Auth::Oauth2 { .. } => request.bearer_auth(self.access_token().await?.0),
-        })
-    }
-
-    /// The cached OAuth token, fetched again when missing or about to expire.
-    async fn access_token(&self) -> Result<Secret, CaError> {
-        let Auth::Oauth2 {
-            token_url,
-            client_id,
-            client_secret,
-            scope,
-            audience,
-            token,
-        } = &self.auth
-        else {
-            unreachable!("only called for OAuth");
-        };
-        let mut cached = token.lock().await;
-        if let Some((value, expires)) = cached.as_ref()
-            && Instant::now() + TOKEN_MARGIN < *expires
-        {
-            return Ok(Secret(value.0.clone()));
-        }
-        let mut form = vec![
-            ("grant_type", "client_credentials"),
-            ("client_id", client_id.as_str()),
-            ("client_secret", client_secret.0.as_str()),
-        ];
-        if let Some(scope) = scope {
-            form.push(("scope", scope));
-        }
-        if let Some(audience) = audience {
-            form.push(("audience", audience));
-        }
-        let response = self
-            .http
-            .post(token_url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| CaError::Unavailable(anyhow!("OAuth token endpoint: {e}")))?;
-        let status = response.status();
-        if status == StatusCode::BAD_REQUEST || status == StatusCode::UNAUTHORIZED {
-            return Err(CaError::Rejected(format!(
-                "the OAuth token endpoint refused certflow's client credentials (HTTP {status})"
-            )));
-        }
-        if !status.is_success() {
-            return Err(CaError::Unavailable(anyhow!(
-                "OAuth token endpoint answered HTTP {status}"
-            )));
-        }
-        #[derive(Deserialize)]
-        struct TokenResponse {
-            access_token: String,
-            expires_in: Option<u64>,
-        }
-        let body: TokenResponse = response
-            .json()
-            .await
-            .map_err(|e| CaError::Unavailable(anyhow!("OAuth token response: {e}")))?;
-        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(300));
-        *cached = Some((Secret(body.access_token.clone()), Instant::now() + lifetime));
-        Ok(Secret(body.access_token))
-    }
-
-    async fn forget_token(&self) {
-        if let Auth::Oauth2 { token, .. } = &self.auth {
-            *token.lock().await = None;
-        }
-    }
-
     /// One API call with Command's retry rules: 429 waits for Retry-After, 5xx and network
     /// errors back off, a 401 with OAuth fetches a fresh token once; other 4xx are rejections.
     async fn call(
@@ -251,7 +140,14 @@ impl KeyfactorCommand {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let request = self.authorize(request).await?;
+            let request = self
+                .auth
+                .apply(&self.http, request)
+                .await
+                .map_err(|e| match e {
+                    AuthError::Refused(m) => CaError::Rejected(m),
+                    AuthError::Unavailable(e) => CaError::Unavailable(e),
+                })?;
             self.pacer.ready().await;
             let (failure, wait) = match request.send().await {
                 Err(e) => (format!("no answer ({e})"), backoff(attempt)),
@@ -271,11 +167,8 @@ impl KeyfactorCommand {
                         });
                     }
                     match status {
-                        StatusCode::UNAUTHORIZED
-                            if !refreshed && matches!(self.auth, Auth::Oauth2 { .. }) =>
-                        {
+                        StatusCode::UNAUTHORIZED if !refreshed && self.auth.refresh().await => {
                             refreshed = true;
-                            self.forget_token().await;
                             continue;
                         }
                         StatusCode::UNAUTHORIZED => {
@@ -375,22 +268,6 @@ impl KeyfactorCommand {
         )
         .map(|issued| Some(Submission::Issued(issued)))
     }
-}
-
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(500 * 2u64.pow(attempt.min(6)))
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is treated as absent).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
 }
 
 /// Command's error bodies carry `Message`; fall back to the raw text, shortened.
@@ -560,18 +437,6 @@ pub fn keyfactor_reason(reason: RevocationReason) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_reads_seconds() {
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        h.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(retry_after(&h), None);
-    }
 
     #[test]
     fn error_bodies_give_their_message() {

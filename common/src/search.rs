@@ -1,0 +1,48 @@
+//! Custom search attributes of certificate workflows, so operators and the API can find
+//! certificates through Temporal visibility (`temporal workflow list --query ...`, the Web UI).
+//! They must be registered on the namespace; scripts/lib.sh does it for the dev server.
+
+use temporalio_common::search_attributes::{SearchAttributeKey, Timestamp};
+
+pub const TENANT: SearchAttributeKey<String> = SearchAttributeKey::keyword("CertflowTenant");
+pub const APPLICATION: SearchAttributeKey<String> =
+    SearchAttributeKey::keyword("CertflowApplication");
+pub const ISSUER: SearchAttributeKey<String> = SearchAttributeKey::keyword("CertflowIssuer");
+pub const COMMON_NAME: SearchAttributeKey<String> =
+    SearchAttributeKey::keyword("CertflowCommonName");
+pub const SERVICENOW_RECORD: SearchAttributeKey<String> =
+    SearchAttributeKey::keyword("CertflowServiceNowRecord");
+pub const IDEMPOTENCY_KEY: SearchAttributeKey<String> =
+    SearchAttributeKey::keyword("CertflowIdempotencyKey");
+/// Upserted by the workflow as the certificate moves through its life.
+pub const STATE: SearchAttributeKey<String> = SearchAttributeKey::keyword("CertflowState");
+pub const SERIAL: SearchAttributeKey<String> = SearchAttributeKey::keyword("CertflowSerial");
+pub const NOT_AFTER: SearchAttributeKey<Timestamp> =
+    SearchAttributeKey::datetime("CertflowNotAfter");
+
+/// Every attribute with its type, as `temporal operator search-attribute create` wants them.
+pub const ALL: [(&str, &str); 9] = [
+    ("CertflowTenant", "Keyword"),
+    ("CertflowApplication", "Keyword"),
+    ("CertflowIssuer", "Keyword"),
+    ("CertflowCommonName", "Keyword"),
+    ("CertflowServiceNowRecord", "Keyword"),
+    ("CertflowIdempotencyKey", "Keyword"),
+    ("CertflowState", "Keyword"),
+    ("CertflowSerial", "Keyword"),
+    ("CertflowNotAfter", "Datetime"),
+];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_local_setup_registers_every_attribute() {
+        let script = include_str!("../../scripts/lib.sh");
+        for (name, kind) in super::ALL {
+            assert!(
+                script.contains(&format!("{name}={kind}")),
+                "scripts/lib.sh does not register {name}={kind}"
+            );
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Who may call the API, and what each caller may do.
+//!
+//! Callers are declared in the clients file (`CERTFLOW_API_CLIENTS_FILE`, TOML). ServiceNow's
+//! outbound REST messages authenticate the two ways they can: HTTP Basic (the password kept
+//! only as an Argon2 hash) or an OAuth 2.0 bearer token issued to it as an opaque secret (kept
+//! only as a SHA-256 hash). `CERTFLOW_API_TOKEN`, if set, adds an `operator` client with every
+//! permission on every tenant.
+//!
+//! Each client has a tenant: the certificates it requests belong to that tenant, and it may
+//! act on no other tenant's certificate (403). A client without a tenant (operators) may act
+//! on all of them.
+
+use crate::error::ApiError;
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use base64::Engine;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use subtle::ConstantTimeEq;
+
+/// Tenant of certificates requested by a client that has none.
+pub const DEFAULT_TENANT: &str = "default";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    /// Request new certificates.
+    Request,
+    /// Read state and list certificates.
+    Read,
+    /// Approve or reject at the approval gate.
+    Approve,
+    Renew,
+    Revoke,
+}
+
+const ALL_PERMISSIONS: [Permission; 5] = [
+    Permission::Request,
+    Permission::Read,
+    Permission::Approve,
+    Permission::Renew,
+    Permission::Revoke,
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientsFile {
+    clients: BTreeMap<String, ClientEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientEntry {
+    tenant: Option<String>,
+    permissions: Option<BTreeSet<Permission>>,
+    basic: Option<BasicEntry>,
+    #[serde(default)]
+    bearer_token_sha256: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BasicEntry {
+    username: String,
+    /// PHC string, e.g. from `certflow-starter-api hash-password`.
+    password_hash: String,
+}
+
+struct Client {
+    caller: Caller,
+    basic: Option<(String, String)>,
+    bearer_sha256: Vec<[u8; 32]>,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    /// `None`: every tenant.
+    pub tenant: Option<String>,
+    permissions: BTreeSet<Permission>,
+}
+
+impl Caller {
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if self.permissions.contains(&permission) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "client {:?} lacks the {permission:?} permission",
+                self.name
+            )))
+        }
+    }
+
+    /// The tenant new certificates of this caller belong to.
+    pub fn tenant_of_new(&self) -> &str {
+        self.tenant.as_deref().unwrap_or(DEFAULT_TENANT)
+    }
+
+    /// May this caller act on a certificate of `tenant`?
+    pub fn check_tenant(&self, tenant: &str) -> Result<(), ApiError> {
+        match &self.tenant {
+            Some(own) if own != tenant => Err(ApiError::Forbidden(format!(
+                "client {:?} may not act on certificates of another tenant",
+                self.name
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+pub struct Clients(Vec<Client>);
+
+impl Clients {
+    /// The clients file and `CERTFLOW_API_TOKEN`; at least one client must result.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let mut clients = match var("CERTFLOW_API_CLIENTS_FILE") {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("reading the clients file {path}: {e}"))?;
+                Self::parse(&text).map_err(|e| anyhow::anyhow!("the clients file {path}: {e}"))?
+            }
+            None => Self(Vec::new()),
+        };
+        if let Some(token) = var("CERTFLOW_API_TOKEN") {
+            anyhow::ensure!(
+                token.len() >= 16,
+                "CERTFLOW_API_TOKEN must be at least 16 characters"
+            );
+            clients.0.push(Client {
+                caller: Caller {
+                    name: "operator".into(),
+                    tenant: None,
+                    permissions: ALL_PERMISSIONS.into(),
+                },
+                basic: None,
+                bearer_sha256: vec![Sha256::digest(token.as_bytes()).into()],
+            });
+        }
+        anyhow::ensure!(
+            !clients.0.is_empty(),
+            "no API client: set CERTFLOW_API_CLIENTS_FILE or CERTFLOW_API_TOKEN"
+        );
+        Ok(clients)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: ClientsFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut clients = Vec::new();
+        for (name, entry) in file.clients {
+            let basic = match entry.basic {
+                Some(b) => {
+                    PasswordHash::new(&b.password_hash).map_err(|e| {
+                        format!("clients.{name}.basic.password_hash is not a PHC string: {e}")
+                    })?;
+                    Some((b.username, b.password_hash))
+                }
+                None => None,
+            };
+            let mut bearer_sha256 = Vec::new();
+            for hex_hash in &entry.bearer_token_sha256 {
+                let bytes = hex::decode(hex_hash)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "clients.{name}.bearer_token_sha256: {hex_hash:?} is not 64 hex digits"
+                        )
+                    })?;
+                bearer_sha256.push(bytes);
+            }
+            if basic.is_none() && bearer_sha256.is_empty() {
+                return Err(format!("clients.{name} has no credentials"));
+            }
+            clients.push(Client {
+                caller: Caller {
+                    name,
+                    tenant: entry.tenant,
+                    permissions: entry.permissions.unwrap_or(ALL_PERMISSIONS.into()),
+                },
+                basic,
+                bearer_sha256,
+            });
+        }
+        Ok(Self(clients))
+    }
+
+    /// The caller behind an `Authorization` header value, if its credentials are right.
+    pub fn authenticate(&self, authorization: &str) -> Option<Caller> {
+        if let Some(token) = authorization.strip_prefix("Bearer ") {
+            let hash: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+            // Check every hash so the time taken does not depend on which one matches.
+            let mut found = None;
+            for client in &self.0 {
+                for known in &client.bearer_sha256 {
+                    if bool::from(hash.ct_eq(known)) {
+                        found = Some(client.caller.clone());
+                    }
+                }
+            }
+            return found;
+        }
+        let encoded = authorization.strip_prefix("Basic ")?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (username, password) = text.split_once(':')?;
+        let client = self
+            .0
+            .iter()
+            .find(|c| c.basic.as_ref().is_some_and(|(u, _)| u == username))?;
+        let (_, hash) = client.basic.as_ref()?;
+        let hash = PasswordHash::new(hash).ok()?;
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .ok()
+            .map(|()| client.caller.clone())
+    }
+}
+
+/// `certflow-starter-api hash-password`: the Argon2 PHC string of a password read on stdin.
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let salt = SaltString::encode_b64(&bytes).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user: &str, password: &str) -> String {
+        let raw = format!("{user}:{password}");
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+
+    #[test]
+    fn basic_and_bearer_authenticate_the_right_client() {
+        let hash = hash_password("s3cret-password").unwrap();
+        let token_hash = hex::encode(Sha256::digest(b"opaque-token-123"));
+        let file = format!(
+            r#"
+            [clients.servicenow]
+            tenant = "acme"
+            permissions = ["request", "read"]
+            basic = {{ username = "sn", password_hash = "{hash}" }}
+            bearer_token_sha256 = ["{token_hash}"]
+        "#
+        );
+        let clients = Clients::parse(&file).unwrap();
+        let caller = clients
+            .authenticate(&basic("sn", "s3cret-password"))
+            .unwrap();
+        assert_eq!(caller.tenant.as_deref(), Some("acme"));
+        assert!(clients.authenticate(&basic("sn", "wrong")).is_none());
+        assert!(
+            clients
+                .authenticate(&basic("other", "s3cret-password"))
+                .is_none()
+        );
+        assert!(clients.authenticate("Bearer opaque-token-123").is_some());
+        assert!(clients.authenticate("Bearer opaque-token-124").is_none());
+        assert!(caller.require(Permission::Read).is_ok());
+        assert!(matches!(
+            caller.require(Permission::Revoke),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(caller.check_tenant("acme").is_ok());
+        assert!(caller.check_tenant("globex").is_err());
+    }
+
+    #[test]
+    fn bad_files_are_refused() {
+        let refusal = Clients::parse("[clients.a]\ntenant = \"x\"").err().unwrap();
+        assert!(refusal.contains("no credentials"), "{refusal}");
+        assert!(Clients::parse("[clients.a]\nbearer_token_sha256 = [\"zz\"]").is_err());
+        assert!(
+            Clients::parse("[clients.a]\nbasic = { username = \"u\", password_hash = \"plain\" }")
+                .is_err()
+        );
+        assert!(
+            Clients::parse("[clients.a]\npermissions = [\"delete\"]\nbearer_token_sha256 = []")
+                .is_err()
+        );
+    }
+}
