@@ -299,9 +299,9 @@ impl IssuersConfig {
                 ));
             }
             let deadline = issuer.approval().deadline_seconds;
-            if !(60..=crate::request::MAX_APPROVAL_DEADLINE_SECONDS).contains(&deadline) {
+            if !(10..=crate::request::MAX_APPROVAL_DEADLINE_SECONDS).contains(&deadline) {
                 return Err(format!(
-                    "issuers.{name}.approval.deadline_seconds must be between 60 and 30 days"
+                    "issuers.{name}.approval.deadline_seconds must be between 10 s and 30 days"
                 ));
             }
             let rate = issuer.limits().calls_per_second;

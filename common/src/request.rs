@@ -232,11 +232,11 @@ impl CertificateRequest {
             }
         }
         if let Some(deadline) = self.approval_deadline_seconds
-            && !(60..=MAX_APPROVAL_DEADLINE_SECONDS).contains(&deadline)
+            && !(10..=MAX_APPROVAL_DEADLINE_SECONDS).contains(&deadline)
         {
             fail(
                 "approval_deadline_seconds".into(),
-                format!("must be between 60 and {MAX_APPROVAL_DEADLINE_SECONDS}"),
+                format!("must be between 10 and {MAX_APPROVAL_DEADLINE_SECONDS}"),
             );
         }
 

@@ -57,6 +57,7 @@ async fn keyfactor_stack(name: &str, double: &KeyfactorDouble, rate: f64, validi
         StackOptions {
             issuers_toml: Some(keyfactor_issuer(&double.url, &basic_auth(), rate, validity)),
             worker_env: kf_env(KF_PASSWORD),
+            ..Default::default()
         },
     )
     .await
@@ -174,6 +175,7 @@ async fn keyfactor_pending_approval_waits_then_issues_with_oauth() {
         StackOptions {
             issuers_toml: Some(keyfactor_issuer(&double.url, &auth, 10.0, 3600)),
             worker_env: vec![("KF_SECRET".into(), "kf-client-secret-1".into())],
+            ..Default::default()
         },
     )
     .await;
@@ -285,6 +287,7 @@ async fn keyfactor_bad_credentials_fail_clearly() {
         StackOptions {
             issuers_toml: Some(keyfactor_issuer(&double.url, &basic_auth(), 10.0, 3600)),
             worker_env: kf_env("wrong-password-000"),
+            ..Default::default()
         },
     )
     .await;
@@ -372,6 +375,7 @@ async fn aws_stack(name: &str) -> (Stack, AwsProxy, String, String) {
         StackOptions {
             issuers_toml: Some(aws_issuers(&ca_arn, &proxy.url)),
             worker_env: aws::worker_env(),
+            ..Default::default()
         },
     )
     .await;
@@ -520,6 +524,7 @@ async fn requests_an_issuer_cannot_serve_are_refused_at_the_api() {
         StackOptions {
             issuers_toml: Some(toml),
             worker_env: [kf_env(KF_PASSWORD), aws::worker_env()].concat(),
+            ..Default::default()
         },
     )
     .await;

@@ -5,6 +5,7 @@
 
 pub mod aws;
 pub mod keyfactor_double;
+pub mod servicenow_double;
 
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -86,6 +87,8 @@ pub struct StackOptions {
     /// Contents of the issuers file (TOML); without it, the default Vault PKI issuer.
     pub issuers_toml: Option<String>,
     pub worker_env: Vec<(String, String)>,
+    /// Contents of the API's clients file (TOML); the operator token works either way.
+    pub clients_toml: Option<String>,
 }
 
 impl Stack {
@@ -106,6 +109,11 @@ impl Stack {
         let mut api = Command::new(servers.bin_dir.join("certflow-starter-api"));
         if let Some(path) = &issuers_file {
             api.env("CERTFLOW_ISSUERS_FILE", path);
+        }
+        if let Some(toml) = &options.clients_toml {
+            let path = servers.log_dir.join(format!("{name}-clients.toml"));
+            std::fs::write(&path, toml).unwrap();
+            api.env("CERTFLOW_API_CLIENTS_FILE", path);
         }
         let api = api
             .env("TEMPORAL_ADDRESS", &servers.temporal_address)
@@ -178,10 +186,27 @@ impl Stack {
         path: &str,
         body: Option<&Value>,
     ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.api_url))
-            .bearer_auth(API_TOKEN);
+        let authorization = format!("Bearer {API_TOKEN}");
+        self.call_as(Some(&authorization), method, path, body, &[])
+            .await
+    }
+
+    /// A call with the given `Authorization` header (or none) and extra headers.
+    pub async fn call_as(
+        &self,
+        authorization: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.api_url));
+        if let Some(value) = authorization {
+            req = req.header("authorization", value);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(b) = body {
             req = req.json(b);
         }

@@ -1,0 +1,532 @@
+//! ServiceNow end to end: the starter API as ServiceNow calls it (Basic and bearer clients,
+//! tenants, idempotency, listing), the approval gate, and the write-back of every state change
+//! to the originating record through the Table API (the double in common/servicenow_double.rs).
+
+mod common;
+
+use base64::Engine;
+use common::servicenow_double::{self, ServiceNowDouble, SnFault};
+use common::{Stack, StackOptions, request, unique};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const SN_PASSWORD: &str = "servicenow-basic-pw-1";
+const GLOBEX_TOKEN: &str = "globex-opaque-token-0123456789";
+
+fn basic(user: &str, password: &str) -> String {
+    let pair = format!("{user}:{password}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// Hashes a password the way operators do, with the API binary's own subcommand.
+fn password_hash(stack_bin: &std::path::Path, password: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(stack_bin.join("certflow-starter-api"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn clients_toml() -> String {
+    let bin = common::Servers::from_env().bin_dir;
+    format!(
+        r#"
+[clients.servicenow-acme]
+tenant = "acme"
+basic = {{ username = "sn-acme", password_hash = "{}" }}
+
+[clients.globex]
+tenant = "globex"
+bearer_token_sha256 = ["{}"]
+
+[clients.acme-auditor]
+tenant = "acme"
+permissions = ["read"]
+bearer_token_sha256 = ["{}"]
+"#,
+        password_hash(&bin, SN_PASSWORD),
+        sha256_hex(GLOBEX_TOKEN),
+        sha256_hex("acme-auditor-token-0123456789"),
+    )
+}
+
+fn sys_id() -> String {
+    let u = unique("x");
+    sha256_hex(&u)[..32].to_string()
+}
+
+fn servicenow_request(id: &str, sys_id: &str) -> Value {
+    let mut r = request(id, "payments");
+    r["servicenow"] = json!({"sys_id": sys_id, "number": format!("RITM{}", &sys_id[..7])});
+    r
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn states(double: &ServiceNowDouble, sys_id: &str) -> Vec<String> {
+    double
+        .updates(sys_id)
+        .iter()
+        .map(|u| u.body["u_cert_state"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_state_change_reaches_the_record_in_order() {
+    let double = ServiceNowDouble::start().await;
+    let stack = Stack::start_with(
+        "sn-order",
+        StackOptions {
+            worker_env: double.worker_env(servicenow_double::PASSWORD),
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = unique("sn");
+    let sys_id = sys_id();
+    double.create_record(&sys_id);
+    // ServiceNow is briefly throttling and erroring; the write-back gets through anyway.
+    double.inject(SnFault::TooManyRequests {
+        retry_after_seconds: 1,
+    });
+    double.inject(SnFault::Unavailable);
+    let mut r = servicenow_request(&id, &sys_id);
+    r["validity_seconds"] = json!(60);
+    r["renewal"] = json!({"renew_before_seconds": 48});
+    let first = stack.issue(&r).await;
+    stack
+        .wait_for(&id, Duration::from_secs(60), |s| {
+            s["cycle"] == 1 && s["phase"] == "active"
+        })
+        .await;
+    let (status, revoked) = stack
+        .post(
+            &format!("/v1/certificates/{id}/revoke"),
+            &json!({"reason": "superseded", "requested_by": "sn-user"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{revoked}");
+
+    let expected = [
+        "issuing", "active", "renewing", "active", "revoking", "revoked",
+    ];
+    wait_until("the final write-back", Duration::from_secs(30), || {
+        states(&double, &sys_id).len() >= expected.len()
+    })
+    .await;
+    assert_eq!(states(&double, &sys_id), expected);
+    assert!(
+        double.refused() >= 2,
+        "the injected 429 and 500 were answered"
+    );
+
+    let record = double.record(&sys_id);
+    let current = &revoked["current"];
+    assert_eq!(record["u_cert_state"], "revoked");
+    assert_eq!(record["u_cert_serial"], current["serial"]);
+    assert_ne!(record["u_cert_serial"], first["current"]["serial"]);
+    assert_eq!(record["u_certflow_issuer"], "vault-pki");
+    assert_eq!(record["u_certflow_vault_path"], current["vault_path"]);
+    assert_eq!(record["u_certflow_error"], "");
+    // not_after in ServiceNow's glide format, UTC.
+    let not_after =
+        time::OffsetDateTime::from_unix_timestamp(current["not_after_unix"].as_i64().unwrap())
+            .unwrap()
+            .format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second]"
+            ))
+            .unwrap();
+    assert_eq!(record["u_cert_not_after"], not_after.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outage_delays_the_write_back_not_the_certificate() {
+    let double = ServiceNowDouble::start().await;
+    double.set_down(true);
+    let stack = Stack::start_with(
+        "sn-outage",
+        StackOptions {
+            worker_env: double.worker_env(servicenow_double::PASSWORD),
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = unique("snout");
+    let sys_id = sys_id();
+    double.create_record(&sys_id);
+    let state = stack.issue(&servicenow_request(&id, &sys_id)).await;
+    assert_eq!(state["phase"], "active");
+    assert!(double.updates(&sys_id).is_empty());
+    wait_until("a refused write-back", Duration::from_secs(10), || {
+        double.refused() > 0
+    })
+    .await;
+
+    double.set_down(false);
+    wait_until(
+        "the write-back after the outage",
+        Duration::from_secs(60),
+        || double.record(&sys_id).get("u_cert_state") == Some(&json!("active")),
+    )
+    .await;
+    assert_eq!(states(&double, &sys_id), ["issuing", "active"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn servicenow_refusing_certflow_is_surfaced_and_the_certificate_lives_on() {
+    let double = ServiceNowDouble::start().await;
+    let stack = Stack::start_with(
+        "sn-401",
+        StackOptions {
+            worker_env: double.worker_env("wrong-servicenow-password"),
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = unique("sn401");
+    let sys_id = sys_id();
+    double.create_record(&sys_id);
+    let state = stack.issue(&servicenow_request(&id, &sys_id)).await;
+    assert_eq!(state["phase"], "active");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let reporter = loop {
+        let (ok, out, _) = stack.temporal_output(&[
+            "workflow",
+            "query",
+            "--workflow-id",
+            &format!("servicenow-{id}"),
+            "--name",
+            "state",
+            "--output",
+            "json",
+        ]);
+        if ok && out.contains("HTTP 401") {
+            break out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal surfaced: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        reporter.contains("refused certflow's credentials"),
+        "{reporter}"
+    );
+    assert!(
+        !reporter.contains("wrong-servicenow-password"),
+        "{reporter}"
+    );
+    assert!(double.updates(&sys_id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callers_authenticate_and_act_only_on_their_tenant() {
+    let stack = Stack::start_with(
+        "sn-auth",
+        StackOptions {
+            clients_toml: Some(clients_toml()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let acme = basic("sn-acme", SN_PASSWORD);
+    let globex = format!("Bearer {GLOBEX_TOKEN}");
+    let auditor = "Bearer acme-auditor-token-0123456789".to_string();
+    let id = unique("auth");
+    let body = request(&id, "payments");
+    let create = |auth: Option<String>, body: Value| {
+        let stack = &stack;
+        async move {
+            stack
+                .call_as(
+                    auth.as_deref(),
+                    Method::POST,
+                    "/v1/certificates",
+                    Some(&body),
+                    &[],
+                )
+                .await
+        }
+    };
+
+    // No credentials, a wrong password, an unknown token: 401, nothing started.
+    for auth in [
+        None,
+        Some(basic("sn-acme", "not-the-password")),
+        Some("Bearer not-a-known-token".to_string()),
+    ] {
+        let (status, answer) = create(auth, body.clone()).await;
+        assert_eq!(status, 401, "{answer}");
+    }
+    let (status, _) = stack.get(&format!("/v1/certificates/{id}")).await;
+    assert_eq!(status, 404, "nothing was started");
+
+    // Valid Basic credentials: created for tenant acme.
+    let (status, answer) = create(Some(acme.clone()), body.clone()).await;
+    assert_eq!(status, 201, "{answer}");
+    let path = format!("/v1/certificates/{id}");
+    let (status, _) = stack
+        .call_as(Some(&acme), Method::GET, &path, None, &[])
+        .await;
+    assert_eq!(status, 200);
+
+    // Another tenant may neither read nor revoke it; a read-only client may not request.
+    let (status, answer) = stack
+        .call_as(Some(&globex), Method::GET, &path, None, &[])
+        .await;
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = stack
+        .call_as(
+            Some(&globex),
+            Method::POST,
+            &format!("{path}/revoke"),
+            Some(&json!({"reason": "key_compromise"})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = create(Some(auditor.clone()), request(&unique("aud"), "payments")).await;
+    assert_eq!(status, 403, "{answer}");
+    let (status, _) = stack
+        .call_as(Some(&auditor), Method::GET, &path, None, &[])
+        .await;
+    assert_eq!(status, 200, "same tenant, read permission");
+
+    // Listing shows each tenant its own certificates only.
+    stack
+        .wait_for(&id, Duration::from_secs(60), |s| s["phase"] == "active")
+        .await;
+    let (_, mine) = stack
+        .call_as(
+            Some(&acme),
+            Method::GET,
+            "/v1/certificates?application=payments",
+            None,
+            &[],
+        )
+        .await;
+    let ids: Vec<&str> = mine["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["certificate_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()], "{mine}");
+    assert_eq!(mine["certificates"][0]["state"], "active");
+    let (_, theirs) = stack
+        .call_as(Some(&globex), Method::GET, "/v1/certificates", None, &[])
+        .await;
+    assert_eq!(theirs["certificates"], json!([]), "{theirs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replays_are_idempotent_and_conflicts_explained() {
+    let stack = Stack::start("sn-idem").await;
+    let id = unique("idem");
+    let sys_id = sys_id();
+    let body = servicenow_request(&id, &sys_id);
+    let key = format!("sn-{sys_id}");
+    let post = |body: Value, key: String| {
+        let stack = &stack;
+        async move {
+            let auth = format!("Bearer {}", common::API_TOKEN);
+            stack
+                .call_as(
+                    Some(&auth),
+                    Method::POST,
+                    "/v1/certificates",
+                    Some(&body),
+                    &[("idempotency-key", key.as_str())],
+                )
+                .await
+        }
+    };
+    let (status, first) = post(body.clone(), key.clone()).await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = post(body.clone(), key.clone()).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["created"], false);
+    assert_eq!(again["certificate_id"], id.as_str());
+
+    // The same key with another body (another certificate id): 409, nothing started.
+    let other = unique("idem-other");
+    let (status, conflict) = post(servicenow_request(&other, &sys_id), key.clone()).await;
+    assert_eq!(status, 409, "{conflict}");
+    assert!(
+        conflict["error"]
+            .as_str()
+            .unwrap()
+            .contains("different body")
+    );
+    let (status, _) = stack.get(&format!("/v1/certificates/{other}")).await;
+    assert_eq!(status, 404);
+
+    // The same certificate id with another body, under a new key: 409 too.
+    let mut changed = body.clone();
+    changed["validity_seconds"] = json!(7200);
+    let (status, _) = post(changed, format!("{key}-2")).await;
+    assert_eq!(status, 409);
+
+    let (status, bad) = post(body, "has spaces".into()).await;
+    assert_eq!(status, 422, "{bad}");
+    assert_eq!(bad["fields"][0]["field"], "Idempotency-Key");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approval_gate_approve_reject_and_expire() {
+    let double = ServiceNowDouble::start().await;
+    let stack = Stack::start_with(
+        "sn-approval",
+        StackOptions {
+            worker_env: double.worker_env(servicenow_double::PASSWORD),
+            ..Default::default()
+        },
+    )
+    .await;
+    let vault = stack.vault();
+    let gated = |id: &str, deadline: u64| {
+        let mut r = request(id, "payments");
+        r["require_approval"] = json!(true);
+        r["approval_deadline_seconds"] = json!(deadline);
+        r
+    };
+
+    // Approve: issued, and the state says who approved and when.
+    let approved = unique("appr");
+    let sys_id = sys_id();
+    double.create_record(&sys_id);
+    let mut r = gated(&approved, 600);
+    r["servicenow"] = json!({"sys_id": sys_id, "number": "RITM0000001"});
+    let (status, created) = stack.post("/v1/certificates", &r).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["approval_required"], true);
+    let waiting = stack
+        .wait_for(&approved, Duration::from_secs(20), |s| {
+            s["phase"] == "awaiting_approval"
+        })
+        .await;
+    assert!(waiting["current"].is_null());
+    let (status, answer) = stack
+        .post(
+            &format!("/v1/certificates/{approved}/approve"),
+            &json!({"by": "jane.manager", "comment": "CHG0031 approved"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let active = stack
+        .wait_for(&approved, Duration::from_secs(60), |s| {
+            s["phase"] == "active"
+        })
+        .await;
+    assert_eq!(active["approval"]["decision"], "approved");
+    assert_eq!(active["approval"]["by"], "jane.manager");
+    assert!(active["approval"]["at_unix"].as_i64().unwrap() > 0);
+    let common_name = format!("{approved}.test.example.com");
+    assert_eq!(vault.issued_with_cn(&common_name).await, 1);
+    wait_until("the write-back", Duration::from_secs(30), || {
+        states(&double, &sys_id).len() >= 3
+    })
+    .await;
+    assert_eq!(
+        states(&double, &sys_id),
+        ["awaiting_approval", "issuing", "active"]
+    );
+    // A second decision is refused.
+    let (status, _) = stack
+        .post(
+            &format!("/v1/certificates/{approved}/reject"),
+            &json!({"by": "someone.else"}),
+        )
+        .await;
+    assert_eq!(status, 409);
+
+    // Reject through the operators' CLI: no CA call at all, and the lifecycle ends.
+    let rejected = unique("rej");
+    let (status, _) = stack.post("/v1/certificates", &gated(&rejected, 600)).await;
+    assert_eq!(status, 201);
+    stack
+        .wait_for(&rejected, Duration::from_secs(20), |s| {
+            s["phase"] == "awaiting_approval"
+        })
+        .await;
+    stack.temporal(&[
+        "workflow",
+        "update",
+        "execute",
+        "--workflow-id",
+        &format!("certificate-{rejected}"),
+        "--name",
+        "reject",
+        "--input",
+        r#"{"by":"sec.officer","comment":"not a company domain"}"#,
+    ]);
+    let state = stack
+        .wait_for(&rejected, Duration::from_secs(20), |s| {
+            s["phase"] == "rejected"
+        })
+        .await;
+    assert_eq!(state["approval"]["by"], "sec.officer");
+    assert_eq!(
+        vault
+            .issued_with_cn(&format!("{rejected}.test.example.com"))
+            .await,
+        0,
+        "a rejected request reached the CA"
+    );
+    assert!(
+        stack
+            .describe_workflow(&rejected)
+            .contains("WORKFLOW_EXECUTION_STATUS_COMPLETED")
+    );
+
+    // Nobody decides: the request expires at its deadline, still without a CA call.
+    let expiring = unique("exp");
+    let (status, _) = stack.post("/v1/certificates", &gated(&expiring, 10)).await;
+    assert_eq!(status, 201);
+    let state = stack
+        .wait_for(&expiring, Duration::from_secs(40), |s| {
+            s["phase"] == "expired"
+        })
+        .await;
+    assert_eq!(state["approval"]["decision"], "expired");
+    assert!(state["approval"]["by"].is_null());
+    assert_eq!(
+        vault
+            .issued_with_cn(&format!("{expiring}.test.example.com"))
+            .await,
+        0
+    );
+    let (status, _) = stack
+        .post(
+            &format!("/v1/certificates/{expiring}/approve"),
+            &json!({"by": "too.late"}),
+        )
+        .await;
+    assert_eq!(status, 409, "too late to approve");
+}
