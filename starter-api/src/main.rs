@@ -33,6 +33,9 @@ async fn main() -> Result<()> {
         task_queue: config.task_queue.into(),
         issuers: std::sync::Arc::new(config.issuers),
         clients: std::sync::Arc::new(config.clients),
+        audit: certflow_audit::AuditStore::connect(&config.audit_database_url)
+            .await
+            .context("the audit database (CERTFLOW_AUDIT_DATABASE_URL)")?,
     };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await

@@ -15,13 +15,16 @@ use utoipa::{Modify, OpenApi};
         crate::listing::list_certificates,
         routes::get_certificate,
         routes::approve_certificate,
+        crate::audit::certificate_audit,
+        crate::audit::list_audit,
         routes::reject_certificate,
         routes::revoke_certificate,
         routes::renew_certificate,
         routes::healthz
     ),
     components(schemas(CertificateRequest, CertificateStatus, CertificateFacts, RevokeRequest, RenewRequest, Decision, Created, Health, ErrorBody,
-        crate::listing::CertificatePage, crate::listing::CertificateSummary)),
+        crate::listing::CertificatePage, crate::listing::CertificateSummary,
+        certflow_common::audit::AuditRecord, certflow_common::audit::AuditEvent)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;

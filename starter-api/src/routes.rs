@@ -1,5 +1,6 @@
 //! Routes of the starter API and the Temporal call behind each.
 
+use crate::audit;
 use crate::auth::require_client;
 use crate::clients::{Caller, Clients, Permission};
 use crate::error::{ApiError, ErrorBody};
@@ -9,6 +10,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router, middleware};
+use certflow_audit::AuditStore;
 use certflow_common::status::{RenewRequest, RevokeRequest};
 use certflow_common::{
     CertificateFacts, CertificateRequest, CertificateStatus, Decision, FieldError, IssuersConfig,
@@ -43,6 +45,7 @@ pub struct AppState {
     pub task_queue: Arc<str>,
     pub issuers: Arc<IssuersConfig>,
     pub clients: Arc<Clients>,
+    pub audit: AuditStore,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -52,6 +55,8 @@ pub fn router(state: AppState) -> Router {
             post(create_certificate).get(listing::list_certificates),
         )
         .route("/certificates/{id}", get(get_certificate))
+        .route("/certificates/{id}/audit", get(audit::certificate_audit))
+        .route("/audit", get(audit::list_audit))
         .route("/certificates/{id}/approve", post(approve_certificate))
         .route("/certificates/{id}/reject", post(reject_certificate))
         .route("/certificates/{id}/revoke", post(revoke_certificate))
@@ -143,6 +148,7 @@ pub async fn create_certificate(
         request: request.clone(),
         carried: None,
         approval,
+        tenant: Some(tenant.clone()),
     };
     match state
         .temporal

@@ -17,6 +17,17 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 #[tokio::main]
 async fn main() -> Result<()> {
     init_tracing();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] => {}
+        ["audit", "verify"] => return verify_audit_trail().await,
+        _ => anyhow::bail!("usage: certflow-worker [audit verify]"),
+    }
     let config = ActivitiesConfig::from_env()?;
     let activities = LifecycleActivities::from_config(&config).await?;
     let task_queue = std::env::var("CERTFLOW_TASK_QUEUE")
@@ -62,6 +73,31 @@ async fn main() -> Result<()> {
         .await
         .context("worker stopped with an error")?;
     Ok(())
+}
+
+/// `certflow-worker audit verify`: checks the audit trail's hash chain; exits 1 and names the
+/// first broken record if it does not hold.
+async fn verify_audit_trail() -> Result<()> {
+    let url = std::env::var("CERTFLOW_AUDIT_DATABASE_URL")
+        .unwrap_or_else(|_| "sqlite://certflow-audit.db".into());
+    let store = certflow_audit::AuditStore::connect(&url).await?;
+    let verification = store.verify().await?;
+    match verification.first_broken {
+        None => {
+            println!(
+                "audit trail intact: {} records, chain verified",
+                verification.records
+            );
+            Ok(())
+        }
+        Some(broken) => {
+            println!(
+                "audit trail BROKEN at record {} (event {}): {}",
+                broken.seq, broken.event_id, broken.reason
+            );
+            std::process::exit(1);
+        }
+    }
 }
 
 async fn wait_for_stop_signal() {

@@ -7,12 +7,15 @@
 
 use crate::schedule;
 
+mod audit;
 mod gate;
 mod report;
+use audit::AuditFacts;
 use certflow_common::activities::{
     CertificateActivities, IssuedCertificate, KeyAndCsrInput, RevokeInput, StoreInput,
     SubmitCsrInput, SubmitOutcome, VerifyInput, error_types,
 };
+use certflow_common::audit::AuditEvent;
 use certflow_common::status::{MAX_EVENTS, RenewRequest, RevokeRequest};
 use certflow_common::{
     ApprovalGate, ApprovalRecord, CarriedState, CertificateFacts, CertificateRequest,
@@ -55,6 +58,11 @@ pub struct CertificateLifecycle {
     approval: Option<ApprovalRecord>,
     /// Number of the last state report sent to the ServiceNow reporter.
     report_sequence: u64,
+    /// Tenant of the requesting client, and the audit events not yet written.
+    tenant: String,
+    lifecycle_id: String,
+    audit_sequence: u64,
+    audit_outbox: Vec<AuditEvent>,
 }
 
 /// Why the workflow woke up from its sleep.
@@ -90,15 +98,20 @@ impl CertificateLifecycle {
             decision: None,
             approval: carried.approval,
             report_sequence: carried.report_sequence,
+            tenant: input.tenant.unwrap_or_else(|| "default".into()),
+            lifecycle_id: carried.lifecycle_id,
+            audit_sequence: carried.audit_sequence,
+            audit_outbox: Vec::new(),
         }
     }
 
     #[run(name = "CertificateLifecycle")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<LifecycleOutcome> {
         let result = lifecycle(ctx).await;
-        // Whatever ended the run (revoked, rejected, expired, failed), ServiceNow hears of it.
+        // Whatever ended the run (revoked, rejected, expired, failed), the audit trail and
+        // ServiceNow hear of it.
         if ctx.state(|s| s.phase.is_final()) {
-            report::send(ctx).await;
+            report::send(ctx).await?;
         }
         result
     }
@@ -270,8 +283,11 @@ impl CertificateLifecycle {
                 events: self.events.clone(),
                 approval: self.approval.clone(),
                 report_sequence: self.report_sequence,
+                lifecycle_id: self.lifecycle_id.clone(),
+                audit_sequence: self.audit_sequence,
             }),
             approval: None,
+            tenant: Some(self.tenant.clone()),
         }
     }
 
@@ -292,6 +308,9 @@ impl CertificateLifecycle {
     }
 
     fn push_event(&mut self, at_unix: i64, kind: EventKind, detail: String) {
+        self.audit_sequence += 1;
+        let event = audit::event(self, at_unix, kind, &detail);
+        self.audit_outbox.push(event);
         self.events.push(LifecycleEvent {
             at_unix,
             kind,
@@ -309,6 +328,11 @@ impl CertificateLifecycle {
 async fn lifecycle(
     ctx: &mut WorkflowContext<CertificateLifecycle>,
 ) -> WorkflowResult<LifecycleOutcome> {
+    if ctx.state(|s| s.lifecycle_id.is_empty()) {
+        let (a, b): (u64, u64) = (ctx.random(), ctx.random());
+        let id = format!("{a:016x}{b:016x}");
+        ctx.state_mut(|s| s.lifecycle_id = id);
+    }
     if ctx.state(|s| s.current.is_none()) {
         let request = ctx.state(|s| s.request.clone());
         // The issuer list is the worker's concern; everything else is checked before any I/O.
@@ -323,7 +347,7 @@ async fn lifecycle(
         {
             return Ok(ended);
         }
-        report::send(ctx).await;
+        report::send(ctx).await?;
         issue(ctx, 0).await?;
     }
     loop {
@@ -343,6 +367,7 @@ async fn lifecycle(
                 })
                 .await?;
                 if ctx.state(|s| s.revoke_request.is_none()) {
+                    audit::flush(ctx).await?;
                     let input = ctx.state(|s| s.continuation());
                     ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
                 }
@@ -396,14 +421,18 @@ async fn issue(ctx: &mut WorkflowContext<CertificateLifecycle>, cycle: u32) -> W
         )
         .await;
     let verified = or_fail(ctx, verified, "verify the issued certificate")?;
-    record(
-        ctx,
-        EventKind::Issued,
-        format!(
-            "serial {} valid until {}",
-            verified.serial, verified.not_after_unix
-        ),
+    let mut facts = AuditFacts {
+        serial: verified.serial.clone(),
+        not_after_unix: verified.not_after_unix,
+        sha256_fingerprint: verified.sha256_fingerprint.clone(),
+        vault_path: None,
+        vault_version: None,
+    };
+    let detail = format!(
+        "serial {} valid until {}",
+        verified.serial, verified.not_after_unix
     );
+    record_facts(ctx, EventKind::Issued, detail, facts.clone());
 
     let issued_reference = issued.ca_reference.clone();
     let store = StoreInput {
@@ -422,11 +451,10 @@ async fn issue(ctx: &mut WorkflowContext<CertificateLifecycle>, cycle: u32) -> W
         )
         .await;
     let stored = or_fail(ctx, stored, "store the certificate in Vault")?;
-    record(
-        ctx,
-        EventKind::Stored,
-        format!("{} version {}", stored.vault_path, stored.vault_version),
-    );
+    facts.vault_path = Some(stored.vault_path.clone());
+    facts.vault_version = Some(stored.vault_version);
+    let detail = format!("{} version {}", stored.vault_path, stored.vault_version);
+    record_facts(ctx, EventKind::Stored, detail, facts);
 
     let jitter: f64 = ctx.random();
     let renew_at = schedule::renewal_time(
@@ -456,7 +484,7 @@ async fn issue(ctx: &mut WorkflowContext<CertificateLifecycle>, cycle: u32) -> W
         EventKind::RenewalScheduled,
         format!("renewal at {renew_at}"),
     );
-    report::send(ctx).await;
+    report::send(ctx).await?;
     Ok(())
 }
 
@@ -507,7 +535,7 @@ async fn renew(ctx: &mut WorkflowContext<CertificateLifecycle>, wake: Wake) -> W
     };
     record(ctx, kind, detail);
     ctx.state_mut(|s| s.phase = Phase::Renewing);
-    report::send(ctx).await;
+    report::send(ctx).await?;
     let next = ctx.state(|s| s.cycle) + 1;
     issue(ctx, next).await?;
     ctx.state_mut(|s| s.renew_request = None);
@@ -571,7 +599,7 @@ async fn revoke(
     let revoke = revoke.expect("revoke is only called once a revocation was requested");
     let current = current.expect("revocation waits for the first certificate");
     ctx.state_mut(|s| s.phase = Phase::Revoking);
-    report::send(ctx).await;
+    report::send(ctx).await?;
     record(
         ctx,
         EventKind::RevocationRequested,
@@ -606,7 +634,7 @@ async fn revoke(
                 s.last_refusal = Some(message.clone());
             });
             record(ctx, EventKind::RevocationRefused, message);
-            report::send(ctx).await;
+            report::send(ctx).await?;
             return Ok(None);
         }
         other => or_fail(ctx, other, "revoke the certificate")?,
@@ -697,6 +725,22 @@ fn fail(
 fn record(ctx: &mut WorkflowContext<CertificateLifecycle>, kind: EventKind, detail: String) {
     let at = unix_time(ctx.workflow_time());
     ctx.state_mut(|s| s.push_event(at, kind, detail));
+}
+
+/// Records an event about a certificate that is not (yet) the current one: its audit record
+/// carries these facts.
+fn record_facts(
+    ctx: &mut WorkflowContext<CertificateLifecycle>,
+    kind: EventKind,
+    detail: String,
+    facts: AuditFacts,
+) {
+    record(ctx, kind, detail);
+    ctx.state_mut(|s| {
+        if let Some(event) = s.audit_outbox.last_mut() {
+            audit::apply_facts(event, facts);
+        }
+    });
 }
 
 async fn wait_for_handlers(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {

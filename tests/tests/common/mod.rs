@@ -71,6 +71,7 @@ pub struct Stack {
     http: reqwest::Client,
     issuers_file: Option<PathBuf>,
     worker_env: Vec<(String, String)>,
+    pub audit_database_url: String,
 }
 
 fn free_port() -> u16 {
@@ -89,6 +90,8 @@ pub struct StackOptions {
     pub worker_env: Vec<(String, String)>,
     /// Contents of the API's clients file (TOML); the operator token works either way.
     pub clients_toml: Option<String>,
+    /// Audit database of worker and API; default a SQLite file of the stack's own.
+    pub audit_database_url: Option<String>,
 }
 
 impl Stack {
@@ -105,8 +108,14 @@ impl Stack {
             std::fs::write(&path, toml).unwrap();
             path
         });
+        let audit_database_url = options.audit_database_url.clone().unwrap_or_else(|| {
+            let path = servers.log_dir.join(format!("{name}-audit.db"));
+            let _ = std::fs::remove_file(&path);
+            format!("sqlite://{}", path.display())
+        });
         let port = free_port();
         let mut api = Command::new(servers.bin_dir.join("certflow-starter-api"));
+        api.env("CERTFLOW_AUDIT_DATABASE_URL", &audit_database_url);
         if let Some(path) = &issuers_file {
             api.env("CERTFLOW_ISSUERS_FILE", path);
         }
@@ -136,6 +145,7 @@ impl Stack {
             http: reqwest::Client::new(),
             issuers_file,
             worker_env: options.worker_env,
+            audit_database_url,
         };
         stack.start_worker();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -160,13 +170,15 @@ impl Stack {
             worker.env("CERTFLOW_ISSUERS_FILE", path);
         }
         worker.envs(self.worker_env.iter().map(|(k, v)| (k, v)));
+        worker.env("CERTFLOW_AUDIT_DATABASE_URL", &self.audit_database_url);
         let child = worker
             .env("TEMPORAL_ADDRESS", &s.temporal_address)
             .env("CERTFLOW_TASK_QUEUE", &self.task_queue)
             .env("VAULT_ADDR", &s.vault_addr)
             .env("VAULT_TOKEN", &s.worker_token)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            // stdout carries the audit events as JSON lines (for a SIEM).
+            .stdout(log_file(s, &format!("{}-worker.audit.jsonl", self.name)))
             .stderr(log_file(s, &format!("{}-worker.log", self.name)))
             .spawn()
             .expect("starting certflow-worker (build it first: cargo build --workspace --bins)");
@@ -317,7 +329,10 @@ impl Drop for Stack {
 
 fn log_file(servers: &Servers, name: &str) -> Stdio {
     let _ = std::fs::create_dir_all(&servers.log_dir);
-    std::fs::File::create(servers.log_dir.join(name))
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(servers.log_dir.join(name))
         .map(Stdio::from)
         .unwrap_or_else(|_| Stdio::null())
 }

@@ -22,7 +22,7 @@ pub(super) async fn await_decision(
         EventKind::ApprovalRequested,
         format!("approval required within {} s", gate.deadline_seconds),
     );
-    super::report::send(ctx).await;
+    super::report::send(ctx).await?;
 
     {
         let deadline = ctx.timer(Duration::from_secs(gate.deadline_seconds));

@@ -9,7 +9,7 @@ use certflow_common::search;
 use certflow_common::servicenow::{ReporterInput, StateReport, reporter_workflow_id};
 use temporalio_common::search_attributes::Timestamp;
 use temporalio_sdk::{
-    ChildWorkflowOptions, ParentClosePolicy, SignalWorkflowOptions, WorkflowContext,
+    ChildWorkflowOptions, ParentClosePolicy, SignalWorkflowOptions, WorkflowContext, WorkflowResult,
 };
 
 /// Starts the reporter of a certificate that came from a ServiceNow record. It outlives this
@@ -35,8 +35,10 @@ pub(super) async fn start_reporter(ctx: &mut WorkflowContext<CertificateLifecycl
         .await;
 }
 
-/// Publishes the current state: search attributes, and the ServiceNow record if there is one.
-pub(super) async fn send(ctx: &mut WorkflowContext<CertificateLifecycle>) {
+/// Publishes the current state: audit trail, search attributes, and the ServiceNow record if
+/// there is one.
+pub(super) async fn send(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
+    super::audit::flush(ctx).await?;
     let (phase, current) = ctx.state(|s| (s.phase, s.current.clone()));
     let mut attributes = vec![search::STATE.value_set(phase.as_str().to_string())];
     if let Some(c) = current {
@@ -45,7 +47,7 @@ pub(super) async fn send(ctx: &mut WorkflowContext<CertificateLifecycle>) {
     }
     ctx.upsert_search_attributes(attributes);
     if ctx.state(|s| s.request.servicenow.is_none()) {
-        return;
+        return Ok(());
     }
     let at_unix = super::unix_time(ctx.workflow_time());
     let (id, report) = ctx.state_mut(|s| {
@@ -71,4 +73,5 @@ pub(super) async fn send(ctx: &mut WorkflowContext<CertificateLifecycle>) {
             SignalWorkflowOptions::default(),
         )
         .await;
+    Ok(())
 }

@@ -1,0 +1,398 @@
+//! The audit trail: every lifecycle event of every certificate, in a real database through
+//! `sqlx` (SQLite as the embedded default, PostgreSQL for production), append-only and
+//! tamper-evident.
+//!
+//! Each record carries the hash of the one before it (`hash = SHA-256(prev_hash, seq, event)`),
+//! so editing, removing or reordering a stored record breaks the chain from that record on, and
+//! [`AuditStore::verify`] names the first broken one. Database triggers refuse UPDATE and
+//! DELETE, which stops accidents; the chain catches whoever drops the triggers. Appending is
+//! idempotent by `event_id`: a retried activity adds nothing.
+
+mod schema;
+
+use anyhow::{Context, Result};
+use certflow_common::EventKind;
+use certflow_common::audit::{AuditEvent, AuditRecord};
+use sha2::{Digest, Sha256};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// `prev_hash` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct AuditStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// Filters of the audit listing; all optional.
+#[derive(Debug, Default, Clone)]
+pub struct AuditFilter {
+    pub certificate_id: Option<String>,
+    pub tenant: Option<String>,
+    pub kind: Option<EventKind>,
+    pub actor: Option<String>,
+    pub since_unix: Option<i64>,
+    pub until_unix: Option<i64>,
+    /// Only records after this chain position (paging).
+    pub after_seq: Option<i64>,
+    pub limit: i64,
+}
+
+/// The first record whose hash or link does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    pub seq: i64,
+    pub event_id: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    pub records: u64,
+    pub first_broken: Option<Broken>,
+}
+
+impl AuditStore {
+    /// `sqlite://path/to/audit.db` (created if missing) or `postgres://user@host/db`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let (backend, url, connections) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.trim_start_matches("//");
+            let separator = if path.contains('?') { '&' } else { '?' };
+            // One connection: writes to the chain must be serial, and SQLite has one writer.
+            (
+                Backend::Sqlite,
+                format!("sqlite://{path}{separator}mode=rwc"),
+                1,
+            )
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string(), 4)
+        } else {
+            anyhow::bail!("audit database URL must start with sqlite:// or postgres://");
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(connections)
+            .connect(&url)
+            .await
+            .context("connecting to the audit database")?;
+        let store = Self { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let statements = match self.backend {
+            Backend::Sqlite => schema::SQLITE,
+            Backend::Postgres => schema::POSTGRES,
+        };
+        for statement in statements {
+            sqlx::query(statement)
+                .execute(&self.pool)
+                .await
+                .with_context(|| format!("creating the audit schema: {statement}"))?;
+        }
+        Ok(())
+    }
+
+    /// Appends the events not already stored, in order; returns the records added.
+    pub async fn append(&self, events: &[AuditEvent]) -> Result<Vec<AuditRecord>> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            // Writers take turns at the head of the chain.
+            sqlx::query("LOCK TABLE certflow_audit IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let head = sqlx::query("SELECT seq, hash FROM certflow_audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (mut seq, mut prev) = match head {
+            Some(row) => (row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?),
+            None => (0, GENESIS.to_string()),
+        };
+        let mut added = Vec::new();
+        for event in events {
+            let exists = sqlx::query("SELECT seq FROM certflow_audit WHERE event_id = $1")
+                .bind(&event.event_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_some() {
+                continue;
+            }
+            seq += 1;
+            let hash = chain_hash(&prev, seq, event);
+            insert(&mut tx, seq, event, &prev, &hash).await?;
+            added.push(AuditRecord {
+                seq,
+                event: event.clone(),
+                prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                hash,
+            });
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Records matching `filter`, in chain order.
+    pub async fn search(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        let mut clauses = Vec::new();
+        let mut texts: Vec<String> = Vec::new();
+        let mut numbers: Vec<i64> = Vec::new();
+        // Placeholders are numbered in the order of binding: texts first, then numbers.
+        let text_filters = [
+            ("certificate_id", filter.certificate_id.clone()),
+            ("tenant", filter.tenant.clone()),
+            ("kind", filter.kind.map(kind_name)),
+            ("actor", filter.actor.clone()),
+        ];
+        for (column, value) in text_filters {
+            if let Some(v) = value {
+                texts.push(v);
+                clauses.push(format!("{column} = ${}", texts.len()));
+            }
+        }
+        let number_filters = [
+            ("at_unix >=", filter.since_unix),
+            ("at_unix <=", filter.until_unix),
+            ("seq >", filter.after_seq),
+        ];
+        for (condition, value) in number_filters {
+            if let Some(v) = value {
+                numbers.push(v);
+                clauses.push(format!("{condition} ${}", texts.len() + numbers.len()));
+            }
+        }
+        let mut sql = format!("SELECT {COLUMNS} FROM certflow_audit");
+        if !clauses.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&clauses.join(" AND "));
+        }
+        sql.push_str(&format!(
+            " ORDER BY seq LIMIT {}",
+            filter.limit.clamp(1, 1000)
+        ));
+        let mut query = sqlx::query(&sql);
+        for t in &texts {
+            query = query.bind(t);
+        }
+        for n in &numbers {
+            query = query.bind(n);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(record_of).collect()
+    }
+
+    /// Walks the whole chain and names the first record that does not hold.
+    pub async fn verify(&self) -> Result<Verification> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM certflow_audit ORDER BY seq"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut prev = GENESIS.to_string();
+        let mut records = 0;
+        for (expected_seq, row) in (1..).zip(rows.iter()) {
+            let record = record_of(row)?;
+            records += 1;
+            let broken = |reason: String| Broken {
+                seq: record.seq,
+                event_id: record.event.event_id.clone(),
+                reason,
+            };
+            let problem = if record.seq != expected_seq {
+                Some(format!(
+                    "expected record {expected_seq}: records are missing"
+                ))
+            } else if record.prev_hash != prev {
+                Some("its link to the previous record does not match".to_string())
+            } else if chain_hash(&prev, record.seq, &record.event) != record.hash {
+                Some("its contents do not match its hash (edited)".to_string())
+            } else {
+                None
+            };
+            if let Some(reason) = problem {
+                return Ok(Verification {
+                    records,
+                    first_broken: Some(broken(reason)),
+                });
+            }
+            prev = record.hash.clone();
+        }
+        Ok(Verification {
+            records,
+            first_broken: None,
+        })
+    }
+
+    /// The pool, for tests that tamper with the table behind the store's back.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+const COLUMNS: &str = "seq, event_id, certificate_id, tenant, at_unix, kind, actor, cycle, detail, \
+    issuer, serial, not_after_unix, sha256_fingerprint, vault_path, vault_version, \
+    servicenow_record, prev_hash, hash";
+
+async fn insert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    seq: i64,
+    e: &AuditEvent,
+    prev: &str,
+    hash: &str,
+) -> Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO certflow_audit ({COLUMNS}) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+    ))
+    .bind(seq)
+    .bind(&e.event_id)
+    .bind(&e.certificate_id)
+    .bind(&e.tenant)
+    .bind(e.at_unix)
+    .bind(kind_name(e.kind))
+    .bind(&e.actor)
+    .bind(i64::from(e.cycle))
+    .bind(&e.detail)
+    .bind(&e.issuer)
+    .bind(e.serial.clone())
+    .bind(e.not_after_unix)
+    .bind(e.sha256_fingerprint.clone())
+    .bind(e.vault_path.clone())
+    .bind(e.vault_version.map(|v| v as i64))
+    .bind(e.servicenow_record.clone())
+    .bind(prev)
+    .bind(hash)
+    .execute(&mut **tx)
+    .await
+    .context("appending to the audit trail")?;
+    Ok(())
+}
+
+fn record_of(row: &AnyRow) -> Result<AuditRecord> {
+    let kind: String = row.try_get("kind")?;
+    let kind = serde_json::from_value(serde_json::Value::String(kind.clone()))
+        .with_context(|| format!("unknown event kind {kind:?} in the audit trail"))?;
+    Ok(AuditRecord {
+        seq: row.try_get("seq")?,
+        event: AuditEvent {
+            event_id: row.try_get("event_id")?,
+            certificate_id: row.try_get("certificate_id")?,
+            tenant: row.try_get("tenant")?,
+            at_unix: row.try_get("at_unix")?,
+            kind,
+            actor: row.try_get("actor")?,
+            cycle: u32::try_from(row.try_get::<i64, _>("cycle")?).unwrap_or(u32::MAX),
+            detail: row.try_get("detail")?,
+            issuer: row.try_get("issuer")?,
+            serial: row.try_get("serial")?,
+            not_after_unix: row.try_get("not_after_unix")?,
+            sha256_fingerprint: row.try_get("sha256_fingerprint")?,
+            vault_path: row.try_get("vault_path")?,
+            vault_version: row
+                .try_get::<Option<i64>, _>("vault_version")?
+                .map(|v| v as u64),
+            servicenow_record: row.try_get("servicenow_record")?,
+        },
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+fn kind_name(kind: EventKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// `SHA-256(prev_hash "\n" seq "\n" event-as-JSON)`, hex. The JSON of an event is canonical:
+/// fields in declaration order, no whitespace.
+pub fn chain_hash(prev_hash: &str, seq: i64, event: &AuditEvent) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(b"\n");
+    h.update(seq.to_string().as_bytes());
+    h.update(b"\n");
+    h.update(serde_json::to_vec(event).expect("audit events serialize"));
+    hex::encode(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str) -> AuditEvent {
+        AuditEvent {
+            event_id: id.into(),
+            certificate_id: "web-1".into(),
+            tenant: "acme".into(),
+            at_unix: 1_800_000_000,
+            kind: EventKind::Issued,
+            actor: "certflow".into(),
+            cycle: 0,
+            detail: "serial 01".into(),
+            issuer: "vault-pki".into(),
+            serial: Some("01".into()),
+            not_after_unix: Some(1_800_086_400),
+            sha256_fingerprint: None,
+            vault_path: None,
+            vault_version: None,
+            servicenow_record: None,
+        }
+    }
+
+    #[test]
+    fn the_hash_covers_link_position_and_every_field() {
+        let base = chain_hash(GENESIS, 1, &event("a/1"));
+        assert_eq!(base, chain_hash(GENESIS, 1, &event("a/1")));
+        assert_ne!(base, chain_hash(GENESIS, 2, &event("a/1")));
+        assert_ne!(base, chain_hash(&"1".repeat(64), 1, &event("a/1")));
+        let mut edited = event("a/1");
+        edited.actor = "mallory".into();
+        assert_ne!(base, chain_hash(GENESIS, 1, &edited));
+    }
+
+    #[tokio::test]
+    async fn sqlite_appends_idempotently_and_verifies() {
+        let path = std::env::temp_dir().join(format!("certflow-audit-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let store = AuditStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .append(&[event("a/1"), event("a/2")])
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        let again = store.append(&[event("a/2"), event("a/3")]).await.unwrap();
+        assert_eq!(again.iter().map(|r| r.seq).collect::<Vec<_>>(), [3]);
+        let all = store
+            .search(&AuditFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(all[1].prev_hash, all[0].hash);
+        assert_eq!(store.verify().await.unwrap().first_broken, None);
+        // The triggers refuse edits made through normal SQL.
+        let refused = sqlx::query("UPDATE certflow_audit SET actor = 'x' WHERE seq = 2")
+            .execute(store.pool())
+            .await;
+        assert!(refused.is_err());
+        let _ = std::fs::remove_file(&path);
+    }
+}
