@@ -97,14 +97,21 @@ pub async fn submit_once(
                 ))
                 .into());
             }
-            let answer = ca.check_pending(order, &reference).await?;
+            let answer = {
+                let _timer = crate::metrics::ca_timer(&order.request.issuer, "check_pending");
+                ca.check_pending(order, &reference).await?
+            };
             if matches!(&answer, Submission::Pending { reference: r, .. } if *r == reference) {
                 return Ok(answer);
             }
             return settle(vault, path, &fingerprint, answer, v, since_unix).await;
         }
         Some((Entry::Submitting { order: o }, v)) if o == fingerprint => {
-            if let Some(certificate) = ca.find_issued(order).await? {
+            let found = {
+                let _timer = crate::metrics::ca_timer(&order.request.issuer, "find_issued");
+                ca.find_issued(order).await?
+            };
+            if let Some(certificate) = found {
                 tracing::warn!(path, serial = %certificate.serial, "recovered a certificate issued by an interrupted attempt");
                 let answer = Submission::Issued(certificate);
                 return settle(vault, path, &fingerprint, answer, v, now_unix).await;
@@ -117,7 +124,10 @@ pub async fn submit_once(
             version = vault.kv_write_cas(path, &intent, version).await?;
         }
     }
-    let answer = ca.submit(order).await?;
+    let answer = {
+        let _timer = crate::metrics::ca_timer(&order.request.issuer, "submit");
+        ca.submit(order).await?
+    };
     settle(vault, path, &fingerprint, answer, version, now_unix).await
 }
 

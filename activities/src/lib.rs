@@ -10,6 +10,7 @@ pub mod csr_template;
 mod failure;
 pub mod ledger;
 pub mod lifecycle;
+pub mod metrics;
 mod rest;
 pub mod servicenow;
 pub mod store;

@@ -4,10 +4,11 @@ use crate::ca::acmpca::AwsPrivateCa;
 use crate::ca::keyfactor::KeyfactorCommand;
 use crate::ca::pacer::CallPacer;
 use crate::ca::vault_pki::VaultPki;
-use crate::ca::{CertificateAuthority, IssueOrder, Issuers, RevocationTarget, Submission};
+use crate::ca::{CaError, CertificateAuthority, IssueOrder, Issuers, RevocationTarget, Submission};
 use crate::config::ActivitiesConfig;
 use crate::failure::{from_ca, from_vault, non_retryable};
 use crate::ledger::{self, SubmitError};
+use crate::metrics;
 use crate::servicenow::{ServiceNow, ServiceNowError};
 use crate::store::{CertificateRecord, RecordStatus, certificate_path};
 use crate::vault::Vault;
@@ -176,19 +177,36 @@ impl LifecycleActivities {
             idempotency_key: format!("{id}/{}", input.cycle),
         };
         let path = ledger::ledger_path(&self.kv_prefix, id, input.cycle);
+        let issuer = &input.request.issuer;
+        let counter = if input.cycle == 0 {
+            &*metrics::ISSUANCES
+        } else {
+            &*metrics::RENEWALS
+        };
         let answer = ledger::submit_once(&self.vault, ca.as_ref(), &path, &order, now_unix())
             .await
-            .map_err(|e| match e {
-                SubmitError::Ca(e) => from_ca("submitting the CSR", e),
-                SubmitError::Vault(e) => from_vault("recording the issuance", e),
+            .map_err(|e| {
+                let rejected = matches!(e, SubmitError::Ca(CaError::Rejected(_)));
+                let outcome = if rejected { "rejected" } else { "error" };
+                counter.with_label_values(&[issuer, outcome]).inc();
+                if rejected {
+                    metrics::FAILURES
+                        .with_label_values(&[issuer, "submit"])
+                        .inc();
+                }
+                match e {
+                    SubmitError::Ca(e) => from_ca("submitting the CSR", e),
+                    SubmitError::Vault(e) => from_vault("recording the issuance", e),
+                }
             })?;
-        let issuer = &input.request.issuer;
         Ok(match answer {
             Submission::Issued(issued) => {
+                counter.with_label_values(&[issuer, "issued"]).inc();
                 tracing::info!(certificate_id = %id, cycle = input.cycle, issuer, serial = %issued.serial, "certificate issued");
                 SubmitOutcome::Issued(issued)
             }
             Submission::Pending { reference, detail } => {
+                counter.with_label_values(&[issuer, "pending"]).inc();
                 tracing::info!(certificate_id = %id, cycle = input.cycle, issuer, reference, "the CA holds the request");
                 SubmitOutcome::Pending { detail }
             }
@@ -202,6 +220,9 @@ impl LifecycleActivities {
         input: VerifyInput,
     ) -> Result<VerifiedCertificate, ActivityError> {
         verify::verify(&input.request, &input.csr_pem, &input.issued, now_unix()).map_err(|e| {
+            metrics::FAILURES
+                .with_label_values(&[&input.request.issuer, "verify"])
+                .inc();
             tracing::error!(certificate_id = %input.request.certificate_id, error = %e, "issued certificate rejected");
             non_retryable(error_types::VERIFICATION_FAILED, e)
         })
@@ -345,10 +366,19 @@ impl LifecycleActivities {
             serial: &input.serial,
             ca_reference: input.ca_reference.as_deref(),
         };
-        let revoked_at = ca
-            .revoke(&target, input.reason)
-            .await
-            .map_err(|e| from_ca("revoking at the CA", e))?;
+        let answer = {
+            let _timer = metrics::ca_timer(&r.issuer, "revoke");
+            ca.revoke(&target, input.reason).await
+        };
+        let outcome = match &answer {
+            Ok(_) => "revoked",
+            Err(CaError::Rejected(_)) => "refused",
+            Err(CaError::Unavailable(_)) => "error",
+        };
+        metrics::REVOCATIONS
+            .with_label_values(&[&r.issuer, outcome])
+            .inc();
+        let revoked_at = answer.map_err(|e| from_ca("revoking at the CA", e))?;
 
         let path = certificate_path(&self.kv_prefix, &r.application, &r.certificate_id);
         let vault_error = |e| from_vault("marking the certificate revoked", e);

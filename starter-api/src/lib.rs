@@ -10,6 +10,7 @@ pub mod clients;
 pub mod config;
 pub mod error;
 pub mod listing;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 

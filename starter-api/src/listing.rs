@@ -114,7 +114,7 @@ pub async fn find_by_idempotency_key(
 
 type ExecutionInfo = temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo;
 
-async fn list_page(
+pub(crate) async fn list_page(
     state: &AppState,
     query: String,
     page_size: i32,
@@ -198,7 +198,7 @@ fn build_query(caller: &Caller, f: &ListFilters) -> Result<String, ApiError> {
     Ok(clauses.join(" AND "))
 }
 
-fn summarize(info: ExecutionInfo) -> CertificateSummary {
+pub(crate) fn summarize(info: ExecutionInfo) -> CertificateSummary {
     let attributes = info
         .search_attributes
         .clone()

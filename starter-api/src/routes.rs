@@ -65,8 +65,15 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             require_client,
         ));
+    let metrics = Router::new()
+        .route("/metrics", get(crate::metrics::metrics))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_client,
+        ));
     Router::new()
         .nest("/v1", v1)
+        .merge(metrics)
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -60,6 +60,7 @@ async fn main() -> Result<()> {
         tracing::info!(issuer = %name, kind = issuer.kind(), task_queue = %queue, calls_per_second = rate, "issuer ready");
     }
 
+    serve_metrics().await?;
     let shutdowns: Vec<_> = workers.iter().map(|w| w.shutdown_handle()).collect();
     tokio::spawn(async move {
         wait_for_stop_signal().await;
@@ -72,6 +73,29 @@ async fn main() -> Result<()> {
     futures::future::try_join_all(workers.iter_mut().map(|w| w.run()))
         .await
         .context("worker stopped with an error")?;
+    Ok(())
+}
+
+/// Prometheus metrics on `CERTFLOW_METRICS_LISTEN` (default `127.0.0.1:9464`; `off` disables).
+async fn serve_metrics() -> Result<()> {
+    let listen =
+        std::env::var("CERTFLOW_METRICS_LISTEN").unwrap_or_else(|_| "127.0.0.1:9464".into());
+    if listen == "off" {
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding CERTFLOW_METRICS_LISTEN {listen}"))?;
+    tracing::info!(listen = %listener.local_addr()?, "metrics at /metrics");
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async { certflow_activities::metrics::render() }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics endpoint stopped");
+        }
+    });
     Ok(())
 }
 

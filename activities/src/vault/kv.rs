@@ -11,6 +11,7 @@ impl Vault {
         &self,
         path: &str,
     ) -> Result<Option<(T, u64)>, VaultError> {
+        let _timer = crate::metrics::vault_timer("kv_read");
         let mount = &self.config.kv_mount;
         let version = match vaultrs::kv2::read_metadata(&self.client, mount, path).await {
             Ok(meta) => meta.current_version,
@@ -39,6 +40,7 @@ impl Vault {
         data: &T,
         expected_version: u64,
     ) -> Result<u64, VaultError> {
+        let _timer = crate::metrics::vault_timer("kv_write_cas");
         let cas = u32::try_from(expected_version).map_err(|_| {
             VaultError::Rejected(format!("{path}: version {expected_version} out of range"))
         })?;

@@ -39,6 +39,7 @@ impl Vault {
         delivery: KeyDelivery,
         version: u64,
     ) -> Result<u64, VaultError> {
+        let _timer = crate::metrics::vault_timer("ensure_key_version");
         let mount = &self.config.transit_mount;
         let mut info = match self.read_key(name).await {
             Ok(info) => info,
@@ -83,6 +84,7 @@ impl Vault {
         version: u64,
         template_pem: &str,
     ) -> Result<String, VaultError> {
+        let _timer = crate::metrics::vault_timer("key_csr");
         let path = format!("{}/keys/{name}/csr", self.config.transit_mount);
         let body = json!({ "version": version, "csr": template_pem });
         let answer: CsrAnswer = self.raw(Method::POST, &path, Some(&body)).await?;
@@ -92,6 +94,7 @@ impl Vault {
     /// Exports version `version` of key `name` as PEM. Only the storing activity calls this, and
     /// the key goes straight into KV: it never leaves the activity.
     pub async fn export_private_key(&self, name: &str, version: u64) -> Result<String, VaultError> {
+        let _timer = crate::metrics::vault_timer("export_private_key");
         let answer = vaultrs::transit::key::export(
             &self.client,
             &self.config.transit_mount,

@@ -74,7 +74,7 @@ pub struct Stack {
     pub audit_database_url: String,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -169,6 +169,8 @@ impl Stack {
         if let Some(path) = &self.issuers_file {
             worker.env("CERTFLOW_ISSUERS_FILE", path);
         }
+        // Any free port, unless a test asks for one.
+        worker.env("CERTFLOW_METRICS_LISTEN", "127.0.0.1:0");
         worker.envs(self.worker_env.iter().map(|(k, v)| (k, v)));
         worker.env("CERTFLOW_AUDIT_DATABASE_URL", &self.audit_database_url);
         let child = worker

@@ -1,0 +1,264 @@
+//! Operators' tooling: every command block of docs/operations.md runs, in order, against the
+//! real Temporal server, and does what the runbook says; and the Prometheus metrics of the
+//! worker and the starter API report what happened.
+
+mod common;
+
+use common::{API_TOKEN, Stack, StackOptions, free_port, request, unique};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const ISSUER: &str = "runbook-pki";
+
+/// The ```sh blocks of the runbook, in order.
+fn runbook_blocks() -> Vec<String> {
+    let text = include_str!("../../docs/operations.md");
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```sh") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), l) => {
+                block.push_str(l);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+fn state(stack: &Stack, id: &str) -> Value {
+    let out = stack.temporal(&[
+        "workflow",
+        "query",
+        "--workflow-id",
+        &format!("certificate-{id}"),
+        "--name",
+        "state",
+        "--output",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    // The CLI wraps query results: {"queryResult": [ ... ]}.
+    v["queryResult"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_runbook_command_works_as_documented() {
+    let issuers = format!("[issuers.{ISSUER}]\nkind = \"vault-pki\"\n");
+    let stack = Stack::start_with(
+        "runbook",
+        StackOptions {
+            issuers_toml: Some(issuers),
+            ..Default::default()
+        },
+    )
+    .await;
+    let active = unique("rb-active");
+    let pending = unique("rb-pending");
+    let mut a = request(&active, "payments");
+    a["issuer"] = json!(ISSUER);
+    stack.issue(&a).await;
+    let mut b = request(&pending, "payments");
+    b["issuer"] = json!(ISSUER);
+    b["require_approval"] = json!(true);
+    let (status, _) = stack.post("/v1/certificates", &b).await;
+    assert_eq!(status, 201);
+    stack
+        .wait_for(&pending, Duration::from_secs(20), |s| {
+            s["phase"] == "awaiting_approval"
+        })
+        .await;
+
+    let blocks = runbook_blocks();
+    assert_eq!(
+        blocks.len(),
+        8,
+        "the runbook's blocks changed; update this test"
+    );
+    let operator = "ops.runbook@example.com";
+    let bin = stack.servers.bin_dir.display().to_string();
+    let run = |i: usize| {
+        let out = std::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &blocks[i]])
+            .env("TEMPORAL_ADDRESS", &stack.servers.temporal_address)
+            .env("OPERATOR", operator)
+            .env("CERTIFICATE_ID", &active)
+            .env("PENDING_ID", &pending)
+            .env("ISSUER", ISSUER)
+            .env("CERTFLOW_AUDIT_DATABASE_URL", &stack.audit_database_url)
+            .env("PATH", format!("{bin}:{}", std::env::var("PATH").unwrap()))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "runbook block {i} failed:\n{}\n{stdout}\n{}",
+            blocks[i],
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+
+    // Look: the list names both, the state query answers.
+    let out = run(0);
+    assert!(out.contains(&format!("certificate-{active}")), "{out}");
+    assert!(out.contains(&format!("certificate-{pending}")), "{out}");
+    assert!(
+        out.contains("\"phase\": \"active\"") || out.contains("active"),
+        "{out}"
+    );
+
+    // Approve.
+    run(1);
+    let b_state = stack
+        .wait_for(&pending, Duration::from_secs(60), |s| {
+            s["phase"] == "active"
+        })
+        .await;
+    assert_eq!(b_state["approval"]["by"], operator);
+
+    // Renew now.
+    run(2);
+    assert_eq!(state(&stack, &active)["cycle"], 1);
+
+    // Expiring within 7 days: both (they live an hour).
+    let out = run(3);
+    assert!(out.contains(&format!("certificate-{active}")), "{out}");
+
+    // Mass renew: every certificate of the issuer gets a new one.
+    run(4);
+    stack
+        .wait_for(&active, Duration::from_secs(60), |s| {
+            s["cycle"].as_u64() >= Some(2) && s["phase"] == "active"
+        })
+        .await;
+    stack
+        .wait_for(&pending, Duration::from_secs(60), |s| {
+            s["cycle"].as_u64() >= Some(1) && s["phase"] == "active"
+        })
+        .await;
+
+    // Revoke one.
+    run(5);
+    let a_state = stack
+        .wait_for(&active, Duration::from_secs(30), |s| {
+            s["phase"] == "revoked"
+        })
+        .await;
+    assert_eq!(a_state["revocation_reason"], "key_compromise");
+
+    // Mass revoke: the rest of the issuer's certificates.
+    run(6);
+    let b_state = stack
+        .wait_for(&pending, Duration::from_secs(60), |s| {
+            s["phase"] == "revoked"
+        })
+        .await;
+    assert_eq!(b_state["revocation_reason"], "ca_compromise");
+    let crl = stack.vault().crl_serials().await;
+    assert!(crl.contains(&b_state["current"]["serial"].as_str().unwrap().to_string()));
+
+    // The audit trail holds, with the operator's actions in it.
+    let out = run(7);
+    assert!(out.contains("intact"), "{out}");
+    let (_, trail) = stack.get(&format!("/v1/certificates/{active}/audit")).await;
+    let by_operator = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["actor"] == operator)
+        .count();
+    assert!(by_operator >= 3, "renew now, mass renew, revoke: {trail}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_report_expiry_readiness_and_counts() {
+    let metrics_port = free_port();
+    let stack = Stack::start_with(
+        "metrics",
+        StackOptions {
+            worker_env: vec![(
+                "CERTFLOW_METRICS_LISTEN".into(),
+                format!("127.0.0.1:{metrics_port}"),
+            )],
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = unique("metrics");
+    let issued = stack.issue(&request(&id, "payments")).await;
+    let revoked = unique("metrics-rev");
+    stack.issue(&request(&revoked, "payments")).await;
+    let (status, _) = stack
+        .post(
+            &format!("/v1/certificates/{revoked}/revoke"),
+            &json!({"reason": "superseded"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let http = reqwest::Client::new();
+    let api = |auth: bool| {
+        let mut r = http.get(format!("{}/metrics", stack.api_url));
+        if auth {
+            r = r.bearer_auth(API_TOKEN);
+        }
+        r.send()
+    };
+    assert_eq!(api(false).await.unwrap().status(), 401);
+    let body = api(true).await.unwrap().text().await.unwrap();
+    let line = |name: &str, certificate: &str| {
+        body.lines()
+            .find(|l| {
+                l.starts_with(name) && l.contains(&format!("certificate_id=\"{certificate}\""))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+    };
+    assert_eq!(
+        line("certflow_certificate_expiration_timestamp_seconds", &id),
+        Some(issued["current"]["not_after_unix"].as_i64().unwrap() as f64),
+        "{body}"
+    );
+    assert_eq!(line("certflow_certificate_ready_status", &id), Some(1.0));
+    // A revoked certificate is not ready (or no longer listed once its workflow has closed).
+    assert_ne!(
+        line("certflow_certificate_ready_status", &revoked),
+        Some(1.0)
+    );
+
+    let worker = http
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |prefix: &str| {
+        worker
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .unwrap_or_else(|| panic!("{prefix} missing from:\n{worker}"))
+    };
+    assert_eq!(
+        value("certflow_issuances_total{issuer=\"vault-pki\",outcome=\"issued\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("certflow_revocations_total{issuer=\"vault-pki\",outcome=\"revoked\"}"),
+        1.0
+    );
+    assert!(
+        value(
+            "certflow_ca_request_duration_seconds_count{issuer=\"vault-pki\",operation=\"submit\"}"
+        ) >= 2.0
+    );
+    assert!(value("certflow_vault_request_duration_seconds_count{operation=\"key_csr\"}") >= 2.0);
+}
