@@ -112,30 +112,9 @@ stop_servers() {
 # two policies, then an orchestrator token. Needs BAO_ADDR and BAO_TOKEN (root). Writes
 # DIR/ca.pem and DIR/worker-token (mode 600).
 configure_vault() {
-  local dir=$1
-  bao secrets enable transit >/dev/null
-  bao secrets enable pki >/dev/null
-  bao secrets tune -max-lease-ttl=87600h pki >/dev/null
-  bao write pki/config/urls \
-    issuing_certificates="$BAO_ADDR/v1/pki/ca" crl_distribution_points="$BAO_ADDR/v1/pki/crl" >/dev/null
-  bao write -field=certificate pki/root/generate/internal \
-    common_name="certflow dev root CA" issuer_name=root ttl=87600h >"$dir/ca.pem"
-  bao write pki/roles/certflow allow_any_name=true allow_wildcard_certificates=true enforce_hostnames=true \
-    allow_ip_sans=true allowed_uri_sans='*' key_type=any max_ttl=8760h not_before_duration=30s \
-    use_csr_common_name=true use_csr_sans=true >/dev/null
-  bao secrets list -format=json | python3 -c 'import json,sys; sys.exit(0 if "secret/" in json.load(sys.stdin) else 1)' \
-    || bao secrets enable -path=secret kv-v2 >/dev/null
-  bao auth enable approle >/dev/null
-  local accessor
-  accessor=$(bao auth list -format=json | python3 -c 'import json,sys; print(json.load(sys.stdin)["approle/"]["accessor"])')
-  bao policy write certflow-orchestrator "$CERTFLOW_ROOT/deploy/vault/certflow-orchestrator.hcl" >/dev/null
-  sed "s/APPROLE_ACCESSOR/$accessor/g" "$CERTFLOW_ROOT/deploy/vault/certflow-application.hcl.tmpl" \
-    | bao policy write certflow-application - >/dev/null
-  (umask 077; bao token create -policy=certflow-orchestrator -period=768h -field=token >"$dir/worker-token")
+  sh "$CERTFLOW_ROOT/deploy/vault/configure.sh" "$1" "$CERTFLOW_ROOT/deploy/vault"
 }
 
-# app_role APPLICATION: creates the AppRole role for an application and prints
-# "role_id secret_id". The role name is the application name; the templated policy does the rest.
 app_role() {
   local app=$1
   bao write "auth/approle/role/$app" token_policies=certflow-application token_ttl=1h >/dev/null

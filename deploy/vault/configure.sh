@@ -1,0 +1,29 @@
+#!/bin/sh
+# One-time Vault (OpenBao) set-up for certflow, shared by scripts/lib.sh (local set-up and
+# tests) and docker-compose.yml: transit, a PKI root CA and the `certflow` role, KV v2 at
+# secret/, AppRole, the two policies, and a least-privilege token for the worker.
+# Usage: configure.sh OUTPUT_DIR [POLICY_DIR]; needs BAO_ADDR and BAO_TOKEN (root or admin).
+# Writes OUTPUT_DIR/ca.pem and OUTPUT_DIR/worker-token (mode 600).
+set -eu
+out=$1
+policies=${2:-$(dirname "$0")}
+mkdir -p "$out"
+
+bao secrets enable transit >/dev/null
+bao secrets enable pki >/dev/null
+bao secrets tune -max-lease-ttl=87600h pki >/dev/null
+bao write pki/config/urls \
+  issuing_certificates="$BAO_ADDR/v1/pki/ca" crl_distribution_points="$BAO_ADDR/v1/pki/crl" >/dev/null
+bao write -field=certificate pki/root/generate/internal \
+  common_name="certflow dev root CA" issuer_name=root ttl=87600h >"$out/ca.pem"
+bao write pki/roles/certflow allow_any_name=true allow_wildcard_certificates=true enforce_hostnames=true \
+  allow_ip_sans=true allowed_uri_sans='*' key_type=any max_ttl=8760h not_before_duration=30s \
+  use_csr_common_name=true use_csr_sans=true >/dev/null
+# Dev servers mount KV v2 at secret/ already; production servers may not.
+bao secrets list | grep -q '^secret/' || bao secrets enable -path=secret kv-v2 >/dev/null
+bao auth enable approle >/dev/null
+accessor=$(bao read -field=accessor sys/auth/approle)
+bao policy write certflow-orchestrator "$policies/certflow-orchestrator.hcl" >/dev/null
+sed "s/APPROLE_ACCESSOR/$accessor/g" "$policies/certflow-application.hcl.tmpl" \
+  | bao policy write certflow-application - >/dev/null
+(umask 077; bao token create -policy=certflow-orchestrator -period=768h -field=token >"$out/worker-token")
