@@ -183,10 +183,13 @@ async fn metrics_report_expiry_readiness_and_counts() {
     let stack = Stack::start_with(
         "metrics",
         StackOptions {
-            worker_env: vec![(
-                "CERTFLOW_METRICS_LISTEN".into(),
-                format!("127.0.0.1:{metrics_port}"),
-            )],
+            worker_env: vec![
+                (
+                    "CERTFLOW_METRICS_LISTEN".into(),
+                    format!("127.0.0.1:{metrics_port}"),
+                ),
+                ("CERTFLOW_LOG_FORMAT".into(), "json".into()),
+            ],
             ..Default::default()
         },
     )
@@ -261,4 +264,30 @@ async fn metrics_report_expiry_readiness_and_counts() {
         ) >= 2.0
     );
     assert!(value("certflow_vault_request_duration_seconds_count{operation=\"key_csr\"}") >= 2.0);
+
+    // JSON logs: one object per line, and every line an activity writes names its certificate.
+    let log = std::fs::read_to_string(stack.servers.log_dir.join("metrics-worker.log")).unwrap();
+    let mut activity_lines = 0;
+    for line in log.lines() {
+        let entry: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let activity_span = entry["spans"]
+            .as_array()
+            .and_then(|spans| spans.iter().find(|s| s["name"] == "activity"));
+        let from_certflow = entry["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("certflow_activities"));
+        match activity_span {
+            Some(span) => {
+                activity_lines += 1;
+                let certificate = span["certificate_id"].as_str().unwrap_or("");
+                assert!(certificate == id || certificate == revoked, "{line}");
+            }
+            None => assert!(
+                !from_certflow,
+                "an activity line without its certificate: {line}"
+            ),
+        }
+    }
+    // Key, issuance and storage of two certificates, and one revocation, at least.
+    assert!(activity_lines >= 7, "{log}");
 }
