@@ -56,6 +56,8 @@ struct ClientEntry {
     basic: Option<BasicEntry>,
     #[serde(default)]
     bearer_token_sha256: Vec<String>,
+    /// Subject CN of this client's TLS certificate (mutual TLS; see `tls.rs`).
+    tls_client_cn: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +72,7 @@ struct Client {
     caller: Caller,
     basic: Option<(String, String)>,
     bearer_sha256: Vec<[u8; 32]>,
+    tls_client_cn: Option<String>,
 }
 
 /// An authenticated caller.
@@ -137,6 +140,7 @@ impl Clients {
                 },
                 basic: None,
                 bearer_sha256: vec![Sha256::digest(token.as_bytes()).into()],
+                tls_client_cn: None,
             });
         }
         anyhow::ensure!(
@@ -171,7 +175,7 @@ impl Clients {
                     })?;
                 bearer_sha256.push(bytes);
             }
-            if basic.is_none() && bearer_sha256.is_empty() {
+            if basic.is_none() && bearer_sha256.is_empty() && entry.tls_client_cn.is_none() {
                 return Err(format!("clients.{name} has no credentials"));
             }
             clients.push(Client {
@@ -182,9 +186,19 @@ impl Clients {
                 },
                 basic,
                 bearer_sha256,
+                tls_client_cn: entry.tls_client_cn,
             });
         }
         Ok(Self(clients))
+    }
+
+    /// The caller whose TLS client certificate (already verified against the client CA) has
+    /// this subject CN.
+    pub fn authenticate_certificate(&self, cn: &str) -> Option<Caller> {
+        self.0
+            .iter()
+            .find(|c| c.tls_client_cn.as_deref() == Some(cn))
+            .map(|c| c.caller.clone())
     }
 
     /// The caller behind an `Authorization` header value, if its credentials are right.

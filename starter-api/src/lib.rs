@@ -13,6 +13,7 @@ pub mod listing;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod tls;
 
 pub use config::ApiConfig;
 pub use routes::{AppState, router};

@@ -40,6 +40,15 @@ async fn main() -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
+    if let Some(tls) = certflow_starter_api::tls::TlsSettings::from_env()? {
+        let acceptor = tls.acceptor().context("TLS configuration")?;
+        tracing::info!(listen = %listener.local_addr()?, "certflow starter API listening (HTTPS)");
+        tokio::select! {
+            r = certflow_starter_api::tls::serve(listener, acceptor, router(state)) => r?,
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        return Ok(());
+    }
     tracing::info!(listen = %listener.local_addr()?, "certflow starter API listening");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async {

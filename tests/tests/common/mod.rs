@@ -92,6 +92,10 @@ pub struct StackOptions {
     pub clients_toml: Option<String>,
     /// Audit database of worker and API; default a SQLite file of the stack's own.
     pub audit_database_url: Option<String>,
+    /// Extra environment of the starter API.
+    pub api_env: Vec<(String, String)>,
+    /// When the API serves HTTPS: the CA its certificate chains to.
+    pub api_ca_pem: Option<String>,
 }
 
 impl Stack {
@@ -116,6 +120,7 @@ impl Stack {
         let port = free_port();
         let mut api = Command::new(servers.bin_dir.join("certflow-starter-api"));
         api.env("CERTFLOW_AUDIT_DATABASE_URL", &audit_database_url);
+        api.envs(options.api_env.iter().map(|(k, v)| (k, v)));
         if let Some(path) = &issuers_file {
             api.env("CERTFLOW_ISSUERS_FILE", path);
         }
@@ -139,10 +144,19 @@ impl Stack {
             servers,
             name: name.to_string(),
             task_queue,
-            api_url: format!("http://127.0.0.1:{port}"),
+            api_url: match &options.api_ca_pem {
+                Some(_) => format!("https://localhost:{port}"),
+                None => format!("http://127.0.0.1:{port}"),
+            },
             worker: None,
             api,
-            http: reqwest::Client::new(),
+            http: match &options.api_ca_pem {
+                Some(pem) => reqwest::Client::builder()
+                    .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+                    .build()
+                    .unwrap(),
+                None => reqwest::Client::new(),
+            },
             issuers_file,
             worker_env: options.worker_env,
             audit_database_url,
