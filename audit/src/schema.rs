@@ -1,7 +1,6 @@
 //! The audit table and its guards, per database. Triggers refuse UPDATE and DELETE.
 
-pub const SQLITE: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS certflow_audit (
+const TABLE: &str = "CREATE TABLE IF NOT EXISTS certflow_audit (
         seq BIGINT PRIMARY KEY,
         event_id TEXT NOT NULL UNIQUE,
         certificate_id TEXT NOT NULL,
@@ -19,9 +18,15 @@ pub const SQLITE: &[&str] = &[
         vault_version BIGINT,
         servicenow_record TEXT,
         prev_hash TEXT NOT NULL,
-        hash TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS certflow_audit_certificate ON certflow_audit (certificate_id, seq)",
-    "CREATE INDEX IF NOT EXISTS certflow_audit_at ON certflow_audit (at_unix)",
+        hash TEXT NOT NULL)";
+const INDEX_CERTIFICATE: &str =
+    "CREATE INDEX IF NOT EXISTS certflow_audit_certificate ON certflow_audit (certificate_id, seq)";
+const INDEX_TIME: &str = "CREATE INDEX IF NOT EXISTS certflow_audit_at ON certflow_audit (at_unix)";
+
+pub const SQLITE: &[&str] = &[
+    TABLE,
+    INDEX_CERTIFICATE,
+    INDEX_TIME,
     "CREATE TRIGGER IF NOT EXISTS certflow_audit_no_update BEFORE UPDATE ON certflow_audit
         BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS certflow_audit_no_delete BEFORE DELETE ON certflow_audit
@@ -31,27 +36,9 @@ pub const SQLITE: &[&str] = &[
 ];
 
 pub const POSTGRES: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS certflow_audit (
-        seq BIGINT PRIMARY KEY,
-        event_id TEXT NOT NULL UNIQUE,
-        certificate_id TEXT NOT NULL,
-        tenant TEXT NOT NULL,
-        at_unix BIGINT NOT NULL,
-        kind TEXT NOT NULL,
-        actor TEXT NOT NULL,
-        cycle BIGINT NOT NULL,
-        detail TEXT NOT NULL,
-        issuer TEXT NOT NULL,
-        serial TEXT,
-        not_after_unix BIGINT,
-        sha256_fingerprint TEXT,
-        vault_path TEXT,
-        vault_version BIGINT,
-        servicenow_record TEXT,
-        prev_hash TEXT NOT NULL,
-        hash TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS certflow_audit_certificate ON certflow_audit (certificate_id, seq)",
-    "CREATE INDEX IF NOT EXISTS certflow_audit_at ON certflow_audit (at_unix)",
+    TABLE,
+    INDEX_CERTIFICATE,
+    INDEX_TIME,
     "CREATE OR REPLACE FUNCTION certflow_audit_append_only() RETURNS trigger AS $$
         BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END $$ LANGUAGE plpgsql",
     "CREATE OR REPLACE TRIGGER certflow_audit_no_change BEFORE UPDATE OR DELETE ON certflow_audit

@@ -13,9 +13,9 @@ use axum::{Extension, Json, Router, middleware};
 use certflow_audit::AuditStore;
 use certflow_common::status::{RenewRequest, RevokeRequest};
 use certflow_common::{
-    CertificateFacts, CertificateRequest, CertificateStatus, Decision, FieldError, IssuersConfig,
-    LifecycleInput, ValidationErrors, search, validate_certificate_id, validate_requested_by,
-    workflow_id,
+    CertificateFacts, CertificateRequest, CertificateStatus, Decision, DecisionKind, FieldError,
+    IssuersConfig, LifecycleInput, ValidationErrors, search, validate_certificate_id,
+    validate_requested_by, workflow_id,
 };
 use certflow_workflows::CertificateLifecycle;
 use serde::Serialize;
@@ -305,17 +305,7 @@ pub async fn approve_certificate(
     Path(id): Path<String>,
     body: Body<Decision>,
 ) -> Result<Json<CertificateStatus>, ApiError> {
-    let Json(decision) = body?;
-    check_decision(&decision)?;
-    let handle = authorized_handle(&state, &caller, &id, Permission::Approve).await?;
-    let result = handle
-        .execute_update(
-            CertificateLifecycle::approve,
-            decision,
-            WorkflowExecuteUpdateOptions::default(),
-        )
-        .await;
-    result.map(Json).map_err(|e| update_error(id, e))
+    decide(&state, &caller, id, body, DecisionKind::Approved).await
 }
 
 /// Rejects issuance at the approval gate: nothing reaches a CA and the lifecycle ends.
@@ -329,16 +319,33 @@ pub async fn reject_certificate(
     Path(id): Path<String>,
     body: Body<Decision>,
 ) -> Result<Json<CertificateStatus>, ApiError> {
+    decide(&state, &caller, id, body, DecisionKind::Rejected).await
+}
+
+/// The `approve` or `reject` update, once the decision and the caller are checked.
+async fn decide(
+    state: &AppState,
+    caller: &Caller,
+    id: String,
+    body: Body<Decision>,
+    kind: DecisionKind,
+) -> Result<Json<CertificateStatus>, ApiError> {
     let Json(decision) = body?;
     check_decision(&decision)?;
-    let handle = authorized_handle(&state, &caller, &id, Permission::Approve).await?;
-    let result = handle
-        .execute_update(
-            CertificateLifecycle::reject,
-            decision,
-            WorkflowExecuteUpdateOptions::default(),
-        )
-        .await;
+    let handle = authorized_handle(state, caller, &id, Permission::Approve).await?;
+    let options = WorkflowExecuteUpdateOptions::default();
+    let result = match kind {
+        DecisionKind::Rejected => {
+            handle
+                .execute_update(CertificateLifecycle::reject, decision, options)
+                .await
+        }
+        _ => {
+            handle
+                .execute_update(CertificateLifecycle::approve, decision, options)
+                .await
+        }
+    };
     result.map(Json).map_err(|e| update_error(id, e))
 }
 

@@ -14,6 +14,20 @@ fn postgres_url() -> String {
         .expect("CERTFLOW_TEST_POSTGRES_URL is not set: run the tests through scripts/test.sh")
 }
 
+/// URL of a new, empty database in the PostgreSQL server scripts/test.sh started.
+async fn fresh_postgres_database(name: &str) -> String {
+    let admin = AuditStore::connect(&postgres_url()).await.unwrap();
+    let database = format!("{name}_{}", std::process::id());
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {database}"))
+        .execute(admin.pool())
+        .await;
+    sqlx::query(&format!("CREATE DATABASE {database}"))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    format!("{}{database}", postgres_url().trim_end_matches("postgres"))
+}
+
 fn audit_verify(stack: &Stack) -> (bool, String) {
     let out = std::process::Command::new(stack.servers.bin_dir.join("certflow-worker"))
         .args(["audit", "verify"])
@@ -221,16 +235,7 @@ async fn sqlite_audit_trail() {
 /// PostgreSQL: a database of this test's own inside the server scripts/test.sh started.
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_audit_trail() {
-    let admin = AuditStore::connect(&postgres_url()).await.unwrap();
-    let database = format!("audit_{}", std::process::id());
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {database}"))
-        .execute(admin.pool())
-        .await;
-    sqlx::query(&format!("CREATE DATABASE {database}"))
-        .execute(admin.pool())
-        .await
-        .unwrap();
-    let url = format!("{}{database}", postgres_url().trim_end_matches("postgres"));
+    let url = fresh_postgres_database("audit").await;
     lifecycle_is_audited_and_tampering_is_caught("audit-postgres", Some(url)).await;
 }
 
@@ -238,16 +243,7 @@ async fn postgres_audit_trail() {
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_chain_survives_concurrent_and_repeated_appends() {
     let _ = Servers::from_env();
-    let admin = AuditStore::connect(&postgres_url()).await.unwrap();
-    let database = format!("audit_concurrent_{}", std::process::id());
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {database}"))
-        .execute(admin.pool())
-        .await;
-    sqlx::query(&format!("CREATE DATABASE {database}"))
-        .execute(admin.pool())
-        .await
-        .unwrap();
-    let url = format!("{}{database}", postgres_url().trim_end_matches("postgres"));
+    let url = fresh_postgres_database("audit_concurrent").await;
     let store = AuditStore::connect(&url).await.unwrap();
     let event = |id: String| certflow_common::audit::AuditEvent {
         event_id: id,
