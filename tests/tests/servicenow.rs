@@ -583,7 +583,7 @@ async fn mutual_tls_clients_authenticate_with_their_certificate() {
     };
     let clients = r#"
 [clients.servicenow-mtls]
-tenant = "acme"
+tenant = "initech"
 tls_client_cn = "servicenow.acme.example"
 "#;
     let stack = Stack::start_with(
