@@ -654,3 +654,55 @@ tls_client_cn = "servicenow.acme.example"
         "a certificate from another CA was accepted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_listing_filters_and_pages() {
+    let stack = Stack::start("sn-paging").await;
+    let application = format!("paging{}", std::process::id());
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id = unique(&format!("page{n}"));
+        stack.issue(&request(&id, &application)).await;
+        ids.push(id);
+    }
+    let path = format!("/v1/certificates?application={application}&state=active&page_size=2");
+    let (status, first) = stack.get(&path).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(
+        first["certificates"].as_array().unwrap().len(),
+        2,
+        "{first}"
+    );
+    let token = first["next_page_token"]
+        .as_str()
+        .expect("a second page")
+        .to_string();
+    let (status, second) = stack.get(&format!("{path}&page_token={token}")).await;
+    assert_eq!(status, 200, "{second}");
+    let mut listed: Vec<String> = first["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["certificates"].as_array().unwrap())
+        .map(|c| c["certificate_id"].as_str().unwrap().to_string())
+        .collect();
+    listed.sort();
+    ids.sort();
+    assert_eq!(listed, ids);
+    assert!(second["next_page_token"].is_null(), "{second}");
+
+    // Another filter value finds nothing; a filter value that could change the query is refused.
+    let (_, none) = stack
+        .get(&format!(
+            "/v1/certificates?application={application}&state=revoked"
+        ))
+        .await;
+    assert_eq!(none["certificates"], json!([]));
+    let (status, refused) = stack
+        .get("/v1/certificates?application=x'%20OR%20'1'='1")
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["fields"][0]["field"], "application");
+    let (status, _) = stack.get("/v1/certificates?page_size=0").await;
+    assert_eq!(status, 422);
+}
