@@ -14,6 +14,7 @@ TEMPORAL_PORT=${TEMPORAL_PORT:-7233}
 TEMPORAL_UI_PORT=${TEMPORAL_UI_PORT:-8233}
 VAULT_PORT=${VAULT_PORT:-8200}
 API_PORT=${API_PORT:-8080}
+METRICS_PORT=${METRICS_PORT:-9464}
 dir="$CERTFLOW_ROOT/.certflow"
 mkdir -p "$dir"
 stop_servers "$dir"
@@ -31,8 +32,11 @@ export BAO_ADDR="http://127.0.0.1:$VAULT_PORT" BAO_TOKEN="$root_token"
 configure_vault "$dir"
 
 export TEMPORAL_ADDRESS="127.0.0.1:$TEMPORAL_PORT"
+export CERTFLOW_AUDIT_DATABASE_URL="sqlite://$dir/audit.db"
+# The worker's stdout is the audit trail as JSON lines (what a SIEM would read).
 VAULT_ADDR="$BAO_ADDR" VAULT_TOKEN="$(cat "$dir/worker-token")" \
-  target/debug/certflow-worker >"$dir/worker.log" 2>&1 &
+  CERTFLOW_METRICS_LISTEN="127.0.0.1:$METRICS_PORT" \
+  target/debug/certflow-worker >"$dir/audit.jsonl" 2>"$dir/worker.log" &
 echo $! >"$dir/worker.pid"
 CERTFLOW_API_TOKEN="$api_token" CERTFLOW_API_LISTEN="127.0.0.1:$API_PORT" \
   target/debug/certflow-starter-api >"$dir/api.log" 2>&1 &
@@ -53,13 +57,16 @@ certflow is running. The demo certificate demo-1 is issued and stored in Vault.
   Temporal Web UI   http://127.0.0.1:$TEMPORAL_UI_PORT  (workflow certificate-demo-1)
   Starter API       $api   (OpenAPI: $api/openapi.json)
   Vault (OpenBao)   $BAO_ADDR
+  Worker metrics    http://127.0.0.1:$METRICS_PORT/metrics
 
   export CERTFLOW_API_TOKEN=$api_token BAO_ADDR=$BAO_ADDR BAO_TOKEN=$root_token
   curl -s -H "Authorization: Bearer \$CERTFLOW_API_TOKEN" $api/v1/certificates/demo-1
+  curl -s -H "Authorization: Bearer \$CERTFLOW_API_TOKEN" $api/v1/certificates/demo-1/audit
   bao kv get -field=certificate secret/certflow/apps/demo/demo-1
   temporal workflow update execute --address $TEMPORAL_ADDRESS --workflow-id certificate-demo-1 \\
       --name revoke --input '{"reason":"superseded","requested_by":"me"}'
 
-Logs: $dir/{worker,api,temporal,vault}.log. Ctrl-C stops everything.
+Logs: $dir/{worker,api,temporal,vault}.log; audit trail: $dir/audit.db and $dir/audit.jsonl.
+Ctrl-C stops everything.
 INFO
 wait
