@@ -89,16 +89,32 @@ impl AuditStore {
     }
 
     async fn migrate(&self) -> Result<()> {
-        let statements = match self.backend {
-            Backend::Sqlite => schema::SQLITE,
-            Backend::Postgres => schema::POSTGRES,
-        };
-        for statement in statements {
+        if self.backend == Backend::Sqlite {
+            for statement in schema::SQLITE {
+                sqlx::query(statement)
+                    .execute(&self.pool)
+                    .await
+                    .with_context(|| format!("creating the audit schema: {statement}"))?;
+            }
+            return Ok(());
+        }
+        // Workers and APIs starting together would race on CREATE ... IF NOT EXISTS (it is not
+        // atomic in PostgreSQL): one at a time, under a transaction-scoped advisory lock.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&format!(
+            "SELECT pg_advisory_xact_lock({})",
+            schema::MIGRATION_LOCK
+        ))
+        .execute(&mut *tx)
+        .await
+        .context("locking the audit schema")?;
+        for statement in schema::POSTGRES {
             sqlx::query(statement)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .with_context(|| format!("creating the audit schema: {statement}"))?;
         }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -23,6 +23,9 @@ const INDEX_CERTIFICATE: &str =
     "CREATE INDEX IF NOT EXISTS certflow_audit_certificate ON certflow_audit (certificate_id, seq)";
 const INDEX_TIME: &str = "CREATE INDEX IF NOT EXISTS certflow_audit_at ON certflow_audit (at_unix)";
 
+/// Advisory lock key held while the PostgreSQL schema is created (an arbitrary constant).
+pub const MIGRATION_LOCK: i64 = 0x6365_7274_666c_6f77;
+
 pub const SQLITE: &[&str] = &[
     TABLE,
     INDEX_CERTIFICATE,

@@ -244,6 +244,16 @@ async fn postgres_audit_trail() {
 async fn postgres_chain_survives_concurrent_and_repeated_appends() {
     let _ = Servers::from_env();
     let url = fresh_postgres_database("audit_concurrent").await;
+    // Workers and APIs starting together all create the schema at once.
+    let starts: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { AuditStore::connect(&url).await })
+        })
+        .collect();
+    for start in starts {
+        start.await.unwrap().expect("concurrent start-up");
+    }
     let store = AuditStore::connect(&url).await.unwrap();
     let event = |id: String| certflow_common::audit::AuditEvent {
         event_id: id,
