@@ -42,6 +42,11 @@ pub static RENEWALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["issuer", "outcome"],
     )
 });
+/// The counter of first issuances (cycle 0) or of renewals.
+pub fn issuance_counter(cycle: u32) -> &'static IntCounterVec {
+    if cycle == 0 { &ISSUANCES } else { &RENEWALS }
+}
+
 pub static REVOCATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "certflow_revocations_total",

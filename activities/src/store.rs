@@ -10,17 +10,24 @@ pub fn certificate_path(prefix: &str, application: &str, certificate_id: &str) -
     format!("{prefix}/apps/{application}/{certificate_id}")
 }
 
-/// Whether the stored certificate is in force; serialized as `active` / `revoked`.
+/// Whether the stored certificate is in force; serialized as `active` / `revoked` / `ended`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordStatus {
     Active,
     Revoked,
+    /// The lifecycle ended without revoking it (it failed to renew before expiry).
+    Ended,
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct CertificateRecord {
     pub certificate_id: String,
+    /// Tenant and lifecycle that own the record; absent in records of release 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_id: Option<String>,
     pub application: String,
     pub common_name: String,
     pub issuer: String,

@@ -135,7 +135,8 @@ impl AuditStore {
             None => (0, GENESIS.to_string()),
         };
         let mut added = Vec::new();
-        for event in events {
+        for event in events.iter().map(storable) {
+            let event = &event;
             let exists = sqlx::query("SELECT seq FROM certflow_audit WHERE event_id = $1")
                 .bind(&event.event_id)
                 .fetch_optional(&mut *tx)
@@ -340,6 +341,16 @@ pub fn chain_hash(prev_hash: &str, seq: i64, event: &AuditEvent) -> String {
     h.update(b"\n");
     h.update(serde_json::to_vec(event).expect("audit events serialize"));
     hex::encode(h.finalize())
+}
+
+/// The event as stored: PostgreSQL's text cannot hold NUL, so a NUL that got past validation
+/// becomes U+FFFD instead of wedging the writer (and the lifecycle behind it) for ever.
+fn storable(event: &AuditEvent) -> AuditEvent {
+    let clean = |s: &str| s.replace('\0', "\u{fffd}");
+    let mut event = event.clone();
+    event.detail = clean(&event.detail);
+    event.actor = clean(&event.actor);
+    event
 }
 
 #[cfg(test)]

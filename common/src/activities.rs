@@ -6,7 +6,9 @@
 //! Nothing here carries key material: keys stay in Vault and are referred to by name and version.
 
 use crate::audit::AuditEvent;
+use crate::names::LifecycleNames;
 use crate::servicenow::RecordUpdate;
+use crate::status::{IssuerPolicy, Phase};
 use crate::{CertificateRequest, RevocationReason};
 use serde::{Deserialize, Serialize};
 use temporalio_common::ActivityError;
@@ -119,6 +121,79 @@ pub struct RevocationResult {
     pub revoked_at_unix: i64,
 }
 
+/// One issuance attempt of one lifecycle: which key version, which ledger entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderInput {
+    pub request: CertificateRequest,
+    pub tenant: String,
+    pub lifecycle_id: String,
+    pub names: LifecycleNames,
+    /// Renewal cycle (0: first certificate); cycle N uses transit key version N + 1.
+    pub cycle: u32,
+    /// Attempt within the cycle, after failed ones; each attempt is its own ledger entry.
+    pub attempt: u32,
+    /// Who approved the first issuance; the worker refuses to issue without one when the
+    /// issuer requires approval, whoever started the workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+}
+
+/// What came of an order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum OrderOutcome {
+    /// Issued and verified against the CSR and the request.
+    Issued(OrderedCertificate),
+    /// The CA holds the request; ordering again with the same input checks on it.
+    Pending { detail: String },
+    /// The CA issued a certificate that does not match what was asked: the workflow revokes
+    /// it and treats the attempt as failed.
+    Mismatch {
+        certificate: IssuedCertificate,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderedCertificate {
+    pub key_version: u64,
+    pub certificate: IssuedCertificate,
+    pub verified: VerifiedCertificate,
+    /// The issuer's bounds as configured on the worker that ordered it.
+    pub policy: IssuerPolicy,
+}
+
+/// Stores a verified certificate as the lifecycle's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstallInput {
+    pub request: CertificateRequest,
+    pub tenant: String,
+    pub lifecycle_id: String,
+    pub names: LifecycleNames,
+    pub cycle: u32,
+    pub certificate: OrderedCertificate,
+}
+
+/// Revokes one certificate of a lifecycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevokeSerialInput {
+    pub request: CertificateRequest,
+    pub names: LifecycleNames,
+    pub serial: String,
+    #[serde(default)]
+    pub ca_reference: Option<String>,
+    pub reason: RevocationReason,
+    pub requested_by: Option<String>,
+}
+
+/// Cleans up after a lifecycle ended as `outcome`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetireInput {
+    pub request: CertificateRequest,
+    pub names: LifecycleNames,
+    pub outcome: Phase,
+}
+
 /// Marker type for the activity contract; see the module documentation.
 pub struct CertificateActivities;
 
@@ -167,13 +242,42 @@ impl CertificateActivities {
     pub fn revoke_certificate(input: RevokeInput) -> Result<RevocationResult, ActivityError> {
         unimplemented!()
     }
+
+    /// Makes or reuses the key version of the cycle and its CSR in Vault transit, submits it
+    /// through the issuance ledger (at most one CA issuance per cycle and attempt, or checks on
+    /// the request the CA holds), and verifies what the CA issued. Runs on the issuer's queue.
+    #[activity(name = "order_certificate")]
+    pub fn order_certificate(input: OrderInput) -> Result<OrderOutcome, ActivityError> {
+        unimplemented!()
+    }
+
+    /// Writes the certificate (and, unless sealed, its key) to the lifecycle's KV record and
+    /// destroys earlier versions of the record, so no superseded key stays readable.
+    #[activity(name = "install_certificate")]
+    pub fn install_certificate(input: InstallInput) -> Result<StoredCertificate, ActivityError> {
+        unimplemented!()
+    }
+
+    /// Revokes one serial at the CA; if it is the one in the KV record, marks the record
+    /// revoked, drops its key and destroys earlier versions. Runs on the issuer's queue.
+    #[activity(name = "revoke_serial")]
+    pub fn revoke_serial(input: RevokeSerialInput) -> Result<RevocationResult, ActivityError> {
+        unimplemented!()
+    }
+
+    /// After the lifecycle ended: no private key left in its KV record, transit key deleted.
+    #[activity(name = "retire_lifecycle")]
+    pub fn retire_lifecycle(input: RetireInput) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
 }
 
 /// The activity marker types, named so implementations can point at them with
 /// `#[activity(definition = contract::SubmitCsr)]` (the macro keeps its own module private).
 pub mod contract {
     pub use super::certificate_activities::{
-        GenerateKeyAndCsr, RecordAuditEvents, RevokeCertificate, StoreCertificate, SubmitCsr,
+        GenerateKeyAndCsr, InstallCertificate, OrderCertificate, RecordAuditEvents,
+        RetireLifecycle, RevokeCertificate, RevokeSerial, StoreCertificate, SubmitCsr,
         UpdateServicenowRecord, VerifyCertificate,
     };
 }

@@ -5,6 +5,7 @@
 //! no secrets: credentials are named by the environment variable that carries them.
 
 use crate::request::{FieldError, KeyType, ValidationErrors};
+use crate::schedule::{self, ScheduleBounds};
 use crate::status::ApprovalGate;
 use crate::{CertificateRequest, RevocationReason};
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,29 @@ pub struct IssuerLimits {
     pub max_validity_seconds: Option<u64>,
     /// Key types the issuer accepts; all when absent.
     pub key_types: Option<Vec<KeyType>>,
+    /// Shortest lifetime accepted (default 1 hour, cert-manager's minimum duration).
+    #[serde(default = "default_min_validity")]
+    pub min_validity_seconds: u64,
+    /// A certificate never renews sooner than this after its issuance, whatever its renewal
+    /// policy or an operator asks (default 5 minutes, cert-manager's minimum `renewBefore`).
+    #[serde(default = "default_min_renewal_interval")]
+    pub min_renewal_interval_seconds: u64,
+}
+
+impl IssuerLimits {
+    pub fn schedule_bounds(&self) -> ScheduleBounds {
+        ScheduleBounds {
+            min_validity_seconds: self.min_validity_seconds,
+            min_renewal_interval_seconds: self.min_renewal_interval_seconds,
+        }
+    }
+}
+
+fn default_min_validity() -> u64 {
+    3600
+}
+fn default_min_renewal_interval() -> u64 {
+    300
 }
 
 /// Whether issuance from this issuer waits for an approval, and for how long by default.
@@ -176,6 +200,8 @@ fn limits(calls_per_second: f64) -> IssuerLimits {
         calls_per_second,
         max_validity_seconds: None,
         key_types: None,
+        min_validity_seconds: default_min_validity(),
+        min_renewal_interval_seconds: default_min_renewal_interval(),
     }
 }
 fn vault_limits() -> IssuerLimits {
@@ -304,7 +330,14 @@ impl IssuersConfig {
                     "issuers.{name}.approval.deadline_seconds must be between 10 s and 30 days"
                 ));
             }
-            let rate = issuer.limits().calls_per_second;
+            let limits = issuer.limits();
+            if limits.min_validity_seconds < crate::request::MIN_VALIDITY_SECONDS {
+                return Err(format!(
+                    "issuers.{name}.limits.min_validity_seconds must be at least {}",
+                    crate::request::MIN_VALIDITY_SECONDS
+                ));
+            }
+            let rate = limits.calls_per_second;
             if !(rate.is_finite() && rate > 0.0) {
                 return Err(format!(
                     "issuers.{name}.limits.calls_per_second must be a positive number"
@@ -343,8 +376,22 @@ impl IssuersConfig {
     }
 
     /// Checks the request against everything field-level (see [`CertificateRequest::validate`])
-    /// and against its issuer's limits: key type and maximum validity.
+    /// and against its issuer's limits: key type, lifetime and renewal schedule.
     pub fn validate(&self, request: &CertificateRequest) -> Result<(), ValidationErrors> {
+        self.validate_with(request, true)
+    }
+
+    /// The checks of release 1, without the schedule bounds: for the activities of
+    /// lifecycles that release started, which must finish what they began.
+    pub fn validate_release1(&self, request: &CertificateRequest) -> Result<(), ValidationErrors> {
+        self.validate_with(request, false)
+    }
+
+    fn validate_with(
+        &self,
+        request: &CertificateRequest,
+        schedule_bounds: bool,
+    ) -> Result<(), ValidationErrors> {
         let mut errors = match request.validate(&self.names()) {
             Ok(()) => Vec::new(),
             Err(e) => e.0,
@@ -382,6 +429,19 @@ impl IssuersConfig {
                     field: "validity_seconds".into(),
                     message: format!("issuer {:?} signs at most {max} seconds", request.issuer),
                 });
+            }
+            // Field-level renewal mistakes are already named; the bounds only apply to a
+            // schedule that is well-formed.
+            if schedule_bounds && !errors.iter().any(|e| e.field.starts_with("renewal")) {
+                for e in schedule::check(
+                    request.validity_seconds,
+                    &request.renewal,
+                    limits.schedule_bounds(),
+                ) {
+                    if !errors.iter().any(|x| x.field == e.field) {
+                        errors.push(e);
+                    }
+                }
             }
         }
         if errors.is_empty() {

@@ -6,14 +6,18 @@
 
 pub mod activities;
 pub mod audit;
+pub mod commands;
 pub mod issuers;
+pub mod names;
 pub mod request;
 pub mod revocation;
+pub mod schedule;
 pub mod search;
 pub mod servicenow;
 pub mod status;
 
 pub use issuers::{IssuerConfig, IssuersConfig, ca_task_queue};
+pub use names::{DEFAULT_TENANT, LifecycleNames, workflow_id};
 pub use request::{
     CertificateRequest, FieldError, KeyDelivery, KeyType, RenewalPolicy, ServiceNowRecord,
     ValidationErrors, validate_certificate_id, validate_requested_by,
@@ -21,7 +25,8 @@ pub use request::{
 pub use revocation::RevocationReason;
 pub use status::{
     ApprovalGate, ApprovalRecord, CarriedState, CertificateFacts, CertificateStatus, Decision,
-    DecisionKind, EventKind, LifecycleEvent, LifecycleInput, LifecycleOutcome, Phase,
+    DecisionKind, EventKind, IssuerPolicy, LifecycleEvent, LifecycleInput, LifecycleOutcome, Phase,
+    RenewalFailure, SerialRecord,
 };
 
 /// Task queue the worker polls and the starter API starts workflows on, unless configured.
@@ -29,8 +34,3 @@ pub const DEFAULT_TASK_QUEUE: &str = "certflow";
 
 /// Workflow type name, pinned so renaming the Rust struct never breaks running histories.
 pub const WORKFLOW_TYPE: &str = "CertificateLifecycle";
-
-/// Workflow id for a certificate: one execution chain per certificate id.
-pub fn workflow_id(certificate_id: &str) -> String {
-    format!("certificate-{certificate_id}")
-}

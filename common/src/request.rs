@@ -111,6 +111,10 @@ pub struct CertificateRequest {
     /// How long an approval may take before the request expires; default from the issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_deadline_seconds: Option<u64>,
+    /// Id of an earlier certificate (same tenant) this one replaces, typically one whose
+    /// lifecycle ended; recorded on both sides of the link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 /// A ServiceNow record: `sys_id` (32 hex digits) and its human number (e.g. `RITM0010001`).
@@ -229,6 +233,13 @@ impl CertificateRequest {
             }
             if let Err(m) = check_identifier(&record.number, 40, &['_', '-']) {
                 fail("servicenow.number".into(), m);
+            }
+        }
+        if let Some(replaces) = &self.replaces {
+            if let Err(e) = validate_certificate_id(replaces) {
+                fail("replaces".into(), e.message);
+            } else if *replaces == self.certificate_id {
+                fail("replaces".into(), "must name another certificate id".into());
             }
         }
         if let Some(deadline) = self.approval_deadline_seconds
@@ -372,6 +383,7 @@ mod tests {
             servicenow: None,
             require_approval: false,
             approval_deadline_seconds: None,
+            replaces: None,
         }
     }
 

@@ -20,6 +20,15 @@ pub enum RevocationReason {
 }
 
 impl RevocationReason {
+    /// Reasons that say a key (or the CA) can no longer be trusted: every certificate the
+    /// lifecycle still has in force is revoked, not only the one named.
+    pub fn is_compromise(self) -> bool {
+        matches!(
+            self,
+            Self::KeyCompromise | Self::CaCompromise | Self::AaCompromise
+        )
+    }
+
     /// The numeric CRLReason code.
     pub fn code(self) -> u8 {
         match self {

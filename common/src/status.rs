@@ -1,5 +1,7 @@
 //! What the lifecycle workflow knows about its certificate, and what it reports to callers.
 
+use crate::audit::AuditEvent;
+use crate::names::LifecycleNames;
 use crate::{CertificateRequest, RevocationReason};
 use serde::{Deserialize, Serialize};
 
@@ -14,8 +16,12 @@ pub enum Phase {
     Issuing,
     /// A valid certificate is stored; the workflow sleeps until the renewal window.
     Active,
-    /// A replacement certificate is being issued.
+    /// A replacement certificate is being issued; the current one stays in force.
     Renewing,
+    /// The last renewal failed in a way retrying at once cannot fix (the CA refused it, or
+    /// what it issued failed verification). The current certificate stays in force; certflow
+    /// tries again on a slow schedule until it expires, and accepts `renew_now` and `revoke`.
+    RenewalFailed,
     /// Revocation at the CA is under way.
     Revoking,
     /// Revoked at the CA and marked revoked in Vault; the workflow has ended.
@@ -26,6 +32,8 @@ pub enum Phase {
     Rejected,
     /// Nobody decided before the approval deadline; the workflow has ended.
     Expired,
+    /// Withdrawn (a revocation) before any certificate was issued; the workflow has ended.
+    Cancelled,
 }
 
 impl Phase {
@@ -36,19 +44,46 @@ impl Phase {
             Self::Issuing => "issuing",
             Self::Active => "active",
             Self::Renewing => "renewing",
+            Self::RenewalFailed => "renewal_failed",
             Self::Revoking => "revoking",
             Self::Revoked => "revoked",
             Self::Failed => "failed",
             Self::Rejected => "rejected",
             Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
         }
+    }
+
+    /// Every phase, in lifecycle order.
+    pub const ALL: [Phase; 11] = [
+        Self::AwaitingApproval,
+        Self::Issuing,
+        Self::Active,
+        Self::Renewing,
+        Self::RenewalFailed,
+        Self::Revoking,
+        Self::Revoked,
+        Self::Failed,
+        Self::Rejected,
+        Self::Expired,
+        Self::Cancelled,
+    ];
+
+    /// The phase named `name` (as in JSON and search attributes).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
+    /// Phases in which a certificate issued by the lifecycle is in force (when unexpired).
+    pub fn holds_certificate(self) -> bool {
+        matches!(self, Self::Active | Self::Renewing | Self::RenewalFailed)
     }
 
     /// Phases in which the workflow has ended.
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Self::Revoked | Self::Failed | Self::Rejected | Self::Expired
+            Self::Revoked | Self::Failed | Self::Rejected | Self::Expired | Self::Cancelled
         )
     }
 }
@@ -74,6 +109,9 @@ pub struct CertificateFacts {
     /// The CA's handle on the certificate (AWS certificate ARN, Keyfactor certificate id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_reference: Option<String>,
+    /// When certflow stored it (workflow time); renewals are bounded from here.
+    #[serde(default)]
+    pub issued_at_unix: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +138,14 @@ pub enum EventKind {
     RevocationRefused,
     Revoked,
     Failed,
+    /// A renewal failed; the current certificate stays in force and certflow tries again.
+    RenewalFailed,
+    /// The CA issued a certificate that failed verification; certflow revoked it.
+    VerificationFailed,
+    /// The request was withdrawn before any certificate was issued.
+    Cancelled,
+    /// The lifecycle ended and its transit key was deleted.
+    Retired,
 }
 
 /// One entry of a certificate's event history.
@@ -132,6 +178,66 @@ pub struct CarriedState {
     pub lifecycle_id: String,
     #[serde(default)]
     pub audit_sequence: u64,
+    /// What the lifecycle owns; absent for lifecycles started by release 1 (legacy names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names: Option<LifecycleNames>,
+    /// Certificates issued by this lifecycle that were in force at the last count.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serials: Vec<SerialRecord>,
+    /// The issuer's bounds as the worker last reported them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<IssuerPolicy>,
+    /// The renewal that keeps failing, if one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_failure: Option<RenewalFailure>,
+    /// Audit events not yet written (the audit store was down).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit_outbox: Vec<AuditEvent>,
+    /// An issuance attempt the CA still holds, to be checked on by the next run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingAttempt>,
+}
+
+/// One issuance attempt: cycle and attempt number within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingAttempt {
+    pub cycle: u32,
+    pub attempt: u32,
+}
+
+/// One certificate a lifecycle issued, kept while it is unexpired so that it stays revocable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SerialRecord {
+    pub serial: String,
+    pub cycle: u32,
+    pub not_after_unix: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_reference: Option<String>,
+    /// Set once the CA has revoked it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<RevocationReason>,
+}
+
+/// The issuer's bounds that the workflow applies itself (to `renew_now`), as the worker's
+/// configuration states them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IssuerPolicy {
+    pub min_renewal_interval_seconds: u64,
+}
+
+/// A renewal that failed and is being retried on a slow schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RenewalFailure {
+    /// Cycle being attempted, and how many attempts failed.
+    pub cycle: u32,
+    pub failures: u32,
+    pub since_unix: i64,
+    pub last_error: String,
+    /// Next attempt (workflow time); none once the current certificate has expired.
+    pub next_attempt_unix: Option<i64>,
 }
 
 /// Number of events kept (and carried across continue-as-new) per certificate.
@@ -151,6 +257,10 @@ pub struct LifecycleInput {
     /// Tenant of the client that requested the certificate (for the audit trail).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// History events per run before the workflow continues as new (default 2000). Tests
+    /// lower it to exercise continue-as-new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_limit: Option<u32>,
 }
 
 /// Argument of the `revoke` update and signal.
@@ -159,6 +269,11 @@ pub struct LifecycleInput {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevokeRequest {
     pub reason: RevocationReason,
+    /// The certificate to revoke, by serial (colon-separated hex, as in `current.serial`);
+    /// default: the current certificate when the request is accepted. Revoking the current
+    /// certificate, or any with `key_compromise` or `ca_compromise`, ends the lifecycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
     /// Operator or ServiceNow user asking, for the audit trail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
@@ -225,6 +340,11 @@ pub struct LifecycleOutcome {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertificateStatus {
     pub certificate_id: String,
+    #[serde(default)]
+    pub tenant: String,
+    /// Random id of this lifecycle; unique for all time.
+    #[serde(default)]
+    pub lifecycle_id: String,
     pub phase: Phase,
     pub cycle: u32,
     pub issuer: String,
@@ -235,6 +355,16 @@ pub struct CertificateStatus {
     pub renew_at_unix: Option<i64>,
     pub revocation_reason: Option<RevocationReason>,
     pub failure: Option<String>,
+    /// Set while a renewal keeps failing (phase `renewal_failed`).
+    #[serde(default)]
+    pub renewal_failure: Option<RenewalFailure>,
+    /// Every unexpired certificate this lifecycle issued (current and superseded), with its
+    /// revocation if any; each unrevoked one can be revoked by serial.
+    #[serde(default)]
+    pub serials: Vec<SerialRecord>,
+    /// The certificate id this one replaces, when requested with `replaces`.
+    #[serde(default)]
+    pub replaces: Option<String>,
     /// The approval decision, when the request went through the approval gate.
     pub approval: Option<ApprovalRecord>,
     /// The ServiceNow record the state is written back to.

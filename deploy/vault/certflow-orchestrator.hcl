@@ -1,9 +1,13 @@
 # Policy of the certflow worker's Vault token: least privilege for the lifecycle activities.
 # Mount paths assume the defaults (transit, pki, role certflow, KV v2 at secret, prefix certflow).
 
-# One transit key per certificate: create, read, rotate, CSR, and export (only for delivered keys).
+# One transit key per certificate lifecycle: create, read, rotate, CSR, export (only for
+# delivered keys), and delete once the lifecycle has ended (after allowing it in its config).
 path "transit/keys/certflow-*" {
-  capabilities = ["create", "read", "update"]
+  capabilities = ["create", "read", "update", "delete"]
+}
+path "transit/keys/certflow-+/config" {
+  capabilities = ["update"]
 }
 path "transit/keys/certflow-+/rotate" {
   capabilities = ["update"]
@@ -35,4 +39,9 @@ path "secret/data/certflow/*" {
 }
 path "secret/metadata/certflow/*" {
   capabilities = ["read", "list"]
+}
+# Superseded and revoked versions of a record are destroyed, so no earlier private key stays
+# readable with `kv get -version=N`.
+path "secret/destroy/certflow/*" {
+  capabilities = ["update"]
 }

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use subtle::ConstantTimeEq;
 
 /// Tenant of certificates requested by a client that has none.
-pub const DEFAULT_TENANT: &str = "default";
+pub use certflow_common::DEFAULT_TENANT;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -174,6 +174,10 @@ impl Clients {
                         )
                     })?;
                 bearer_sha256.push(bytes);
+            }
+            if let Some(tenant) = &entry.tenant {
+                certflow_common::names::validate_tenant(tenant)
+                    .map_err(|e| format!("clients.{name}.tenant: {e}"))?;
             }
             if basic.is_none() && bearer_sha256.is_empty() && entry.tls_client_cn.is_none() {
                 return Err(format!("clients.{name} has no credentials"));

@@ -10,8 +10,10 @@ pub mod clients;
 pub mod config;
 pub mod error;
 pub mod listing;
+pub mod lookup;
 pub mod metrics;
 pub mod openapi;
+pub mod ops;
 pub mod routes;
 pub mod tls;
 

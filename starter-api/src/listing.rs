@@ -12,7 +12,8 @@ use axum::Json;
 use axum::extract::{Query, State};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use certflow_common::{FieldError, ValidationErrors, WORKFLOW_TYPE, search};
+use certflow_common::names::{parse_workflow_id, validate_tenant};
+use certflow_common::{FieldError, Phase, ValidationErrors, WORKFLOW_TYPE, search};
 use serde::{Deserialize, Serialize};
 use temporalio_client::tonic;
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
@@ -30,8 +31,10 @@ pub struct ListFilters {
     pub common_name: Option<String>,
     /// ServiceNow record number, e.g. `RITM0010001`.
     pub servicenow_number: Option<String>,
-    /// Lifecycle phase, e.g. `active`, `awaiting_approval`, `revoked`.
+    /// Lifecycle phase, e.g. `active`, `renewal_failed`, `awaiting_approval`, `revoked`.
     pub state: Option<String>,
+    /// For operators (clients of every tenant): only this tenant's certificates.
+    pub tenant: Option<String>,
     /// Only certificates whose current one expires before this time (Unix seconds).
     pub expiring_before_unix: Option<i64>,
     /// 1 to 200; default 50.
@@ -43,6 +46,7 @@ pub struct ListFilters {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CertificateSummary {
     pub certificate_id: String,
+    pub tenant: Option<String>,
     /// Temporal's execution status: `running`, `completed`, `failed`, `terminated`, …
     pub execution_status: String,
     pub state: Option<String>,
@@ -94,7 +98,7 @@ pub async fn list_certificates(
     }))
 }
 
-/// The workflow id of the certificate requested under `key` by `tenant`, if any.
+/// The certificate id requested under `key` by `tenant`, if any.
 pub async fn find_by_idempotency_key(
     state: &AppState,
     tenant: &str,
@@ -109,7 +113,8 @@ pub async fn find_by_idempotency_key(
     Ok(executions
         .into_iter()
         .next()
-        .and_then(|e| e.execution.map(|x| x.workflow_id)))
+        .and_then(|e| e.execution)
+        .and_then(|x| parse_workflow_id(&x.workflow_id).map(|(_, id)| id.to_string())))
 }
 
 type ExecutionInfo = temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo;
@@ -165,12 +170,20 @@ fn build_query(caller: &Caller, f: &ListFilters) -> Result<String, ApiError> {
         // One row per certificate: earlier runs of a chain close as ContinuedAsNew.
         "ExecutionStatus != 'ContinuedAsNew'".to_string(),
     ];
-    if let Some(tenant) = &caller.tenant {
-        clauses.push(format!(
-            "{} = '{}'",
-            search::TENANT.name(),
-            safe("tenant", tenant)?
-        ));
+    let tenant = match (&caller.tenant, &f.tenant) {
+        (Some(own), _) => Some(own),
+        (None, asked) => asked.as_ref(),
+    };
+    if let Some(tenant) = tenant {
+        validate_tenant(tenant).map_err(|m| invalid("tenant", m))?;
+        clauses.push(format!("{} = '{tenant}'", search::TENANT.name()));
+    }
+    if let Some(state) = &f.state {
+        let phase = Phase::parse(state).ok_or_else(|| {
+            let names: Vec<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+            invalid("state", format!("must be one of {}", names.join(", ")))
+        })?;
+        clauses.push(format!("{} = '{}'", search::STATE.name(), phase.as_str()));
     }
     let filters = [
         (&f.application, "application", search::APPLICATION.name()),
@@ -181,7 +194,6 @@ fn build_query(caller: &Caller, f: &ListFilters) -> Result<String, ApiError> {
             "servicenow_number",
             search::SERVICENOW_RECORD.name(),
         ),
-        (&f.state, "state", search::STATE.name()),
     ];
     for (value, field, attribute) in filters {
         if let Some(v) = value {
@@ -217,10 +229,10 @@ pub(crate) fn summarize(info: ExecutionInfo) -> CertificateSummary {
         })
         .unwrap_or_else(|_| "unknown".into());
     CertificateSummary {
-        certificate_id: workflow_id
-            .strip_prefix("certificate-")
-            .unwrap_or(&workflow_id)
+        certificate_id: parse_workflow_id(&workflow_id)
+            .map_or(workflow_id.as_str(), |(_, id)| id)
             .to_string(),
+        tenant: attributes.get(&search::TENANT),
         execution_status: status,
         state: attributes.get(&search::STATE),
         application: attributes.get(&search::APPLICATION),

@@ -10,10 +10,16 @@ use crate::listing::{self, CertificateSummary};
 use crate::routes::AppState;
 use axum::Extension;
 use axum::extract::State;
-use certflow_common::{WORKFLOW_TYPE, search};
+use certflow_common::{Phase, WORKFLOW_TYPE, search};
 use prometheus::{GaugeVec, Opts, Registry, TextEncoder};
 
-const LABELS: [&str; 4] = ["certificate_id", "issuer", "application", "common_name"];
+const LABELS: [&str; 5] = [
+    "certificate_id",
+    "tenant",
+    "issuer",
+    "application",
+    "common_name",
+];
 
 pub async fn metrics(
     State(state): State<AppState>,
@@ -34,10 +40,13 @@ pub async fn metrics(
         }
         token = next;
     }
-    render(&certificates).map_err(|e| ApiError::Unavailable(format!("encoding metrics: {e}")))
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    render(&certificates, now).map_err(|e| ApiError::Unavailable(format!("encoding metrics: {e}")))
 }
 
-fn render(certificates: &[CertificateSummary]) -> prometheus::Result<String> {
+fn render(certificates: &[CertificateSummary], now: i64) -> prometheus::Result<String> {
     let registry = Registry::new();
     let expiry = GaugeVec::new(
         Opts::new(
@@ -49,15 +58,24 @@ fn render(certificates: &[CertificateSummary]) -> prometheus::Result<String> {
     let ready = GaugeVec::new(
         Opts::new(
             "certflow_certificate_ready_status",
-            "1 if a valid certificate is in place (active or renewing), else 0.",
+            "1 if an unexpired certificate is in force (active, renewing, or renewal_failed), else 0.",
+        ),
+        &LABELS,
+    )?;
+    let renewal_failed = GaugeVec::new(
+        Opts::new(
+            "certflow_certificate_renewal_failed",
+            "1 while the certificate's renewal keeps failing (the current one stays in force until it expires), else 0.",
         ),
         &LABELS,
     )?;
     registry.register(Box::new(expiry.clone()))?;
     registry.register(Box::new(ready.clone()))?;
+    registry.register(Box::new(renewal_failed.clone()))?;
     for c in certificates {
         let labels = [
             c.certificate_id.as_str(),
+            c.tenant.as_deref().unwrap_or(""),
             c.issuer.as_deref().unwrap_or(""),
             c.application.as_deref().unwrap_or(""),
             c.common_name.as_deref().unwrap_or(""),
@@ -65,10 +83,16 @@ fn render(certificates: &[CertificateSummary]) -> prometheus::Result<String> {
         if let Some(not_after) = c.not_after_unix {
             expiry.with_label_values(&labels).set(not_after as f64);
         }
-        let is_ready = matches!(c.state.as_deref(), Some("active" | "renewing"));
+        let phase = c.state.as_deref().and_then(Phase::parse);
+        let unexpired = c.not_after_unix.is_some_and(|t| t > now);
+        let is_ready = phase.is_some_and(Phase::holds_certificate) && unexpired;
         ready
             .with_label_values(&labels)
             .set(if is_ready { 1.0 } else { 0.0 });
+        let failing = phase == Some(Phase::RenewalFailed);
+        renewal_failed
+            .with_label_values(&labels)
+            .set(if failing { 1.0 } else { 0.0 });
     }
     TextEncoder::new().encode_to_string(&registry.gather())
 }

@@ -1,7 +1,8 @@
 //! The OpenAPI document served at `/openapi.json`, generated from the handlers and types.
 
 use crate::error::ErrorBody;
-use crate::routes::{self, Created, Health};
+use crate::ops::{create, decide, renew, revoke, show};
+use crate::routes::{self, Health};
 use certflow_common::status::{RenewRequest, RevokeRequest};
 use certflow_common::{CertificateFacts, CertificateRequest, CertificateStatus, Decision};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -11,18 +12,18 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "certflow starter API", description = "Start, revoke, renew and query certificate lifecycles."),
     paths(
-        routes::create_certificate,
+        create::create_certificate,
         crate::listing::list_certificates,
-        routes::get_certificate,
-        routes::approve_certificate,
+        show::get_certificate,
+        decide::approve_certificate,
         crate::audit::certificate_audit,
         crate::audit::list_audit,
-        routes::reject_certificate,
-        routes::revoke_certificate,
-        routes::renew_certificate,
+        decide::reject_certificate,
+        revoke::revoke_certificate,
+        renew::renew_certificate,
         routes::healthz
     ),
-    components(schemas(CertificateRequest, CertificateStatus, CertificateFacts, RevokeRequest, RenewRequest, Decision, Created, Health, ErrorBody,
+    components(schemas(CertificateRequest, CertificateStatus, CertificateFacts, RevokeRequest, RenewRequest, Decision, create::Created, Health, ErrorBody,
         crate::listing::CertificatePage, crate::listing::CertificateSummary,
         certflow_common::audit::AuditRecord, certflow_common::audit::AuditEvent)),
     modifiers(&Security)

@@ -3,7 +3,6 @@
 
 pub mod lifecycle;
 pub mod reporter;
-pub mod schedule;
 
 pub use lifecycle::CertificateLifecycle;
 pub use reporter::ServiceNowReporter;

@@ -1,141 +1,77 @@
-//! `CertificateLifecycle`: one execution chain per certificate.
+//! `CertificateLifecycle`: one workflow per certificate lifecycle, read top to bottom like the
+//! life it models.
 //!
-//! Each run reads top to bottom like the life it models: issue the first certificate (first run
-//! only), sleep until the renewal window or an operator's command, then either revoke and end, or
-//! renew and continue-as-new so that history stays bounded however long the certificate lives.
-//! Every effect is an activity; this file only decides what happens next.
-
-use crate::schedule;
+//! 1. The request is checked, waits at the approval gate if it must, and its first
+//!    certificate is issued. If that fails, the lifecycle ends `failed`: it holds nothing.
+//! 2. Then, until a revocation ends it: sleep until the renewal time (or a command), renew
+//!    with a new key version, and go on with the new certificate. A renewal that fails keeps
+//!    the current certificate (`renewal_failed`) and is retried on a slow schedule; only when
+//!    that certificate expires does the lifecycle end `failed`.
+//! 3. A revocation (update or signal, at any time) revokes the serial it names; if that ends
+//!    the lifecycle, every certificate still in force is revoked, the transit key deleted,
+//!    and the workflow ends `revoked`.
+//!
+//! History stays bounded: long runs continue as new, carrying what they know. Effects are
+//! activities; the modules below hold the details and never reach back up here.
 
 mod audit;
 mod gate;
+mod issuance;
+mod legacy;
+mod options;
 mod report;
-use audit::AuditFacts;
-use certflow_common::activities::{
-    CertificateActivities, IssuedCertificate, KeyAndCsrInput, RevokeInput, StoreInput,
-    SubmitCsrInput, SubmitOutcome, VerifyInput, error_types,
-};
-use certflow_common::audit::AuditEvent;
-use certflow_common::status::{MAX_EVENTS, RenewRequest, RevokeRequest};
+mod revocation;
+mod state;
+
+use certflow_common::activities::{CertificateActivities, RetireInput};
+use certflow_common::schedule;
+use certflow_common::status::{RenewRequest, RevokeRequest};
 use certflow_common::{
-    ApprovalGate, ApprovalRecord, CarriedState, CertificateFacts, CertificateRequest,
-    CertificateStatus, Decision, DecisionKind, EventKind, LifecycleEvent, LifecycleInput,
-    LifecycleOutcome, Phase, ca_task_queue,
+    CertificateFacts, CertificateStatus, Decision, DecisionKind, EventKind, LifecycleInput,
+    LifecycleNames, LifecycleOutcome, Phase, RenewalFailure,
 };
-use std::error::Error;
-use std::time::{Duration, UNIX_EPOCH};
-use temporalio_common::RetryPolicy;
-use temporalio_common::error::{ActivityExecutionError, IncomingError};
-use temporalio_sdk::workflows::{select, workflow, workflow_methods};
+use issuance::Attempt;
+use state::{HandlerError, JobStatus, now, record};
+use std::time::Duration;
+use temporalio_sdk::workflows::{select, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, CancellableFuture, ContinueAsNewOptions, SyncWorkflowContext, WorkflowContext,
-    WorkflowContextView, WorkflowResult,
+    ApplicationFailure, CancellableFuture, ContinueAsNewOptions, SyncWorkflowContext,
+    WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
-type HandlerError = Box<dyn Error + Send + Sync>;
+pub use state::CertificateLifecycle;
 
-/// Pauses between checks on a request the CA holds: 5 s, doubling, at most 5 minutes.
-const PENDING_FIRST_PAUSE: Duration = Duration::from_secs(5);
-const PENDING_MAX_PAUSE: Duration = Duration::from_secs(300);
-
-#[workflow]
-pub struct CertificateLifecycle {
-    request: CertificateRequest,
-    phase: Phase,
-    cycle: u32,
-    current: Option<CertificateFacts>,
-    renew_at: Option<i64>,
-    events: Vec<LifecycleEvent>,
-    revoke_request: Option<RevokeRequest>,
-    renew_request: Option<RenewRequest>,
-    failure: Option<String>,
-    /// Revocations the CA refused in this run, and why the last one was refused.
-    revocations_refused: u32,
-    last_refusal: Option<String>,
-    /// The approval gate (first run only), the decision once made, and its record.
-    gate: Option<ApprovalGate>,
-    decision: Option<(DecisionKind, Decision)>,
-    approval: Option<ApprovalRecord>,
-    /// Number of the last state report sent to the ServiceNow reporter.
-    report_sequence: u64,
-    /// Tenant of the requesting client, and the audit events not yet written.
-    tenant: String,
-    lifecycle_id: String,
-    audit_sequence: u64,
-    audit_outbox: Vec<AuditEvent>,
-}
-
-/// Why the workflow woke up from its sleep.
-enum Wake {
-    RenewalDue,
-    RenewNow,
-    Revoke,
-}
+/// Patch marking histories written by this release; histories without it are release 1's.
+pub const LIFECYCLE_V2: &str = "lifecycle-v2";
+/// History events per run before continuing as new, unless the input says otherwise.
+const HISTORY_LIMIT: u32 = 2000;
 
 #[workflow_methods]
 impl CertificateLifecycle {
     #[init]
     pub fn new(_ctx: &WorkflowContextView, input: LifecycleInput) -> Self {
-        let carried = input.carried.unwrap_or_default();
-        let phase = match (&carried.current, &input.approval) {
-            (Some(_), _) => Phase::Active,
-            (None, Some(_)) => Phase::AwaitingApproval,
-            (None, None) => Phase::Issuing,
-        };
-        Self {
-            request: input.request,
-            phase,
-            cycle: carried.cycle,
-            current: carried.current,
-            renew_at: None,
-            events: carried.events,
-            revoke_request: None,
-            renew_request: None,
-            failure: None,
-            revocations_refused: 0,
-            last_refusal: None,
-            gate: input.approval,
-            decision: None,
-            approval: carried.approval,
-            report_sequence: carried.report_sequence,
-            tenant: input.tenant.unwrap_or_else(|| "default".into()),
-            lifecycle_id: carried.lifecycle_id,
-            audit_sequence: carried.audit_sequence,
-            audit_outbox: Vec::new(),
-        }
+        Self::from_input(input)
     }
 
     #[run(name = "CertificateLifecycle")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<LifecycleOutcome> {
-        let result = lifecycle(ctx).await;
-        // Whatever ended the run (revoked, rejected, expired, failed), the audit trail and
-        // ServiceNow hear of it.
-        if ctx.state(|s| s.phase.is_final()) {
-            report::send(ctx).await?;
+        if !ctx.patched(LIFECYCLE_V2) {
+            ctx.state_mut(|s| s.legacy = true);
+            return legacy::run(ctx).await;
         }
-        result
+        lifecycle(ctx).await
     }
 
-    /// Revoke now and end the lifecycle; returns once the CA has revoked the certificate.
+    /// Revokes one certificate (default: the current one); answers once the CA revoked it.
     #[update(name = "revoke")]
     pub async fn revoke(
         ctx: &mut WorkflowContext<Self>,
         request: RevokeRequest,
     ) -> Result<CertificateStatus, HandlerError> {
-        let refused_before = ctx.state(|s| s.revocations_refused);
-        ctx.state_mut(|s| s.revoke_request = Some(request));
-        ctx.wait_condition(|s| {
-            matches!(s.phase, Phase::Revoked | Phase::Failed)
-                || s.revocations_refused > refused_before
-        })
-        .await?;
-        ctx.state(
-            |s| match (&s.failure, s.revocations_refused > refused_before) {
-                (Some(f), _) => Err(f.clone().into()),
-                (None, true) => Err(s.last_refusal.clone().unwrap_or_default().into()),
-                (None, false) => Ok(s.status()),
-            },
-        )
+        if ctx.state(|s| s.legacy) {
+            return legacy::revoke_update(ctx, request).await;
+        }
+        revocation::handle(ctx, request).await
     }
 
     #[update_validator(revoke)]
@@ -144,17 +80,20 @@ impl CertificateLifecycle {
         _ctx: &WorkflowContextView,
         request: &RevokeRequest,
     ) -> Result<(), HandlerError> {
-        self.check_accepts_commands()?;
-        check_requested_by(&request.requested_by)
+        if self.legacy {
+            return self.v1.validate_revoke(request);
+        }
+        // Validators have no clock: expiry is checked again by the handler.
+        self.revocation_target(request, i64::MIN).map(|_| ())
     }
 
-    /// Approve issuance at the approval gate; returns once the decision is taken.
+    /// Approves issuance at the approval gate; answers once the gate has opened.
     #[update(name = "approve")]
     pub async fn approve(
         ctx: &mut WorkflowContext<Self>,
         decision: Decision,
     ) -> Result<CertificateStatus, HandlerError> {
-        gate::decide(ctx, DecisionKind::Approved, decision).await
+        decide(ctx, DecisionKind::Approved, decision).await
     }
 
     #[update_validator(approve)]
@@ -163,16 +102,16 @@ impl CertificateLifecycle {
         _ctx: &WorkflowContextView,
         decision: &Decision,
     ) -> Result<(), HandlerError> {
-        self.check_awaits_decision(decision)
+        self.validate_decision(decision)
     }
 
-    /// Reject issuance at the approval gate: nothing reaches a CA and the lifecycle ends.
+    /// Rejects issuance at the approval gate: nothing reaches a CA and the lifecycle ends.
     #[update(name = "reject")]
     pub async fn reject(
         ctx: &mut WorkflowContext<Self>,
         decision: Decision,
     ) -> Result<CertificateStatus, HandlerError> {
-        gate::decide(ctx, DecisionKind::Rejected, decision).await
+        decide(ctx, DecisionKind::Rejected, decision).await
     }
 
     #[update_validator(reject)]
@@ -181,27 +120,33 @@ impl CertificateLifecycle {
         _ctx: &WorkflowContextView,
         decision: &Decision,
     ) -> Result<(), HandlerError> {
-        self.check_awaits_decision(decision)
+        self.validate_decision(decision)
     }
 
-    /// Renew at once; returns the new certificate's facts once it is stored.
+    /// Renews at once; answers with the new certificate once it is stored.
     #[update(name = "renew_now")]
     pub async fn renew_now(
         ctx: &mut WorkflowContext<Self>,
         request: RenewRequest,
     ) -> Result<CertificateFacts, HandlerError> {
-        let before = ctx.state(|s| s.cycle);
-        ctx.state_mut(|s| s.renew_request = Some(request));
-        ctx.wait_condition(|s| {
-            (s.cycle > before && s.phase == Phase::Active)
-                || s.failure.is_some()
-                || s.revoke_request.is_some()
+        if ctx.state(|s| s.legacy) {
+            return legacy::renew_now(ctx, request).await;
+        }
+        let at = now(ctx);
+        ctx.state(|s| s.check_renew_now(&request, at))?;
+        let ticket = ctx.state_mut(|s| {
+            s.renewals.requested += 1;
+            s.renewals.requested_by = request.requested_by;
+            s.renewals.requested
+        });
+        ctx.wait_condition(move |s| {
+            s.renewals.served >= ticket || s.renewals.failed >= ticket || s.ending.is_some()
         })
         .await?;
-        ctx.state(|s| match (&s.failure, &s.current) {
-            (Some(f), _) => Err(f.clone().into()),
-            (None, Some(current)) if s.cycle > before => Ok(current.clone()),
-            _ => Err("revocation was requested before the renewal completed".into()),
+        ctx.state(|s| match (&s.current, &s.renewals) {
+            (Some(current), r) if r.served >= ticket => Ok(current.clone()),
+            (_, r) if r.failed >= ticket => Err(r.last_error.clone().unwrap_or_default().into()),
+            _ => Err("a revocation ended the lifecycle before the renewal completed".into()),
         })
     }
 
@@ -211,11 +156,11 @@ impl CertificateLifecycle {
         _ctx: &WorkflowContextView,
         request: &RenewRequest,
     ) -> Result<(), HandlerError> {
-        self.check_accepts_commands()?;
-        if self.renew_request.is_some() || matches!(self.phase, Phase::Issuing | Phase::Renewing) {
-            return Err("an issuance or renewal is already in progress".into());
+        if self.legacy {
+            return self.v1.validate_renew_now(request);
         }
-        check_requested_by(&request.requested_by)
+        // Validators have no clock: the minimum interval is checked again by the handler.
+        self.check_renew_now(request, i64::MAX)
     }
 
     /// Fire-and-forget form of `revoke`, for batch signals across many certificates.
@@ -225,542 +170,455 @@ impl CertificateLifecycle {
         ctx: &mut SyncWorkflowContext<Self>,
         request: RevokeRequest,
     ) {
-        if self.check_accepts_commands().is_ok()
-            && check_requested_by(&request.requested_by).is_ok()
-        {
-            self.revoke_request = Some(request);
-        } else {
-            let at = unix_time(ctx.workflow_time());
-            self.push_event(
-                at,
-                EventKind::RevocationRequested,
-                "ignored: lifecycle already ending".into(),
-            );
+        let at = unix(ctx.workflow_time());
+        if self.legacy {
+            return self.v1.request_revocation(at, request);
         }
+        revocation::accept_signal(self, request, at);
     }
 
     /// Fire-and-forget form of `renew_now`.
     #[signal(name = "request_renewal")]
-    pub fn request_renewal(&mut self, _ctx: &mut SyncWorkflowContext<Self>, request: RenewRequest) {
-        if self.check_accepts_commands().is_ok()
-            && check_requested_by(&request.requested_by).is_ok()
-        {
-            self.renew_request.get_or_insert(request);
+    pub fn request_renewal(&mut self, ctx: &mut SyncWorkflowContext<Self>, request: RenewRequest) {
+        if self.legacy {
+            return self.v1.request_renewal(request);
+        }
+        let at = unix(ctx.workflow_time());
+        if self.check_renew_now(&request, at).is_ok() {
+            self.renewals.requested += 1;
+            self.renewals.requested_by = request.requested_by;
         }
     }
 
     #[query(name = "state")]
     pub fn state(&self, _ctx: &WorkflowContextView) -> CertificateStatus {
+        if self.legacy {
+            return self.v1.status();
+        }
         self.status()
     }
 }
 
 impl CertificateLifecycle {
-    fn status(&self) -> CertificateStatus {
-        CertificateStatus {
-            certificate_id: self.request.certificate_id.clone(),
-            phase: self.phase,
-            cycle: self.cycle,
-            issuer: self.request.issuer.clone(),
-            application: self.request.application.clone(),
-            common_name: self.request.common_name.clone(),
-            current: self.current.clone(),
-            renew_at_unix: self.renew_at,
-            revocation_reason: self.revoke_request.as_ref().map(|r| r.reason),
-            failure: self.failure.clone(),
-            approval: self.approval.clone(),
-            servicenow: self.request.servicenow.clone(),
-            events: self.events.clone(),
+    fn validate_decision(&self, decision: &Decision) -> Result<(), HandlerError> {
+        if self.legacy {
+            return self.v1.validate_decision(decision);
         }
-    }
-
-    fn continuation(&self) -> LifecycleInput {
-        LifecycleInput {
-            request: self.request.clone(),
-            carried: Some(CarriedState {
-                cycle: self.cycle,
-                current: self.current.clone(),
-                events: self.events.clone(),
-                approval: self.approval.clone(),
-                report_sequence: self.report_sequence,
-                lifecycle_id: self.lifecycle_id.clone(),
-                audit_sequence: self.audit_sequence,
-            }),
-            approval: None,
-            tenant: Some(self.tenant.clone()),
-        }
-    }
-
-    fn check_accepts_commands(&self) -> Result<(), HandlerError> {
-        if self.phase == Phase::AwaitingApproval {
-            return Err("the request awaits approval: approve or reject it first".into());
-        }
-        if matches!(self.phase, Phase::Rejected | Phase::Expired) {
-            return Err("the request was not approved; nothing was issued".into());
-        }
-        if self.revoke_request.is_some() || matches!(self.phase, Phase::Revoking | Phase::Revoked) {
-            return Err("the certificate is already revoked or being revoked".into());
-        }
-        if self.phase == Phase::Failed {
-            return Err("the lifecycle has failed".into());
-        }
-        Ok(())
-    }
-
-    fn push_event(&mut self, at_unix: i64, kind: EventKind, detail: String) {
-        self.audit_sequence += 1;
-        let event = audit::event(self, at_unix, kind, &detail);
-        self.audit_outbox.push(event);
-        self.events.push(LifecycleEvent {
-            at_unix,
-            kind,
-            cycle: self.cycle,
-            detail,
-        });
-        if self.events.len() > MAX_EVENTS {
-            let excess = self.events.len() - MAX_EVENTS;
-            self.events.drain(..excess);
-        }
+        self.check_decision(decision)
     }
 }
 
-/// The whole life of the certificate, as seen by one run.
+async fn decide(
+    ctx: &mut WorkflowContext<CertificateLifecycle>,
+    kind: DecisionKind,
+    decision: Decision,
+) -> Result<CertificateStatus, HandlerError> {
+    if ctx.state(|s| s.legacy) {
+        return legacy::decide(ctx, kind, decision).await;
+    }
+    gate::decide(ctx, kind, decision).await
+}
+
+/// Why the lifecycle woke up.
+enum Wake {
+    /// Renewal time, a renewal retry, or `renew_now`.
+    Renew,
+    /// The current certificate expired while its renewal kept failing.
+    Expired,
+    /// Revocations accepted by signal wait to be run.
+    Revocations,
+    /// Something to publish or write; nothing to decide.
+    Refresh,
+}
+
+/// The whole life, as seen by one run.
 async fn lifecycle(
     ctx: &mut WorkflowContext<CertificateLifecycle>,
 ) -> WorkflowResult<LifecycleOutcome> {
+    begin(ctx);
+    if ctx.state(|s| s.current.is_none())
+        && let Some(ended) = first_certificate(ctx).await?
+    {
+        return end(ctx, ended).await;
+    }
+    loop {
+        housekeeping(ctx).await?;
+        if ctx.state(|s| s.ending.is_some()) {
+            let phase = revocation::finish(ctx).await?;
+            return end(ctx, phase).await;
+        }
+        if history_is_long(ctx) {
+            continue_as_new(ctx).await?;
+        }
+        match wait(ctx).await? {
+            Wake::Renew => renew(ctx).await?,
+            Wake::Expired => return end(ctx, Phase::Failed).await,
+            Wake::Revocations => revocation::run_queued(ctx).await?,
+            Wake::Refresh => {}
+        }
+    }
+}
+
+/// Fixes the lifecycle's identity on its first run: a random id, and the names it owns.
+fn begin(ctx: &mut WorkflowContext<CertificateLifecycle>) {
     if ctx.state(|s| s.lifecycle_id.is_empty()) {
         let (a, b): (u64, u64) = (ctx.random(), ctx.random());
-        let id = format!("{a:016x}{b:016x}");
-        ctx.state_mut(|s| s.lifecycle_id = id);
+        ctx.state_mut(|s| s.lifecycle_id = format!("{a:016x}{b:016x}"));
     }
-    if ctx.state(|s| s.current.is_none()) {
+    ctx.state_mut(|s| {
+        if s.names.is_none() {
+            let r = &s.request;
+            s.names = Some(LifecycleNames::new(
+                &s.tenant,
+                &r.application,
+                &r.certificate_id,
+                &s.lifecycle_id,
+            ));
+        }
+    });
+}
+
+/// Request, approval and first issuance. `Some(phase)`: the lifecycle ended there.
+async fn first_certificate(
+    ctx: &mut WorkflowContext<CertificateLifecycle>,
+) -> WorkflowResult<Option<Phase>> {
+    if ctx.state(|s| s.first_run) {
         let request = ctx.state(|s| s.request.clone());
         // The issuer list is the worker's concern; everything else is checked before any I/O.
         if let Err(e) = request.validate(std::slice::from_ref(&request.issuer)) {
-            return Err(fail(ctx, e.to_string()).into());
+            ctx.state_mut(|s| s.failure = Some(e.to_string()));
+            return Ok(Some(Phase::Failed));
         }
-        let detail = requested_by(request.requested_by.as_deref());
-        record(ctx, EventKind::Requested, detail);
+        let who = request.requested_by.as_deref().unwrap_or("unknown");
+        record(ctx, EventKind::Requested, 0, format!("requested by {who}"));
         report::start_reporter(ctx).await;
-        if let Some(gate) = ctx.state(|s| s.gate.clone())
-            && let Some(ended) = gate::await_decision(ctx, gate).await?
-        {
-            return Ok(ended);
+        if let Some(gate) = ctx.state(|s| s.gate.clone()) {
+            let phase = gate::await_decision(ctx, gate).await?;
+            if phase != Phase::Issuing {
+                return Ok(Some(phase));
+            }
         }
-        report::send(ctx).await?;
-        issue(ctx, 0).await?;
+        ctx.state_mut(|s| s.phase = Phase::Issuing);
+        report::publish(ctx).await?;
+        audit::flush(ctx).await?;
     }
     loop {
-        match sleep_until_renewal(ctx).await? {
-            Wake::Revoke => {
-                if let Some(outcome) = revoke(ctx).await? {
-                    return Ok(outcome);
-                }
+        let attempt = ctx.state(|s| s.resume.map_or(0, |p| p.attempt));
+        match issuance::attempt(ctx, 0, attempt, history_limit(ctx)).await? {
+            Attempt::Installed => {
+                ctx.state_mut(|s| {
+                    if s.ending.is_none() {
+                        s.phase = Phase::Active;
+                    }
+                });
+                return Ok(None);
             }
-            wake => {
-                renew(ctx, wake).await?;
-                // Let update handlers finish before the run ends; a revocation that came
-                // in during the renewal is served by this run instead (its handler waits).
-                let view = ctx.clone();
-                ctx.wait_condition(move |s| {
-                    s.revoke_request.is_some() || view.all_handlers_finished()
-                })
-                .await?;
-                if ctx.state(|s| s.revoke_request.is_none()) {
-                    audit::flush(ctx).await?;
-                    let input = ctx.state(|s| s.continuation());
-                    ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
-                }
+            Attempt::Failed(message) => {
+                ctx.state_mut(|s| s.failure = Some(message));
+                return Ok(Some(Phase::Failed));
+            }
+            Attempt::Ending => return Ok(Some(revocation::finish(ctx).await?)),
+            Attempt::Suspended => {
+                // Continues as new unless a command is waiting; then serve it and go on
+                // checking on the same request.
+                continue_as_new(ctx).await?;
+                revocation::run_queued(ctx).await?;
             }
         }
     }
 }
 
-/// Issues certificate number `cycle`: key and CSR in Vault, CA, verification, storage.
-async fn issue(ctx: &mut WorkflowContext<CertificateLifecycle>, cycle: u32) -> WorkflowResult<()> {
-    let request = ctx.state(|s| s.request.clone());
-    let key = ctx
-        .execute_activity(
-            CertificateActivities::generate_key_and_csr,
-            KeyAndCsrInput {
-                request: request.clone(),
-                cycle,
-            },
-            activity_options(),
+/// Replaces the current certificate: the next cycle, or another attempt at a failed one.
+async fn renew(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
+    let (cycle, attempt, requested, serving) = ctx.state(|s| {
+        let (cycle, attempt) = match (&s.resume, &s.renewal_failure) {
+            (Some(p), _) => (p.cycle, p.attempt),
+            (None, Some(f)) => (f.cycle, f.failures),
+            (None, None) => (s.cycle + 1, 0),
+        };
+        (
+            cycle,
+            attempt,
+            s.renewals.outstanding(),
+            s.renewals.requested,
         )
-        .await;
-    let key = or_fail(ctx, key, "generate key and CSR")?;
-    record(
-        ctx,
-        EventKind::KeyGenerated,
-        format!("transit key {} version {}", key.key_name, key.key_version),
-    );
-
-    record(
-        ctx,
-        EventKind::SubmittedToCa,
-        format!("CSR submitted to issuer {}", request.issuer),
-    );
-    let submit = SubmitCsrInput {
-        request: request.clone(),
-        cycle,
-        csr_pem: key.csr_pem.clone(),
-    };
-    let issued = submit_until_issued(ctx, submit).await?;
-
-    let verify = VerifyInput {
-        request: request.clone(),
-        csr_pem: key.csr_pem,
-        issued: issued.clone(),
-    };
-    let verified = ctx
-        .execute_activity(
-            CertificateActivities::verify_certificate,
-            verify,
-            activity_options(),
-        )
-        .await;
-    let verified = or_fail(ctx, verified, "verify the issued certificate")?;
-    let mut facts = AuditFacts {
-        serial: verified.serial.clone(),
-        not_after_unix: verified.not_after_unix,
-        sha256_fingerprint: verified.sha256_fingerprint.clone(),
-        vault_path: None,
-        vault_version: None,
-    };
-    let detail = format!(
-        "serial {} valid until {}",
-        verified.serial, verified.not_after_unix
-    );
-    record_facts(ctx, EventKind::Issued, detail, facts.clone());
-
-    let issued_reference = issued.ca_reference.clone();
-    let store = StoreInput {
-        request: request.clone(),
-        cycle,
-        key_name: key.key_name,
-        key_version: key.key_version,
-        issued,
-        verified: verified.clone(),
-    };
-    let stored = ctx
-        .execute_activity(
-            CertificateActivities::store_certificate,
-            store,
-            activity_options(),
-        )
-        .await;
-    let stored = or_fail(ctx, stored, "store the certificate in Vault")?;
-    facts.vault_path = Some(stored.vault_path.clone());
-    facts.vault_version = Some(stored.vault_version);
-    let detail = format!("{} version {}", stored.vault_path, stored.vault_version);
-    record_facts(ctx, EventKind::Stored, detail, facts);
-
-    let jitter: f64 = ctx.random();
-    let renew_at = schedule::renewal_time(
-        &request.renewal,
-        verified.not_before_unix,
-        verified.not_after_unix,
-        jitter,
-    );
-    ctx.state_mut(|s| {
-        s.cycle = cycle;
-        s.current = Some(CertificateFacts {
-            serial: verified.serial,
-            not_before_unix: verified.not_before_unix,
-            not_after_unix: verified.not_after_unix,
-            issuer_dn: verified.issuer_dn,
-            sha256_fingerprint: verified.sha256_fingerprint,
-            vault_path: stored.vault_path,
-            vault_version: stored.vault_version,
-            key_version: key.key_version,
-            ca_reference: issued_reference,
-        });
-        s.renew_at = Some(renew_at);
-        s.phase = Phase::Active;
     });
-    record(
-        ctx,
-        EventKind::RenewalScheduled,
-        format!("renewal at {renew_at}"),
-    );
-    report::send(ctx).await?;
-    Ok(())
-}
-
-/// Submits the CSR on the issuer's own task queue (where its call ceiling applies) and, while
-/// the CA holds the request, checks again with growing pauses.
-async fn submit_until_issued(
-    ctx: &mut WorkflowContext<CertificateLifecycle>,
-    submit: SubmitCsrInput,
-) -> WorkflowResult<IssuedCertificate> {
-    let mut pause = PENDING_FIRST_PAUSE;
-    let mut reported = false;
-    loop {
-        let outcome = ctx
-            .execute_activity(
-                CertificateActivities::submit_csr,
-                submit.clone(),
-                ca_activity_options(ctx, &submit.request.issuer),
-            )
-            .await;
-        match or_fail(ctx, outcome, "submit CSR to the CA")? {
-            SubmitOutcome::Issued(issued) => return Ok(issued),
-            SubmitOutcome::Pending { detail } => {
-                if !reported {
-                    record(ctx, EventKind::PendingAtCa, detail);
-                    reported = true;
-                }
-                ctx.timer(pause).await;
-                pause = (pause * 2).min(PENDING_MAX_PAUSE);
-            }
-        }
-    }
-}
-
-/// Replaces the current certificate: new key version, new certificate, stored.
-async fn renew(ctx: &mut WorkflowContext<CertificateLifecycle>, wake: Wake) -> WorkflowResult<()> {
-    let (kind, detail) = match wake {
-        Wake::RenewNow => (
+    let (kind, detail) = match (requested, attempt) {
+        (true, _) => (
             EventKind::RenewalRequested,
             ctx.state(|s| {
-                requested_by(
-                    s.renew_request
-                        .as_ref()
-                        .and_then(|r| r.requested_by.as_deref()),
-                )
+                let who = s.renewals.requested_by.as_deref().unwrap_or("unknown");
+                format!("requested by {who}")
             }),
         ),
-        _ => (EventKind::RenewalDue, "renewal window reached".to_string()),
+        (false, 0) => (EventKind::RenewalDue, "renewal window reached".to_string()),
+        (false, n) => (
+            EventKind::RenewalDue,
+            format!("trying the failed renewal again (attempt {})", n + 1),
+        ),
     };
-    record(ctx, kind, detail);
+    record(ctx, kind, cycle, detail);
     ctx.state_mut(|s| s.phase = Phase::Renewing);
-    report::send(ctx).await?;
-    let next = ctx.state(|s| s.cycle) + 1;
-    issue(ctx, next).await?;
-    ctx.state_mut(|s| s.renew_request = None);
+    report::publish(ctx).await?;
+    audit::flush(ctx).await?;
+    let outcome = issuance::attempt(ctx, cycle, attempt, history_limit(ctx)).await?;
+    let at = now(ctx);
+    match outcome {
+        Attempt::Installed => ctx.state_mut(|s| {
+            s.renewals.served = serving;
+            s.renewal_failure = None;
+            if s.ending.is_none() {
+                s.phase = Phase::Active;
+            }
+        }),
+        Attempt::Failed(message) => {
+            let not_after = ctx.state(|s| s.current.as_ref().map_or(at, |c| c.not_after_unix));
+            let next = schedule::retry_time(at, not_after);
+            ctx.state_mut(|s| {
+                s.renewals.failed = serving;
+                s.renewals.last_error = Some(message.clone());
+                let since = s.renewal_failure.as_ref().map_or(at, |f| f.since_unix);
+                s.renewal_failure = Some(RenewalFailure {
+                    cycle,
+                    failures: attempt + 1,
+                    since_unix: since,
+                    last_error: message.clone(),
+                    next_attempt_unix: (next < not_after).then_some(next),
+                });
+                if s.ending.is_none() {
+                    s.phase = Phase::RenewalFailed;
+                }
+            });
+            record(
+                ctx,
+                EventKind::RenewalFailed,
+                cycle,
+                format!(
+                    "{message}; the current certificate stays in force; next attempt at {next}"
+                ),
+            );
+        }
+        Attempt::Ending => {}
+        Attempt::Suspended => {
+            ctx.state_mut(|s| {
+                // Callers of renew_now get their answer; the renewal itself goes on.
+                s.renewals.failed = serving;
+                s.renewals.last_error =
+                    Some("the CA holds the renewal request; it is installed once issued".into());
+                s.phase = if s.ending.is_some() {
+                    Phase::Revoking
+                } else {
+                    Phase::Renewing
+                };
+            });
+            continue_as_new(ctx).await?;
+        }
+    }
     Ok(())
 }
 
-/// Sleeps until the renewal time unless a revoke or renew command arrives first.
-async fn sleep_until_renewal(
-    ctx: &mut WorkflowContext<CertificateLifecycle>,
-) -> WorkflowResult<Wake> {
-    let (renew_at, current) = ctx.state(|s| (s.renew_at, s.current.clone()));
-    let renew_at = match (renew_at, current) {
-        (Some(at), _) => at,
-        // After continue-as-new: recompute from the certificate carried over.
-        (None, Some(c)) => {
-            let policy = ctx.state(|s| s.request.renewal.clone());
-            let at =
-                schedule::renewal_time(&policy, c.not_before_unix, c.not_after_unix, ctx.random());
-            ctx.state_mut(|s| s.renew_at = Some(at));
-            at
-        }
-        (None, None) => unreachable!("the first certificate is issued before the first sleep"),
-    };
-    let delay = (renew_at - unix_time(ctx.workflow_time())).max(0) as u64;
-    let timer = ctx.timer(Duration::from_secs(delay));
-    let mut timer = std::pin::pin!(timer);
-    let mut command = std::pin::pin!(
-        ctx.wait_condition(|s| s.revoke_request.is_some() || s.renew_request.is_some())
-    );
-    let command_arrived = select! {
-        _ = timer.as_mut() => false,
-        r = command.as_mut() => { r?; true },
-    };
-    if command_arrived {
-        // A timer that loses the race must be cancelled explicitly, or it still fires later.
-        timer.cancel();
-    }
-    Ok(ctx.state(|s| {
-        if s.revoke_request.is_some() {
-            Wake::Revoke
-        } else if s.renew_request.is_some() {
-            Wake::RenewNow
+/// Keeps what others see in step: forgets expired certificates, schedules the renewal of a
+/// new one, publishes the state and writes the audit outbox.
+async fn housekeeping(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
+    let at = now(ctx);
+    ctx.state_mut(|s| s.prune_serials(at));
+    let unscheduled = ctx.state(|s| {
+        (s.phase == Phase::Active && s.renew_at.is_none())
+            .then(|| s.current.clone())
+            .flatten()
+    });
+    if let Some(c) = unscheduled {
+        let jitter: f64 = ctx.random();
+        let (policy, interval) = ctx.state(|s| {
+            (
+                s.request.renewal.clone(),
+                s.policy().min_renewal_interval_seconds,
+            )
+        });
+        // Certificates carried over from release 1 have no issuance time: use not-before.
+        let issued_at = if c.issued_at_unix > 0 {
+            c.issued_at_unix
         } else {
-            Wake::RenewalDue
-        }
-    }))
-}
-
-/// Revokes the current certificate and ends the lifecycle. If the CA refuses (a reason it
-/// cannot record, say), the certificate stays active and `None` sends the run back to sleep.
-async fn revoke(
-    ctx: &mut WorkflowContext<CertificateLifecycle>,
-) -> WorkflowResult<Option<LifecycleOutcome>> {
-    let (request, revoke, current) = ctx.state(|s| {
-        (
-            s.request.clone(),
-            s.revoke_request.clone(),
-            s.current.clone(),
-        )
-    });
-    let revoke = revoke.expect("revoke is only called once a revocation was requested");
-    let current = current.expect("revocation waits for the first certificate");
-    ctx.state_mut(|s| s.phase = Phase::Revoking);
-    report::send(ctx).await?;
-    record(
-        ctx,
-        EventKind::RevocationRequested,
-        format!(
-            "reason {:?} ({}), {}",
-            revoke.reason,
-            revoke.reason.code(),
-            requested_by(revoke.requested_by.as_deref())
-        ),
-    );
-    let input = RevokeInput {
-        request: request.clone(),
-        serial: current.serial.clone(),
-        ca_reference: current.ca_reference.clone(),
-        reason: revoke.reason,
-        requested_by: revoke.requested_by,
-    };
-    let result = ctx
-        .execute_activity(
-            CertificateActivities::revoke_certificate,
-            input,
-            ca_activity_options(ctx, &request.issuer),
-        )
-        .await;
-    let result = match result {
-        Err(e) if refused_by_ca(&e) => {
-            let message = format!("revocation refused: {}", with_causes(&e));
-            ctx.state_mut(|s| {
-                s.phase = Phase::Active;
-                s.revoke_request = None;
-                s.revocations_refused += 1;
-                s.last_refusal = Some(message.clone());
-            });
-            record(ctx, EventKind::RevocationRefused, message);
-            report::send(ctx).await?;
-            return Ok(None);
-        }
-        other => or_fail(ctx, other, "revoke the certificate")?,
-    };
-    ctx.state_mut(|s| s.phase = Phase::Revoked);
-    record(
-        ctx,
-        EventKind::Revoked,
-        format!(
-            "serial {} revoked at {}",
-            current.serial, result.revoked_at_unix
-        ),
-    );
-    wait_for_handlers(ctx).await?;
-    Ok(Some(LifecycleOutcome {
-        certificate_id: request.certificate_id,
-        phase: Phase::Revoked,
-        serial: Some(current.serial),
-        reason: Some(revoke.reason),
-    }))
-}
-
-/// The CA (or the activity on its behalf) refused the request itself, as opposed to failing.
-fn refused_by_ca(e: &ActivityExecutionError) -> bool {
-    matches!(e.cause(), Some(IncomingError::Application(failure))
-        if matches!(failure.type_name(), Some(error_types::CA_REJECTED | error_types::INVALID_REQUEST)))
-}
-
-/// Vault and CA failures retry with capped exponential backoff until they succeed; activities
-/// mark failures that retrying cannot fix as non-retryable, which ends the loop.
-fn activity_options() -> ActivityOptions {
-    let retry = RetryPolicy::builder()
-        .initial_interval(Duration::from_secs(1))
-        .backoff_coefficient(2.0)
-        .maximum_interval(Duration::from_secs(60))
-        .build();
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
-        .retry_policy(retry)
-        .build()
-}
-
-/// Options for activities that call the CA: the same retries, on the issuer's task queue.
-fn ca_activity_options(
-    ctx: &WorkflowContext<CertificateLifecycle>,
-    issuer: &str,
-) -> ActivityOptions {
-    let mut options = activity_options();
-    options.task_queue = Some(ca_task_queue(ctx.task_queue(), issuer));
-    options
-}
-
-/// Records a non-retryable failure in the state (visible to queries) and returns the error.
-fn or_fail<T, E: Error>(
-    ctx: &mut WorkflowContext<CertificateLifecycle>,
-    result: Result<T, E>,
-    step: &str,
-) -> WorkflowResult<T> {
-    result.map_err(|e| fail(ctx, format!("{step}: {}", with_causes(&e))).into())
-}
-
-/// The error and its causes, outermost first: an activity failure's own message is a cause.
-fn with_causes(e: &dyn Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let message = c.to_string();
-        if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        cause = c.source();
+            c.not_before_unix
+        };
+        let renew_at = schedule::renewal_time(
+            &policy,
+            c.not_before_unix,
+            c.not_after_unix,
+            jitter,
+            issued_at,
+            interval,
+        );
+        ctx.state_mut(|s| s.renew_at = Some(renew_at));
+        let cycle = ctx.state(|s| s.cycle);
+        record(
+            ctx,
+            EventKind::RenewalScheduled,
+            cycle,
+            format!("renewal at {renew_at}"),
+        );
     }
-    text
+    report::publish(ctx).await?;
+    audit::flush(ctx).await
 }
 
-fn fail(
-    ctx: &mut WorkflowContext<CertificateLifecycle>,
-    message: String,
-) -> temporalio_sdk::ApplicationFailure {
-    ctx.state_mut(|s| {
-        s.phase = Phase::Failed;
-        s.failure = Some(message.clone());
+/// Sleeps until the next thing to do: the renewal (or retry) time, a command, an audit retry,
+/// or a change to publish.
+async fn wait(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<Wake> {
+    let at = now(ctx);
+    let (deadline, audit_retry) = ctx.state(|s| {
+        let not_after = s.current.as_ref().map_or(at, |c| c.not_after_unix);
+        let deadline = match (&s.renewal_failure, s.phase) {
+            (Some(f), Phase::RenewalFailed) => f.next_attempt_unix.unwrap_or(not_after),
+            _ => s.renew_at.unwrap_or(not_after),
+        };
+        let audit_retry = (!s.audit.pending.is_empty())
+            .then_some(s.audit.retry_at)
+            .flatten();
+        (deadline, audit_retry)
     });
-    record(ctx, EventKind::Failed, message.clone());
-    temporalio_sdk::ApplicationFailure::non_retryable(message)
+    let wake_at = audit_retry.map_or(deadline, |t| t.min(deadline));
+    if !needs_attention(ctx) {
+        let timer = ctx.timer(Duration::from_secs((wake_at - at).max(0) as u64));
+        let mut timer = std::pin::pin!(timer);
+        let mut attention = std::pin::pin!(ctx.wait_condition(attention));
+        let woken = select! {
+            _ = timer.as_mut() => false,
+            r = attention.as_mut() => { r?; true },
+        };
+        if woken {
+            // A timer that loses the race must be cancelled explicitly, or it still fires.
+            timer.cancel();
+        }
+    }
+    let at = now(ctx);
+    Ok(ctx.state(|s| {
+        let expired = s.current.as_ref().is_none_or(|c| at >= c.not_after_unix);
+        let queued = s.revocations.iter().any(|j| j.status == JobStatus::Queued);
+        if s.ending.is_some() {
+            Wake::Refresh
+        } else if queued {
+            Wake::Revocations
+        } else if s.renewals.outstanding() || s.resume.is_some() {
+            Wake::Renew
+        } else if s.phase == Phase::RenewalFailed && expired {
+            Wake::Expired
+        } else if at >= deadline {
+            Wake::Renew
+        } else {
+            Wake::Refresh
+        }
+    }))
 }
 
-fn record(ctx: &mut WorkflowContext<CertificateLifecycle>, kind: EventKind, detail: String) {
-    let at = unix_time(ctx.workflow_time());
-    ctx.state_mut(|s| s.push_event(at, kind, detail));
+/// A command or a change that the main loop must see before sleeping on.
+fn attention(s: &CertificateLifecycle) -> bool {
+    let serial = s.current.as_ref().map(|c| c.serial.clone());
+    s.ending.is_some()
+        || s.renewals.outstanding()
+        || s.resume.is_some()
+        || s.revocations.iter().any(|j| j.status == JobStatus::Queued)
+        || (!s.audit.pending.is_empty() && s.audit.retry_at.is_none())
+        || s.reported != Some((s.phase, serial))
 }
 
-/// Records an event about a certificate that is not (yet) the current one: its audit record
-/// carries these facts.
-fn record_facts(
+fn needs_attention(ctx: &WorkflowContext<CertificateLifecycle>) -> bool {
+    ctx.state(attention)
+}
+
+/// The lifecycle ends in `phase`: published, cleaned up in Vault, written to the audit trail.
+async fn end(
     ctx: &mut WorkflowContext<CertificateLifecycle>,
-    kind: EventKind,
-    detail: String,
-    facts: AuditFacts,
-) {
-    record(ctx, kind, detail);
+    phase: Phase,
+) -> WorkflowResult<LifecycleOutcome> {
     ctx.state_mut(|s| {
-        if let Some(event) = s.audit_outbox.last_mut() {
-            audit::apply_facts(event, facts);
+        s.phase = phase;
+        if phase == Phase::Failed && s.failure.is_none() {
+            let last = s
+                .renewal_failure
+                .as_ref()
+                .map_or_else(String::new, |f| format!(": {}", f.last_error));
+            s.failure = Some(format!(
+                "the certificate expired while its renewal kept failing{last}"
+            ));
         }
     });
-}
-
-async fn wait_for_handlers(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
+    if phase == Phase::Failed {
+        let message = ctx.state(|s| s.failure.clone().unwrap_or_default());
+        let cycle = ctx.state(|s| s.cycle);
+        record(ctx, EventKind::Failed, cycle, message);
+    }
+    report::publish(ctx).await?;
+    // A key exists once an order was placed; a request that never got past the gate has none.
+    if !matches!(phase, Phase::Rejected | Phase::Expired) {
+        let input = ctx.state(|s| RetireInput {
+            request: s.request.clone(),
+            names: s.names().clone(),
+            outcome: phase,
+        });
+        ctx.execute_local_activity(
+            CertificateActivities::retire_lifecycle,
+            input,
+            options::vault(),
+        )
+        .await?;
+        let cycle = ctx.state(|s| s.cycle);
+        record(
+            ctx,
+            EventKind::Retired,
+            cycle,
+            "transit key deleted; no private key left in the record",
+        );
+    }
+    audit::drain(ctx).await?;
     let view = ctx.clone();
     ctx.wait_condition(move |_| view.all_handlers_finished())
         .await?;
-    Ok(())
+    let outcome = ctx.state(|s| LifecycleOutcome {
+        certificate_id: s.request.certificate_id.clone(),
+        phase,
+        serial: s.current.as_ref().map(|c| c.serial.clone()),
+        reason: s.ending.map(|e| e.reason),
+    });
+    if phase == Phase::Failed {
+        let message = ctx.state(|s| s.failure.clone().unwrap_or_default());
+        return Err(ApplicationFailure::non_retryable(message).into());
+    }
+    Ok(outcome)
 }
 
-/// Event detail naming who asked for something.
-fn requested_by(who: Option<&str>) -> String {
-    format!("requested by {}", who.unwrap_or("unknown"))
+fn history_limit(ctx: &WorkflowContext<CertificateLifecycle>) -> u32 {
+    ctx.state(|s| s.history_limit).unwrap_or(HISTORY_LIMIT)
 }
 
-fn check_requested_by(who: &Option<String>) -> Result<(), HandlerError> {
-    certflow_common::validate_requested_by(who.as_deref())
-        .map_err(|e| format!("{}: {}", e.field, e.message).into())
+fn history_is_long(ctx: &WorkflowContext<CertificateLifecycle>) -> bool {
+    ctx.history_length() > history_limit(ctx) || ctx.continue_as_new_suggested()
 }
 
-fn unix_time(time: Option<std::time::SystemTime>) -> i64 {
-    time.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+/// Continues as new once no command is waiting for this run; returns (to be served first) if
+/// one is.
+async fn continue_as_new(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
+    let view = ctx.clone();
+    ctx.wait_condition(move |s| view.all_handlers_finished() || busy(s))
+        .await?;
+    if ctx.state(busy) {
+        return Ok(());
+    }
+    let input = ctx.state(|s| s.continuation());
+    ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
+    unreachable!("continue_as_new always ends the run")
+}
+
+/// Commands this run must serve before it can hand over to the next.
+fn busy(s: &CertificateLifecycle) -> bool {
+    s.ending.is_some()
+        || s.renewals.outstanding()
+        || s.revocations
+            .iter()
+            .any(|j| matches!(j.status, JobStatus::Queued | JobStatus::Running))
+}
+
+fn unix(time: Option<std::time::SystemTime>) -> i64 {
+    time.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs() as i64)
 }

@@ -62,3 +62,35 @@ impl Vault {
         Ok(meta.version)
     }
 }
+
+impl Vault {
+    /// Destroys (permanently) every version of `path` older than `keep`, so that values
+    /// superseded by it (private keys above all) cannot be read back with `-version=N`.
+    /// Idempotent: versions already destroyed are skipped.
+    pub async fn kv_destroy_older(&self, path: &str, keep: u64) -> Result<(), VaultError> {
+        let _timer = crate::metrics::vault_timer("kv_destroy_older");
+        let mount = &self.config.kv_mount;
+        let meta = match vaultrs::kv2::read_metadata(&self.client, mount, path).await {
+            Ok(meta) => meta,
+            Err(e) => {
+                return match VaultError::from(e) {
+                    VaultError::NotFound(_) => Ok(()),
+                    other => Err(other),
+                };
+            }
+        };
+        let older: Vec<u64> = meta
+            .versions
+            .iter()
+            .filter(|(_, v)| !v.destroyed)
+            .filter_map(|(n, _)| n.parse::<u64>().ok())
+            .filter(|n| *n < keep)
+            .collect();
+        if older.is_empty() {
+            return Ok(());
+        }
+        vaultrs::kv2::destroy_versions(&self.client, mount, path, older)
+            .await
+            .map_err(VaultError::from)
+    }
+}

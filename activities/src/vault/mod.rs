@@ -103,6 +103,14 @@ impl Vault {
                 _ => VaultError::Unavailable(anyhow::anyhow!(message)),
             });
         }
+        if text.trim().is_empty() {
+            // 204 No Content: nothing to parse.
+            return serde_json::from_value(Value::Null).map_err(|e| {
+                VaultError::Unavailable(
+                    anyhow::Error::new(e).context(format!("{path} returned no content")),
+                )
+            });
+        }
         let value: Value = serde_json::from_str(&text).map_err(|e| {
             VaultError::Unavailable(
                 anyhow::Error::new(e).context(format!("parsing the answer of {path}")),

@@ -115,6 +115,31 @@ impl Vault {
     }
 }
 
+impl Vault {
+    /// Deletes transit key `name` with every version, once its lifecycle has ended: no
+    /// certificate it signed may be used again. Idempotent: an absent key is fine.
+    pub async fn delete_key(&self, name: &str) -> Result<(), VaultError> {
+        let _timer = crate::metrics::vault_timer("delete_key");
+        let mount = &self.config.transit_mount;
+        match self.read_key(name).await {
+            Ok(_) => {}
+            Err(VaultError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let path = format!("{mount}/keys/{name}/config");
+        let body = json!({ "deletion_allowed": true });
+        self.raw::<serde_json::Value>(Method::POST, &path, Some(&body))
+            .await?;
+        match vaultrs::transit::key::delete(&self.client, mount, name).await {
+            Ok(()) => Ok(()),
+            Err(e) => match VaultError::from(e) {
+                VaultError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+}
+
 fn transit_type(key_type: KeyType) -> TransitKeyType {
     match key_type {
         KeyType::EcdsaP256 => TransitKeyType::EcdsaP256,

@@ -1,43 +1,72 @@
-//! The audit trail, from the lifecycle's side: every recorded event also becomes an audit
-//! event in an outbox, written by the `record_audit_events` activity at each state change.
-//! Event ids are `<lifecycle id>/<sequence>`, so a retried or replayed write adds nothing.
+//! The audit trail, from the lifecycle's side. Every lifecycle event also becomes an audit
+//! event in an outbox, written by a local activity when the lifecycle next has a moment. Event
+//! ids are `<lifecycle id>/<sequence>`, so a retried or replayed write adds nothing.
+//!
+//! Writing never blocks a certificate operation: if the audit store is down, the events stay in
+//! the outbox (carried across continue-as-new) and are written once it is back. Only the end
+//! of a lifecycle waits until its last events are written.
 
-use super::{CertificateLifecycle, activity_options};
+use super::options;
+use super::state::{CertificateLifecycle, now};
 use certflow_common::EventKind;
 use certflow_common::activities::CertificateActivities;
 use certflow_common::audit::{AuditEvent, SYSTEM_ACTOR};
+use std::time::Duration;
 use temporalio_sdk::{WorkflowContext, WorkflowResult};
 
-/// The audit event of a lifecycle event, with who caused it.
-pub(super) fn event(
+/// First pause after a failed write; doubles up to ten minutes.
+const FIRST_BACKOFF_SECONDS: i64 = 15;
+const MAX_BACKOFF_SECONDS: i64 = 600;
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Outbox {
+    /// Number of the last event produced.
+    pub sequence: u64,
+    pub pending: Vec<AuditEvent>,
+    /// After a failed write: no new attempt before this time.
+    pub retry_at: Option<i64>,
+    failures: u32,
+}
+
+impl Outbox {
+    pub fn carried(sequence: u64, pending: Vec<AuditEvent>) -> Self {
+        Self {
+            sequence,
+            pending,
+            ..Self::default()
+        }
+    }
+
+    pub fn push(&mut self, event: AuditEvent) {
+        self.sequence += 1;
+        self.pending.push(event);
+    }
+
+    /// There is something to write and no back-off in the way.
+    pub fn due(&self, now: i64) -> bool {
+        !self.pending.is_empty() && self.retry_at.is_none_or(|at| now >= at)
+    }
+}
+
+/// The audit event of a lifecycle event: who caused it and which certificate it is about.
+pub(crate) fn event(
     s: &CertificateLifecycle,
     at_unix: i64,
     kind: EventKind,
+    cycle: u32,
     detail: &str,
+    actor: Option<String>,
 ) -> AuditEvent {
     let r = &s.request;
-    let actor = match kind {
-        EventKind::Requested => r.requested_by.clone(),
-        EventKind::RenewalRequested => s
-            .renew_request
-            .as_ref()
-            .and_then(|q| q.requested_by.clone()),
-        EventKind::RevocationRequested => s
-            .revoke_request
-            .as_ref()
-            .and_then(|q| q.requested_by.clone()),
-        EventKind::Approved | EventKind::Rejected => s.decision.as_ref().map(|(_, d)| d.by.clone()),
-        _ => None,
-    };
     let current = s.current.as_ref();
     AuditEvent {
-        event_id: format!("{}/{}", s.lifecycle_id, s.audit_sequence),
+        event_id: format!("{}/{}", s.lifecycle_id, s.audit.sequence + 1),
         certificate_id: r.certificate_id.clone(),
         tenant: s.tenant.clone(),
         at_unix,
         kind,
         actor: actor.unwrap_or_else(|| SYSTEM_ACTOR.to_string()),
-        cycle: s.cycle,
+        cycle,
         detail: detail.to_string(),
         issuer: r.issuer.clone(),
         serial: current.map(|c| c.serial.clone()),
@@ -49,37 +78,45 @@ pub(super) fn event(
     }
 }
 
-/// Facts of a certificate an event is about, when it is not yet the current one.
-#[derive(Clone)]
-pub(super) struct AuditFacts {
-    pub serial: String,
-    pub not_after_unix: i64,
-    pub sha256_fingerprint: String,
-    pub vault_path: Option<String>,
-    pub vault_version: Option<u64>,
-}
-
-pub(super) fn apply_facts(event: &mut AuditEvent, facts: AuditFacts) {
-    event.serial = Some(facts.serial);
-    event.not_after_unix = Some(facts.not_after_unix);
-    event.sha256_fingerprint = Some(facts.sha256_fingerprint);
-    event.vault_path = facts.vault_path;
-    event.vault_version = facts.vault_version;
-}
-
-/// Writes the outbox. The activity retries until the audit store takes the events: nothing
-/// goes on unrecorded.
-pub(super) async fn flush(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
-    let events = ctx.state(|s| s.audit_outbox.clone());
-    if events.is_empty() {
+/// Writes the outbox if it is due. A failure leaves the events in place and backs off.
+pub(crate) async fn flush(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
+    let now = now(ctx);
+    let events = ctx.state(|s| s.audit.due(now).then(|| s.audit.pending.clone()));
+    let Some(events) = events else {
         return Ok(());
-    }
-    ctx.execute_activity(
-        CertificateActivities::record_audit_events,
-        events.clone(),
-        activity_options(),
-    )
-    .await?;
-    ctx.state_mut(|s| s.audit_outbox.drain(..events.len()).for_each(drop));
+    };
+    let written = ctx
+        .execute_local_activity(
+            CertificateActivities::record_audit_events,
+            events.clone(),
+            options::audit(),
+        )
+        .await;
+    ctx.state_mut(|s| match written {
+        Ok(()) => {
+            s.audit.pending.drain(..events.len());
+            s.audit.retry_at = None;
+            s.audit.failures = 0;
+        }
+        Err(_) => {
+            let backoff =
+                (FIRST_BACKOFF_SECONDS << s.audit.failures.min(6)).min(MAX_BACKOFF_SECONDS);
+            s.audit.failures += 1;
+            s.audit.retry_at = Some(now + backoff);
+        }
+    });
     Ok(())
+}
+
+/// Writes every event, waiting out an audit outage: the last thing a lifecycle does.
+pub(crate) async fn drain(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
+    loop {
+        flush(ctx).await?;
+        let (empty, retry_at) = ctx.state(|s| (s.audit.pending.is_empty(), s.audit.retry_at));
+        if empty {
+            return Ok(());
+        }
+        let wait = retry_at.map_or(0, |at| (at - now(ctx)).max(1));
+        ctx.timer(Duration::from_secs(wait as u64)).await;
+    }
 }

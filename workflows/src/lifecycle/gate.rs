@@ -1,29 +1,28 @@
 //! The approval gate: before the first issuance, wait for an approve or reject update (from
 //! ServiceNow through the API, or an operator with the `temporal` CLI) until the deadline.
 
-use super::{CertificateLifecycle, HandlerError, record, unix_time, wait_for_handlers};
+use super::state::{CertificateLifecycle, HandlerError, now, record};
 use certflow_common::{
-    ApprovalGate, ApprovalRecord, CertificateStatus, Decision, DecisionKind, EventKind,
-    LifecycleOutcome, Phase,
+    ApprovalGate, ApprovalRecord, CertificateStatus, Decision, DecisionKind, EventKind, Phase,
 };
 use std::time::Duration;
 use temporalio_sdk::workflows::select;
 use temporalio_sdk::{CancellableFuture, WorkflowContext, WorkflowResult};
 
-/// Waits for the decision. `None`: approved, go on and issue. `Some`: the lifecycle ended
-/// (rejected, or the deadline passed) without anything reaching a CA.
-pub(super) async fn await_decision(
+/// Waits for the decision; returns the phase it leads to (`Issuing`, `Rejected`, `Expired`).
+pub(crate) async fn await_decision(
     ctx: &mut WorkflowContext<CertificateLifecycle>,
     gate: ApprovalGate,
-) -> WorkflowResult<Option<LifecycleOutcome>> {
+) -> WorkflowResult<Phase> {
     ctx.state_mut(|s| s.phase = Phase::AwaitingApproval);
     record(
         ctx,
         EventKind::ApprovalRequested,
+        0,
         format!("approval required within {} s", gate.deadline_seconds),
     );
-    super::report::send(ctx).await?;
-
+    super::report::publish(ctx).await?;
+    super::audit::flush(ctx).await?;
     {
         let deadline = ctx.timer(Duration::from_secs(gate.deadline_seconds));
         let mut deadline = std::pin::pin!(deadline);
@@ -37,7 +36,7 @@ pub(super) async fn await_decision(
             deadline.cancel();
         }
     }
-    let at_unix = unix_time(ctx.workflow_time());
+    let at_unix = now(ctx);
     let (kind, decision) = ctx.state(|s| s.decision.clone()).unzip();
     let kind = kind.unwrap_or(DecisionKind::Expired);
     let by = decision.as_ref().map(|d| d.by.clone());
@@ -61,22 +60,12 @@ pub(super) async fn await_decision(
             comment,
         });
     });
-    record(ctx, event, detail);
-    if kind == DecisionKind::Approved {
-        return Ok(None);
-    }
-    wait_for_handlers(ctx).await?;
-    let request = ctx.state(|s| s.request.clone());
-    Ok(Some(LifecycleOutcome {
-        certificate_id: request.certificate_id,
-        phase,
-        serial: None,
-        reason: None,
-    }))
+    record(ctx, event, 0, detail);
+    Ok(phase)
 }
 
 /// The `approve` and `reject` updates: record the decision, answer once the gate has acted.
-pub(super) async fn decide(
+pub(crate) async fn decide(
     ctx: &mut WorkflowContext<CertificateLifecycle>,
     kind: DecisionKind,
     decision: Decision,
@@ -85,21 +74,4 @@ pub(super) async fn decide(
     ctx.wait_condition(|s| s.phase != Phase::AwaitingApproval)
         .await?;
     Ok(ctx.state(|s| s.status()))
-}
-
-impl CertificateLifecycle {
-    pub(super) fn check_awaits_decision(&self, decision: &Decision) -> Result<(), HandlerError> {
-        if self.phase != Phase::AwaitingApproval || self.decision.is_some() {
-            return Err("the request is not awaiting approval".into());
-        }
-        if decision.by.trim().is_empty() {
-            return Err("by: who decides is required".into());
-        }
-        certflow_common::validate_requested_by(Some(&decision.by))
-            .map_err(|e| format!("by: {}", e.message))?;
-        if decision.comment.as_ref().is_some_and(|c| c.len() > 1000) {
-            return Err("comment: at most 1000 characters".into());
-        }
-        Ok(())
-    }
 }

@@ -1,12 +1,12 @@
-//! Publishing state changes: search attributes (for operators and the API's listing), and the
-//! write-back to ServiceNow. For the latter the lifecycle starts the certificate's reporter
-//! once, then signals it every state change; signals are durable and return at once, so the
-//! lifecycle never waits on ServiceNow itself.
+//! Publishing state changes: search attributes (for operators, the API's listing and its
+//! metrics) and the write-back to ServiceNow. The lifecycle starts its reporter once, then
+//! signals it every state change; signals are durable and return at once, so the lifecycle
+//! never waits on ServiceNow itself.
 
-use super::CertificateLifecycle;
+use super::state::{CertificateLifecycle, now};
 use crate::reporter::ServiceNowReporter;
 use certflow_common::search;
-use certflow_common::servicenow::{ReporterInput, StateReport, reporter_workflow_id};
+use certflow_common::servicenow::{ReporterInput, StateReport};
 use temporalio_common::search_attributes::Timestamp;
 use temporalio_sdk::{
     ChildWorkflowOptions, ParentClosePolicy, SignalWorkflowOptions, WorkflowContext, WorkflowResult,
@@ -14,13 +14,14 @@ use temporalio_sdk::{
 
 /// Starts the reporter of a certificate that came from a ServiceNow record. It outlives this
 /// run (continue-as-new) and the lifecycle itself, until the final state is delivered.
-pub(super) async fn start_reporter(ctx: &mut WorkflowContext<CertificateLifecycle>) {
+pub(crate) async fn start_reporter(ctx: &mut WorkflowContext<CertificateLifecycle>) {
     let Some(record) = ctx.state(|s| s.request.servicenow.clone()) else {
         return;
     };
-    let certificate_id = ctx.state(|s| s.request.certificate_id.clone());
+    let (certificate_id, id) =
+        ctx.state(|s| (s.request.certificate_id.clone(), s.names().reporter.clone()));
     let options = ChildWorkflowOptions::builder()
-        .workflow_id(reporter_workflow_id(&certificate_id))
+        .workflow_id(id)
         .parent_close_policy(ParentClosePolicy::Abandon)
         .build();
     let input = ReporterInput {
@@ -29,17 +30,20 @@ pub(super) async fn start_reporter(ctx: &mut WorkflowContext<CertificateLifecycl
         queue: Vec::new(),
         delivered: 0,
     };
-    // Started already (a replay, or an earlier lifecycle of the same id): signals still reach it.
+    // Started already (a replay): signals still reach it.
     let _ = ctx
         .start_child_workflow(ServiceNowReporter::run, input, options)
         .await;
 }
 
-/// Publishes the current state: audit trail, search attributes, and the ServiceNow record if
-/// there is one.
-pub(super) async fn send(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
-    super::audit::flush(ctx).await?;
+/// Publishes the state if phase or current serial changed since it was last published.
+pub(crate) async fn publish(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
     let (phase, current) = ctx.state(|s| (s.phase, s.current.clone()));
+    let serial = current.as_ref().map(|c| c.serial.clone());
+    if ctx.state(|s| s.reported.as_ref() == Some(&(phase, serial.clone()))) {
+        return Ok(());
+    }
+    ctx.state_mut(|s| s.reported = Some((phase, serial)));
     let mut attributes = vec![search::STATE.value_set(phase.as_str().to_string())];
     if let Some(c) = current {
         attributes.push(search::SERIAL.value_set(c.serial));
@@ -49,7 +53,7 @@ pub(super) async fn send(ctx: &mut WorkflowContext<CertificateLifecycle>) -> Wor
     if ctx.state(|s| s.request.servicenow.is_none()) {
         return Ok(());
     }
-    let at_unix = super::unix_time(ctx.workflow_time());
+    let at_unix = now(ctx);
     let (id, report) = ctx.state_mut(|s| {
         s.report_sequence += 1;
         let report = StateReport {
@@ -60,11 +64,14 @@ pub(super) async fn send(ctx: &mut WorkflowContext<CertificateLifecycle>) -> Wor
             serial: s.current.as_ref().map(|c| c.serial.clone()),
             not_after_unix: s.current.as_ref().map(|c| c.not_after_unix),
             vault_path: s.current.as_ref().map(|c| c.vault_path.clone()),
-            error: s.failure.clone().or_else(|| s.last_refusal.clone()),
+            error: s
+                .failure
+                .clone()
+                .or_else(|| s.renewal_failure.as_ref().map(|f| f.last_error.clone())),
         };
-        (s.request.certificate_id.clone(), report)
+        (s.names().reporter.clone(), report)
     });
-    let reporter = ctx.external_workflow(reporter_workflow_id(&id), None);
+    let reporter = ctx.external_workflow(id, None);
     // A reporter that has already finished cannot take more; the lifecycle goes on regardless.
     let _ = reporter
         .signal(

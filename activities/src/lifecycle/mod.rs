@@ -1,0 +1,303 @@
+//! The lifecycle activities, implementing the contract in `certflow_common::activities`: a
+//! thin dispatch here, one operation per file below. `legacy` keeps the activities of release
+//! 1's workflow, which lifecycles started by that release call until their next renewal.
+
+mod audit;
+mod install;
+mod legacy;
+mod order;
+mod retire;
+mod revoke;
+mod servicenow;
+
+use crate::ca::acmpca::AwsPrivateCa;
+use crate::ca::keyfactor::KeyfactorCommand;
+use crate::ca::pacer::CallPacer;
+use crate::ca::vault_pki::VaultPki;
+use crate::ca::{CertificateAuthority, Issuers};
+use crate::config::ActivitiesConfig;
+use crate::failure::non_retryable;
+use crate::servicenow::ServiceNow;
+use crate::vault::Vault;
+use anyhow::{Context, Result};
+use certflow_audit::AuditStore;
+use certflow_common::activities::{
+    InstallInput, KeyAndCsr, KeyAndCsrInput, OrderInput, OrderOutcome, RetireInput,
+    RevocationResult, RevokeInput, RevokeSerialInput, StoreInput, StoredCertificate,
+    SubmitCsrInput, SubmitOutcome, VerifiedCertificate, VerifyInput, contract, error_types,
+};
+use certflow_common::audit::AuditEvent;
+use certflow_common::servicenow::RecordUpdate;
+use certflow_common::{CertificateRequest, IssuerConfig, IssuersConfig};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use temporalio_sdk::activities::{ActivityContext, ActivityError, activities};
+use tracing::Instrument;
+
+/// Cloned once per task queue the worker polls (the main one and one per issuer); clones share
+/// the Vault client and the CA clients.
+#[derive(Clone)]
+pub struct LifecycleActivities {
+    vault: Arc<Vault>,
+    issuers: Issuers,
+    issuers_config: Arc<IssuersConfig>,
+    kv_prefix: String,
+    servicenow: Option<Arc<ServiceNow>>,
+    audit: Option<AuditStore>,
+}
+
+impl LifecycleActivities {
+    pub fn new(
+        vault: Arc<Vault>,
+        issuers: Issuers,
+        issuers_config: IssuersConfig,
+        kv_prefix: impl Into<String>,
+        servicenow: Option<ServiceNow>,
+    ) -> Self {
+        Self {
+            vault,
+            issuers,
+            issuers_config: Arc::new(issuers_config),
+            kv_prefix: kv_prefix.into(),
+            servicenow: servicenow.map(Arc::new),
+            audit: None,
+        }
+    }
+
+    /// Where `record_audit_events` writes.
+    pub fn with_audit(mut self, store: AuditStore) -> Self {
+        self.audit = Some(store);
+        self
+    }
+
+    /// Builds Vault access and one CA client per configured issuer.
+    pub async fn from_config(config: &ActivitiesConfig) -> Result<Self> {
+        let vault = Arc::new(Vault::new(&config.vault)?);
+        let mut issuers = Issuers::default();
+        for (name, issuer) in &config.issuers.issuers {
+            let pacer = CallPacer::new(issuer.limits().calls_per_second);
+            let ca: Arc<dyn CertificateAuthority> = match issuer {
+                IssuerConfig::VaultPki(c) => {
+                    Arc::new(VaultPki::new(vault.clone(), &c.mount, &c.role, pacer))
+                }
+                IssuerConfig::AwsPrivateCa(c) => Arc::new(
+                    AwsPrivateCa::new(c, pacer)
+                        .await
+                        .with_context(|| format!("issuer {name}"))?,
+                ),
+                IssuerConfig::KeyfactorCommand(c) => Arc::new(
+                    KeyfactorCommand::new(c, pacer).with_context(|| format!("issuer {name}"))?,
+                ),
+            };
+            issuers.insert(name, ca);
+        }
+        let servicenow = ServiceNow::from_env().context("ServiceNow configuration")?;
+        let audit = AuditStore::connect(&config.audit_database_url)
+            .await
+            .context("the audit database (CERTFLOW_AUDIT_DATABASE_URL)")?;
+        Ok(Self::new(
+            vault,
+            issuers,
+            config.issuers.clone(),
+            &config.vault.kv_prefix,
+            servicenow,
+        )
+        .with_audit(audit))
+    }
+
+    pub fn issuers_config(&self) -> &IssuersConfig {
+        &self.issuers_config
+    }
+
+    /// Activities re-check the request: a workflow started by something other than the API
+    /// must not reach Vault or a CA with bad input either.
+    fn checked(
+        &self,
+        request: &CertificateRequest,
+    ) -> Result<Arc<dyn CertificateAuthority>, ActivityError> {
+        self.issuers_config
+            .validate(request)
+            .map_err(|e| non_retryable(error_types::INVALID_REQUEST, e))?;
+        self.ca(&request.issuer)
+    }
+
+    /// The CA client of a configured issuer.
+    fn ca(&self, issuer: &str) -> Result<Arc<dyn CertificateAuthority>, ActivityError> {
+        self.issuers.get(issuer).cloned().ok_or_else(|| {
+            non_retryable(
+                error_types::INVALID_REQUEST,
+                format!("unknown issuer {issuer:?}"),
+            )
+        })
+    }
+
+    fn issuer(&self, issuer: &str) -> Result<&IssuerConfig, ActivityError> {
+        self.issuers_config.issuers.get(issuer).ok_or_else(|| {
+            non_retryable(
+                error_types::INVALID_REQUEST,
+                format!("unknown issuer {issuer:?}"),
+            )
+        })
+    }
+
+    /// Absolute KV path (under the mount) of a lifecycle path.
+    fn kv_path(&self, relative: &str) -> String {
+        format!("{}/{relative}", self.kv_prefix)
+    }
+}
+
+/// Runs one activity with every log line carrying the certificate it works on.
+async fn traced<T>(
+    activity: &'static str,
+    certificate_id: &str,
+    work: impl Future<Output = Result<T, ActivityError>>,
+) -> Result<T, ActivityError> {
+    work.instrument(tracing::info_span!("activity", activity, certificate_id))
+        .await
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[activities]
+impl LifecycleActivities {
+    #[activity(definition = contract::OrderCertificate)]
+    pub async fn order_certificate(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: OrderInput,
+    ) -> Result<OrderOutcome, ActivityError> {
+        let id = input.request.certificate_id.clone();
+        traced("order_certificate", &id, order::run(&self, &ctx, input)).await
+    }
+
+    #[activity(definition = contract::InstallCertificate)]
+    pub async fn install_certificate(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: InstallInput,
+    ) -> Result<StoredCertificate, ActivityError> {
+        let id = input.request.certificate_id.clone();
+        traced("install_certificate", &id, install::run(&self, input)).await
+    }
+
+    #[activity(definition = contract::RevokeSerial)]
+    pub async fn revoke_serial(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: RevokeSerialInput,
+    ) -> Result<RevocationResult, ActivityError> {
+        let id = input.request.certificate_id.clone();
+        traced("revoke_serial", &id, revoke::run(&self, input)).await
+    }
+
+    #[activity(definition = contract::RetireLifecycle)]
+    pub async fn retire_lifecycle(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: RetireInput,
+    ) -> Result<(), ActivityError> {
+        let id = input.request.certificate_id.clone();
+        traced("retire_lifecycle", &id, retire::run(&self, input)).await
+    }
+
+    #[activity(definition = contract::RecordAuditEvents)]
+    pub async fn record_audit_events(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        events: Vec<AuditEvent>,
+    ) -> Result<(), ActivityError> {
+        let id = events
+            .first()
+            .map(|e| e.certificate_id.clone())
+            .unwrap_or_default();
+        traced("record_audit_events", &id, audit::run(&self, events)).await
+    }
+
+    #[activity(definition = contract::UpdateServicenowRecord)]
+    pub async fn update_servicenow_record(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: RecordUpdate,
+    ) -> Result<(), ActivityError> {
+        let id = input.certificate_id.clone();
+        traced(
+            "update_servicenow_record",
+            &id,
+            servicenow::run(&self, input),
+        )
+        .await
+    }
+
+    // Release 1's activities: lifecycles that release started call them until their next
+    // renewal, when they continue as lifecycles of this release.
+
+    #[activity(definition = contract::GenerateKeyAndCsr)]
+    pub async fn generate_key_and_csr(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: KeyAndCsrInput,
+    ) -> Result<KeyAndCsr, ActivityError> {
+        let id = input.request.certificate_id.clone();
+        traced(
+            "generate_key_and_csr",
+            &id,
+            legacy::generate_key_and_csr(&self, input),
+        )
+        .await
+    }
+
+    #[activity(definition = contract::SubmitCsr)]
+    pub async fn submit_csr(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: SubmitCsrInput,
+    ) -> Result<SubmitOutcome, ActivityError> {
+        let id = input.request.certificate_id.clone();
+        traced("submit_csr", &id, legacy::submit_csr(&self, input)).await
+    }
+
+    #[activity(definition = contract::VerifyCertificate)]
+    pub async fn verify_certificate(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: VerifyInput,
+    ) -> Result<VerifiedCertificate, ActivityError> {
+        let id = input.request.certificate_id.clone();
+        traced("verify_certificate", &id, legacy::verify_certificate(input)).await
+    }
+
+    #[activity(definition = contract::StoreCertificate)]
+    pub async fn store_certificate(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: StoreInput,
+    ) -> Result<StoredCertificate, ActivityError> {
+        let id = input.request.certificate_id.clone();
+        traced(
+            "store_certificate",
+            &id,
+            legacy::store_certificate(&self, input),
+        )
+        .await
+    }
+
+    #[activity(definition = contract::RevokeCertificate)]
+    pub async fn revoke_certificate(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: RevokeInput,
+    ) -> Result<RevocationResult, ActivityError> {
+        let id = input.request.certificate_id.clone();
+        traced(
+            "revoke_certificate",
+            &id,
+            legacy::revoke_certificate(&self, input),
+        )
+        .await
+    }
+}

@@ -1,0 +1,146 @@
+//! `order_certificate`: one issuance attempt, from key to verified certificate.
+//!
+//! Why one activity: the key version, the CSR, the CA submission and the check of what came
+//! back belong together, and each step is idempotent on its own (the key version is created at
+//! most once per cycle, the ledger submits at most once per attempt), so a retry after a crash
+//! anywhere in between repeats nothing that has effects.
+
+use super::{LifecycleActivities, now_unix};
+use crate::ca::{CaError, IssueOrder, Submission};
+use crate::failure::{from_ca, from_vault, non_retryable};
+use crate::ledger::{self, SubmitError};
+use crate::store::CertificateRecord;
+use crate::{csr_template, metrics, verify};
+use certflow_common::IssuerPolicy;
+use certflow_common::activities::{OrderInput, OrderOutcome, OrderedCertificate, error_types};
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+pub(super) async fn run(
+    acts: &LifecycleActivities,
+    ctx: &ActivityContext,
+    input: OrderInput,
+) -> Result<OrderOutcome, ActivityError> {
+    let request = &input.request;
+    let ca = acts.checked(request)?;
+    let issuer = acts.issuer(&request.issuer)?;
+    if input.cycle == 0 {
+        check_approval(issuer, &input)?;
+        check_claim(acts, &input).await?;
+    }
+    let policy = IssuerPolicy {
+        min_renewal_interval_seconds: issuer.limits().min_renewal_interval_seconds,
+    };
+
+    let key = &input.names.transit_key;
+    let key_version = acts
+        .vault
+        .ensure_key_version(
+            key,
+            request.key_type,
+            request.key_delivery,
+            u64::from(input.cycle) + 1,
+        )
+        .await
+        .map_err(|e| from_vault("preparing the transit key", e))?;
+    let template = csr_template::template_csr(request)
+        .map_err(|e| non_retryable(error_types::INVALID_REQUEST, format!("{e:#}")))?;
+    let csr_pem = acts
+        .vault
+        .key_csr(key, key_version, &template)
+        .await
+        .map_err(|e| from_vault("generating the CSR in transit", e))?;
+    // Tell Temporal this attempt is alive between the Vault work and the CA call.
+    let _ = ctx.record_heartbeat(()).await;
+
+    let order = IssueOrder {
+        request,
+        csr_pem: &csr_pem,
+        idempotency_key: format!("{}/{}/{}", input.lifecycle_id, input.cycle, input.attempt),
+    };
+    let path = acts.kv_path(&input.names.ledger_entry(input.cycle, input.attempt));
+    let counter = metrics::issuance_counter(input.cycle);
+    let issuer_name = request.issuer.as_str();
+    let answer = ledger::submit_once(&acts.vault, ca.as_ref(), &path, &order, now_unix())
+        .await
+        .map_err(|e| {
+            let rejected = matches!(e, SubmitError::Ca(CaError::Rejected(_)));
+            let outcome = if rejected { "rejected" } else { "error" };
+            counter.with_label_values(&[issuer_name, outcome]).inc();
+            match e {
+                SubmitError::Ca(e) => from_ca("submitting the CSR", e),
+                SubmitError::Vault(e) => from_vault("recording the issuance", e),
+            }
+        })?;
+    let certificate = match answer {
+        Submission::Issued(certificate) => certificate,
+        Submission::Pending { reference, detail } => {
+            counter.with_label_values(&[issuer_name, "pending"]).inc();
+            tracing::info!(cycle = input.cycle, reference, "the CA holds the request");
+            return Ok(OrderOutcome::Pending { detail });
+        }
+    };
+    counter.with_label_values(&[issuer_name, "issued"]).inc();
+    match verify::verify(request, &csr_pem, &certificate, now_unix()) {
+        Ok(verified) => {
+            tracing::info!(cycle = input.cycle, serial = %verified.serial, "certificate issued and verified");
+            Ok(OrderOutcome::Issued(OrderedCertificate {
+                key_version,
+                certificate,
+                verified,
+                policy,
+            }))
+        }
+        Err(mismatch) => {
+            metrics::FAILURES
+                .with_label_values(&[issuer_name, "verify"])
+                .inc();
+            tracing::error!(cycle = input.cycle, serial = %certificate.serial, error = %mismatch, "issued certificate rejected");
+            Ok(OrderOutcome::Mismatch {
+                certificate,
+                reason: mismatch.to_string(),
+            })
+        }
+    }
+}
+
+/// An issuer (or the request) that requires approval gets no first certificate without one,
+/// whoever started the workflow: the API's approval gate cannot be skipped through Temporal.
+fn check_approval(
+    issuer: &certflow_common::IssuerConfig,
+    input: &OrderInput,
+) -> Result<(), ActivityError> {
+    let required = issuer.approval().required || input.request.require_approval;
+    if required && input.approved_by.is_none() {
+        return Err(non_retryable(
+            error_types::INVALID_REQUEST,
+            format!(
+                "issuer {:?} requires approval and this request was not approved",
+                input.request.issuer
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The record path belongs to one lifecycle for all time: a lifecycle whose record was
+/// written by another one (an id reused after Temporal forgot the first) issues nothing.
+async fn check_claim(acts: &LifecycleActivities, input: &OrderInput) -> Result<(), ActivityError> {
+    let path = acts.kv_path(&input.names.record);
+    let existing = acts
+        .vault
+        .kv_read::<CertificateRecord>(&path)
+        .await
+        .map_err(|e| from_vault("reading the certificate record", e))?;
+    match existing {
+        Some((record, _)) if record.lifecycle_id.as_deref() != Some(&input.lifecycle_id) => {
+            Err(non_retryable(
+                error_types::INVALID_REQUEST,
+                format!(
+                    "certificate id {:?} was already used by an earlier lifecycle; request a new id",
+                    input.request.certificate_id
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}

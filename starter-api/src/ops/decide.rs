@@ -1,0 +1,73 @@
+//! `POST /v1/certificates/{id}/approve` and `/reject`: the decision at the approval gate.
+
+use crate::clients::{Caller, Permission};
+use crate::error::{ApiError, ErrorBody};
+use crate::lookup::{self, Scope};
+use crate::routes::{AppState, Body, update_error};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
+use certflow_common::commands::check_decision;
+use certflow_common::{CertificateStatus, Decision, DecisionKind};
+use certflow_workflows::CertificateLifecycle;
+use temporalio_client::WorkflowExecuteUpdateOptions;
+
+/// Approves issuance of a certificate waiting at the approval gate.
+#[utoipa::path(post, path = "/v1/certificates/{id}/approve", params(("id" = String, Path), Scope), request_body = Decision,
+    responses((status = 200, body = CertificateStatus), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "not awaiting approval", body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("basic" = []), ("bearer" = [])))]
+pub async fn approve_certificate(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    scope: Result<Query<Scope>, QueryRejection>,
+    body: Body<Decision>,
+) -> Result<Json<CertificateStatus>, ApiError> {
+    decide(&state, &caller, id, scope, body, DecisionKind::Approved).await
+}
+
+/// Rejects issuance at the approval gate: nothing reaches a CA and the lifecycle ends.
+#[utoipa::path(post, path = "/v1/certificates/{id}/reject", params(("id" = String, Path), Scope), request_body = Decision,
+    responses((status = 200, body = CertificateStatus), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "not awaiting approval", body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("basic" = []), ("bearer" = [])))]
+pub async fn reject_certificate(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    scope: Result<Query<Scope>, QueryRejection>,
+    body: Body<Decision>,
+) -> Result<Json<CertificateStatus>, ApiError> {
+    decide(&state, &caller, id, scope, body, DecisionKind::Rejected).await
+}
+
+async fn decide(
+    state: &AppState,
+    caller: &Caller,
+    id: String,
+    scope: Result<Query<Scope>, QueryRejection>,
+    body: Body<Decision>,
+    kind: DecisionKind,
+) -> Result<Json<CertificateStatus>, ApiError> {
+    let Query(scope) = scope.map_err(|e| ApiError::BadJson(e.body_text(), e.status()))?;
+    let Json(decision) = body?;
+    check_decision(&decision).map_err(ApiError::Invalid)?;
+    let found = lookup::authorized(state, caller, &id, &scope, Permission::Approve).await?;
+    let options = WorkflowExecuteUpdateOptions::default();
+    let result = match kind {
+        DecisionKind::Rejected => {
+            found
+                .handle
+                .execute_update(CertificateLifecycle::reject, decision, options)
+                .await
+        }
+        _ => {
+            found
+                .handle
+                .execute_update(CertificateLifecycle::approve, decision, options)
+                .await
+        }
+    };
+    result.map(Json).map_err(|e| update_error(id, e))
+}

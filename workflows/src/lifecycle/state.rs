@@ -1,0 +1,442 @@
+//! What a lifecycle knows: its request and names, its certificates, the commands it has
+//! accepted and not yet served, and its events. The checks that decide whether a command is
+//! accepted live here too, next to the state they read.
+
+use super::audit::Outbox;
+use super::legacy;
+use certflow_common::commands::{self, Command};
+use certflow_common::status::PendingAttempt;
+use certflow_common::status::{MAX_EVENTS, RenewRequest, RevokeRequest};
+use certflow_common::{
+    ApprovalGate, ApprovalRecord, CarriedState, CertificateFacts, CertificateRequest,
+    CertificateStatus, Decision, DecisionKind, EventKind, IssuerPolicy, LifecycleEvent,
+    LifecycleInput, LifecycleNames, Phase, RenewalFailure, RevocationReason, SerialRecord,
+};
+use std::collections::BTreeSet;
+use temporalio_sdk::workflows::workflow;
+
+/// Error type of handlers and validators: its message is what the caller sees.
+pub(crate) type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Renewal bounds used until the worker has reported the issuer's own.
+const DEFAULT_POLICY: IssuerPolicy = IssuerPolicy {
+    min_renewal_interval_seconds: 300,
+};
+
+/// Certificates kept revocable per lifecycle; older unexpired ones are revoked as superseded
+/// when a renewal would exceed it, so none is ever left valid and out of reach.
+pub(crate) const MAX_VALID_SERIALS: usize = 8;
+
+#[workflow]
+pub struct CertificateLifecycle {
+    pub(crate) request: CertificateRequest,
+    pub(crate) tenant: String,
+    pub(crate) lifecycle_id: String,
+    /// Fixed at the first run; `None` only until then.
+    pub(crate) names: Option<LifecycleNames>,
+    pub(crate) phase: Phase,
+    /// Cycle of the current certificate (0: the first one).
+    pub(crate) cycle: u32,
+    pub(crate) current: Option<CertificateFacts>,
+    /// Unexpired certificates of this lifecycle, oldest first, the current one last.
+    pub(crate) serials: Vec<SerialRecord>,
+    /// Serials whose revocation is under way, so no two revocations of one serial overlap.
+    pub(crate) revoking: BTreeSet<String>,
+    pub(crate) policy: Option<IssuerPolicy>,
+    pub(crate) renew_at: Option<i64>,
+    pub(crate) renewal_failure: Option<RenewalFailure>,
+    pub(crate) renewals: Renewals,
+    pub(crate) revocations: Vec<RevocationJob>,
+    /// Set once a revocation that ends the lifecycle has succeeded at the CA.
+    pub(crate) ending: Option<Ending>,
+    /// An order is at the CA right now (an activity in flight).
+    pub(crate) ordering: bool,
+    /// A CA request held over from the previous run (continue-as-new while pending).
+    pub(crate) resume: Option<PendingAttempt>,
+    pub(crate) failure: Option<String>,
+    pub(crate) gate: Option<ApprovalGate>,
+    pub(crate) decision: Option<(DecisionKind, Decision)>,
+    pub(crate) approval: Option<ApprovalRecord>,
+    pub(crate) report_sequence: u64,
+    /// Phase and serial last published (search attributes, ServiceNow).
+    pub(crate) reported: Option<(Phase, Option<String>)>,
+    pub(crate) events: Vec<LifecycleEvent>,
+    pub(crate) audit: Outbox,
+    pub(crate) first_run: bool,
+    /// History events per run before continuing as new (tests lower it).
+    pub(crate) history_limit: Option<u32>,
+    /// This run replays a history of release 1: `v1` holds its state.
+    pub(crate) legacy: bool,
+    pub(crate) v1: Box<legacy::State>,
+}
+
+/// `renew_now` requests: numbered on acceptance, marked served or failed by the main loop.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Renewals {
+    pub requested: u64,
+    pub served: u64,
+    pub failed: u64,
+    /// Who asked for the latest request, for the audit trail.
+    pub requested_by: Option<String>,
+    pub last_error: Option<String>,
+}
+
+impl Renewals {
+    pub fn outstanding(&self) -> bool {
+        self.requested > self.served.max(self.failed)
+    }
+}
+
+/// One accepted revocation.
+#[derive(Debug, Clone)]
+pub(crate) struct RevocationJob {
+    pub id: u64,
+    /// `None`: nothing was issued yet; the request is withdrawn.
+    pub target: Option<String>,
+    pub reason: RevocationReason,
+    pub requested_by: Option<String>,
+    /// Revoking this ends the lifecycle (the current certificate, a compromise, a withdrawal).
+    pub ends: bool,
+    pub status: JobStatus,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum JobStatus {
+    /// Accepted by signal; the main loop runs it.
+    Queued,
+    Running,
+    Done,
+    Refused(String),
+}
+
+/// How the lifecycle ends once a revocation that ends it succeeded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ending {
+    pub reason: RevocationReason,
+}
+
+impl Ending {
+    /// The reason other certificates of the lifecycle are revoked with: the same for a
+    /// compromise, else `superseded`.
+    pub fn reason_for_others(self) -> RevocationReason {
+        if self.reason.is_compromise() {
+            self.reason
+        } else {
+            RevocationReason::Superseded
+        }
+    }
+}
+
+impl CertificateLifecycle {
+    pub(crate) fn from_input(input: LifecycleInput) -> Self {
+        let v1 = Box::new(legacy::State::new(input.clone()));
+        let first_run = input.carried.is_none();
+        let carried = input.carried.unwrap_or_default();
+        let phase = match (&carried.current, &input.approval) {
+            (Some(_), _) => Phase::Active,
+            (None, Some(_)) => Phase::AwaitingApproval,
+            (None, None) => Phase::Issuing,
+        };
+        let names = carried.names.clone().or_else(|| {
+            // Carried over from a release 1 run: it keeps release 1's names.
+            (!first_run).then(|| {
+                LifecycleNames::legacy(&input.request.application, &input.request.certificate_id)
+            })
+        });
+        let mut serials = carried.serials;
+        if serials.is_empty()
+            && let Some(c) = &carried.current
+        {
+            serials.push(SerialRecord {
+                serial: c.serial.clone(),
+                cycle: carried.cycle,
+                not_after_unix: c.not_after_unix,
+                ca_reference: c.ca_reference.clone(),
+                revoked: None,
+            });
+        }
+        Self {
+            tenant: input
+                .tenant
+                .unwrap_or_else(|| certflow_common::DEFAULT_TENANT.into()),
+            request: input.request,
+            lifecycle_id: carried.lifecycle_id,
+            names,
+            phase: if carried.renewal_failure.is_some() {
+                Phase::RenewalFailed
+            } else {
+                phase
+            },
+            cycle: carried.cycle,
+            current: carried.current,
+            serials,
+            revoking: BTreeSet::new(),
+            policy: carried.policy,
+            renew_at: None,
+            renewal_failure: carried.renewal_failure,
+            renewals: Renewals::default(),
+            revocations: Vec::new(),
+            ending: None,
+            ordering: false,
+            resume: carried.pending,
+            failure: None,
+            gate: input.approval,
+            decision: None,
+            approval: carried.approval,
+            report_sequence: carried.report_sequence,
+            reported: None,
+            events: carried.events,
+            audit: Outbox::carried(carried.audit_sequence, carried.audit_outbox),
+            first_run,
+            history_limit: input.history_limit,
+            legacy: false,
+            v1,
+        }
+    }
+
+    pub(crate) fn names(&self) -> &LifecycleNames {
+        self.names
+            .as_ref()
+            .expect("names are fixed before the first activity")
+    }
+
+    pub(crate) fn policy(&self) -> IssuerPolicy {
+        self.policy.unwrap_or(DEFAULT_POLICY)
+    }
+
+    pub(crate) fn status(&self) -> CertificateStatus {
+        CertificateStatus {
+            certificate_id: self.request.certificate_id.clone(),
+            tenant: self.tenant.clone(),
+            lifecycle_id: self.lifecycle_id.clone(),
+            phase: self.phase,
+            cycle: self.cycle,
+            issuer: self.request.issuer.clone(),
+            application: self.request.application.clone(),
+            common_name: self.request.common_name.clone(),
+            current: self.current.clone(),
+            renew_at_unix: self.renew_at,
+            revocation_reason: self.ending.map(|e| e.reason),
+            failure: self.failure.clone(),
+            renewal_failure: self.renewal_failure.clone(),
+            serials: self.serials.clone(),
+            replaces: self.request.replaces.clone(),
+            approval: self.approval.clone(),
+            servicenow: self.request.servicenow.clone(),
+            events: self.events.clone(),
+        }
+    }
+
+    /// The input of the next run: everything needed to go on, nothing in flight.
+    pub(crate) fn continuation(&self) -> LifecycleInput {
+        LifecycleInput {
+            request: self.request.clone(),
+            carried: Some(CarriedState {
+                cycle: self.cycle,
+                current: self.current.clone(),
+                events: self.events.clone(),
+                approval: self.approval.clone(),
+                report_sequence: self.report_sequence,
+                lifecycle_id: self.lifecycle_id.clone(),
+                audit_sequence: self.audit.sequence,
+                names: self.names.clone(),
+                serials: self.serials.clone(),
+                policy: self.policy,
+                renewal_failure: self.renewal_failure.clone(),
+                audit_outbox: self.audit.pending.clone(),
+                pending: self.resume,
+            }),
+            approval: None,
+            tenant: Some(self.tenant.clone()),
+            history_limit: self.history_limit,
+        }
+    }
+
+    /// Records a lifecycle event about `cycle` (also queued for the audit trail).
+    pub(crate) fn push_event(&mut self, at_unix: i64, kind: EventKind, cycle: u32, detail: String) {
+        let actor = self.actor_of(kind);
+        let event = super::audit::event(self, at_unix, kind, cycle, &detail, actor);
+        self.audit.push(event);
+        self.events.push(LifecycleEvent {
+            at_unix,
+            kind,
+            cycle,
+            detail,
+        });
+        if self.events.len() > MAX_EVENTS {
+            let excess = self.events.len() - MAX_EVENTS;
+            self.events.drain(..excess);
+        }
+    }
+
+    /// Who caused an event of this kind, as far as the lifecycle knows.
+    fn actor_of(&self, kind: EventKind) -> Option<String> {
+        match kind {
+            EventKind::Requested => self.request.requested_by.clone(),
+            EventKind::RenewalRequested => self.renewals.requested_by.clone(),
+            EventKind::RevocationRequested | EventKind::Revoked | EventKind::RevocationRefused => {
+                self.revocations.last().and_then(|j| j.requested_by.clone())
+            }
+            EventKind::Approved | EventKind::Rejected => {
+                self.decision.as_ref().map(|(_, d)| d.by.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// The serial a revocation request targets, or why it cannot be revoked.
+    pub(crate) fn revocation_target(
+        &self,
+        request: &RevokeRequest,
+        now: i64,
+    ) -> Result<Option<String>, HandlerError> {
+        if let Some(refusal) = commands::refusal(self.phase, Command::Revoke) {
+            return Err(refusal.into());
+        }
+        if self.ending.is_some() {
+            return Err("the lifecycle is ending: its certificates are being revoked".into());
+        }
+        certflow_common::validate_requested_by(request.requested_by.as_deref())
+            .map_err(|e| format!("{}: {}", e.field, e.message))?;
+        let Some(serial) = &request.serial else {
+            // Default: the current certificate; before there is one, a withdrawal.
+            return Ok(self.current.as_ref().map(|c| c.serial.clone()));
+        };
+        commands::check_serial(serial).map_err(|e| format!("{}: {}", e.field, e.message))?;
+        match self.serials.iter().find(|s| s.serial == *serial) {
+            None => Err(
+                format!("serial {serial} is not a certificate of this lifecycle in force").into(),
+            ),
+            Some(s) if s.revoked.is_some() => {
+                Err(format!("serial {serial} is already revoked").into())
+            }
+            Some(s) if s.not_after_unix <= now => {
+                Err(format!("serial {serial} has expired").into())
+            }
+            Some(_) => Ok(Some(serial.clone())),
+        }
+    }
+
+    /// Whether `renew_now` is accepted now, and if not why.
+    pub(crate) fn check_renew_now(
+        &self,
+        request: &RenewRequest,
+        now: i64,
+    ) -> Result<(), HandlerError> {
+        if let Some(refusal) = commands::refusal(self.phase, Command::RenewNow) {
+            return Err(refusal.into());
+        }
+        if self.ending.is_some()
+            || self
+                .revocations
+                .iter()
+                .any(|j| j.ends && j.status == JobStatus::Running)
+        {
+            return Err("the certificate is being revoked".into());
+        }
+        if self.renewals.outstanding() {
+            return Err("a renewal is already in progress".into());
+        }
+        certflow_common::validate_requested_by(request.requested_by.as_deref())
+            .map_err(|e| format!("{}: {}", e.field, e.message))?;
+        if self.phase == Phase::Active
+            && let Some(current) = &self.current
+        {
+            let allowed =
+                current.issued_at_unix + self.policy().min_renewal_interval_seconds as i64;
+            if now < allowed {
+                return Err(format!(
+                    "too soon: the current certificate was issued at {}; this issuer renews no sooner than {} s after issuance (from {allowed})",
+                    current.issued_at_unix,
+                    self.policy().min_renewal_interval_seconds
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_decision(&self, decision: &Decision) -> Result<(), HandlerError> {
+        if let Some(refusal) = commands::refusal(self.phase, Command::Approve) {
+            return Err(refusal.into());
+        }
+        if self.decision.is_some() {
+            return Err("a decision was already taken".into());
+        }
+        commands::check_decision(decision).map_err(|e| e.to_string().into())
+    }
+
+    /// Whether a `revoke` accepted now ends the lifecycle.
+    pub(crate) fn revocation_ends(&self, target: Option<&str>, reason: RevocationReason) -> bool {
+        let current = self.current.as_ref().map(|c| c.serial.as_str());
+        target.is_none() || target == current || reason.is_compromise()
+    }
+
+    /// Serials still in force and not being revoked, except `except`.
+    pub(crate) fn unrevoked(&self, now: i64) -> Vec<SerialRecord> {
+        self.serials
+            .iter()
+            .filter(|s| s.revoked.is_none() && s.not_after_unix > now)
+            .filter(|s| !self.revoking.contains(&s.serial))
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn mark_revoked(&mut self, serial: &str, reason: RevocationReason) {
+        if let Some(s) = self.serials.iter_mut().find(|s| s.serial == serial) {
+            s.revoked = Some(reason);
+        }
+        self.revoking.remove(serial);
+    }
+
+    /// Forgets certificates that have expired (they need no revocation any more) and all but
+    /// the last few revoked ones, so the list stays bounded.
+    pub(crate) fn prune_serials(&mut self, now: i64) {
+        let current = self.current.as_ref().map(|c| c.serial.clone());
+        self.serials
+            .retain(|s| s.not_after_unix > now || Some(&s.serial) == current.as_ref());
+        let revoked = self.serials.iter().filter(|s| s.revoked.is_some()).count();
+        let mut drop = revoked.saturating_sub(MAX_VALID_SERIALS);
+        self.serials.retain(|s| {
+            let forget = drop > 0 && s.revoked.is_some() && Some(&s.serial) != current.as_ref();
+            if forget {
+                drop -= 1;
+            }
+            !forget
+        });
+    }
+}
+
+/// Workflow time, in seconds since the Unix epoch.
+pub(crate) fn now<W>(ctx: &temporalio_sdk::WorkflowContext<W>) -> i64 {
+    ctx.workflow_time()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Records an event about `cycle` at the current workflow time.
+pub(crate) fn record(
+    ctx: &mut temporalio_sdk::WorkflowContext<CertificateLifecycle>,
+    kind: EventKind,
+    cycle: u32,
+    detail: impl Into<String>,
+) {
+    let at = now(ctx);
+    let detail = detail.into();
+    ctx.state_mut(|s| s.push_event(at, kind, cycle, detail));
+}
+
+/// An error and its causes, outermost first: an activity failure's own message is a cause.
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let message = c.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        cause = c.source();
+    }
+    text
+}
