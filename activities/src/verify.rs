@@ -244,6 +244,7 @@ mod tests {
             servicenow: None,
             require_approval: false,
             approval_deadline_seconds: None,
+            replaces: None,
         }
     }
 

@@ -12,7 +12,7 @@ fn executions(stack: &Stack, id: &str) -> usize {
         "workflow",
         "count",
         "--query",
-        &format!("WorkflowId = 'certificate-{id}'"),
+        &format!("WorkflowId = '{}'", common::workflow_id(id)),
     ]);
     out.split_whitespace()
         .filter_map(|w| w.parse::<usize>().ok())

@@ -81,7 +81,7 @@ async fn lifecycle_is_audited_and_tampering_is_caught(name: &str, database: Opti
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let records = loop {
         let (status, records) = stack.get(&format!("/v1/certificates/{id}/audit")).await;
-        if status == 200 && kinds(&records).last().map(String::as_str) == Some("revoked") {
+        if status == 200 && kinds(&records).last().map(String::as_str) == Some("retired") {
             break records;
         }
         assert!(std::time::Instant::now() < deadline, "{status}: {records}");
@@ -128,8 +128,13 @@ async fn lifecycle_is_audited_and_tampering_is_caught(name: &str, database: Opti
     assert_eq!(stored[1]["serial"], renewed["serial"]);
     assert_eq!(stored[1]["vault_path"], renewed["vault_path"]);
     assert_eq!(stored[1]["vault_version"], renewed["vault_version"]);
-    let revoked_event = by_kind("revoked").next().unwrap();
-    assert_eq!(revoked_event["serial"], renewed["serial"]);
+    // The key compromise revoked the current certificate, then the superseded one still in
+    // force; each revocation names its own certificate and who caused it.
+    let revoked: Vec<_> = by_kind("revoked").collect();
+    assert_eq!(revoked.len(), 2, "{revoked:?}");
+    assert_eq!(revoked[0]["serial"], renewed["serial"]);
+    assert_eq!(revoked[1]["serial"], issued["current"]["serial"]);
+    assert!(revoked.iter().all(|r| r["actor"] == "secops.bob"));
     assert!(list.iter().all(|r| r["certificate_id"] == id.as_str()));
     assert!(list.iter().all(|r| r["tenant"] == "default"));
     // One record per event, in chain order, each linked to the one before.
@@ -140,7 +145,7 @@ async fn lifecycle_is_audited_and_tampering_is_caught(name: &str, database: Opti
     assert_eq!(ids.len(), list.len(), "duplicate events");
 
     // The filtered listing across certificates.
-    let (status, revocations) = stack.get("/v1/audit?kind=revoked&actor=certflow").await;
+    let (status, revocations) = stack.get("/v1/audit?kind=revoked&actor=secops.bob").await;
     assert_eq!(status, 200, "{revocations}");
     assert!(
         revocations

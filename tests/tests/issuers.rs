@@ -6,7 +6,7 @@ mod common;
 
 use common::aws::{self, AwsFault, AwsProxy};
 use common::keyfactor_double::{CA_NAME, Credentials, Fault, KeyfactorDouble, TEMPLATE};
-use common::{Stack, StackOptions, openssl_verifies, request, unique};
+use common::{Stack, StackOptions, TEST_LIMITS, openssl_verifies, request, unique};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ template = "{TEMPLATE}"
 template_validity_seconds = {validity}
 metadata_fields = {{ application = "AppName", certificate_id = "CertflowId" }}
 auth = {auth}
-limits = {{ calls_per_second = {calls_per_second} }}
+limits = {{ calls_per_second = {calls_per_second}, {TEST_LIMITS} }}
 "#
     )
 }
@@ -135,14 +135,29 @@ async fn keyfactor_issues_renews_and_revokes() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["phase"], "revoked");
+    // A key compromise revokes the current certificate first, then the superseded one that was
+    // still valid: nothing of the lifecycle stays in force.
     let revocations = double.revocations();
-    assert_eq!(revocations.len(), 1, "{revocations:?}");
-    let keyfactor_id: i64 = renewed["current"]["ca_reference"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(revocations[0]["CertificateIds"], json!([keyfactor_id]));
+    assert_eq!(revocations.len(), 2, "{revocations:?}");
+    let keyfactor_id = |state: &Value| -> i64 {
+        state["current"]["ca_reference"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        revocations[0]["CertificateIds"],
+        json!([keyfactor_id(&renewed)])
+    );
+    assert_eq!(
+        revocations[1]["CertificateIds"],
+        json!([keyfactor_id(&state)])
+    );
+    assert!(
+        revocations.iter().all(|r| r["Reason"] == 1),
+        "{revocations:?}"
+    );
     assert_eq!(revocations[0]["Reason"], 1);
     // Every call carried the documented headers and the account's credentials (the double
     // answers 400 or 401 otherwise).
@@ -361,7 +376,7 @@ certificate_authority_arn = "{ca_arn}"
 signing_algorithm = "SHA256WITHRSA"
 region = "us-east-1"
 endpoint_url = "{endpoint}"
-limits = {{ calls_per_second = 20, key_types = ["ecdsa-p256", "rsa-2048"] }}
+limits = {{ calls_per_second = 20, key_types = ["ecdsa-p256", "rsa-2048"], {TEST_LIMITS} }}
 "#
     )
 }
@@ -441,9 +456,11 @@ async fn aws_private_ca_issues_renews_and_revokes() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    // The current certificate, then the previous one (still valid), both as superseded.
     let revokes = proxy.calls("RevokeCertificate");
-    assert_eq!(revokes.len(), 1);
+    assert_eq!(revokes.len(), 2);
     assert_eq!(revokes[0].body["RevocationReason"], "SUPERSEDED");
+    assert_eq!(revokes[1].body["RevocationReason"], "SUPERSEDED");
     assert_eq!(revokes[0].body["CertificateAuthorityArn"], ca_arn);
     // The serial sent is the certificate's, in AWS's colon-separated hex notation.
     let serial = renewed["current"]["serial"].as_str().unwrap();

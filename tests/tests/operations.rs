@@ -37,7 +37,7 @@ fn state(stack: &Stack, id: &str) -> Value {
         "workflow",
         "query",
         "--workflow-id",
-        &format!("certificate-{id}"),
+        &common::workflow_id(id),
         "--name",
         "state",
         "--output",
@@ -50,7 +50,10 @@ fn state(stack: &Stack, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_runbook_command_works_as_documented() {
-    let issuers = format!("[issuers.{ISSUER}]\nkind = \"vault-pki\"\n");
+    let issuers = format!(
+        "[issuers.{ISSUER}]\nkind = \"vault-pki\"\nlimits = {{ calls_per_second = 50, {} }}\n",
+        common::TEST_LIMITS
+    );
     let stack = Stack::start_with(
         "runbook",
         StackOptions {
@@ -78,7 +81,7 @@ async fn every_runbook_command_works_as_documented() {
     let blocks = runbook_blocks();
     assert_eq!(
         blocks.len(),
-        8,
+        9,
         "the runbook's blocks changed; update this test"
     );
     let operator = "ops.runbook@example.com";
@@ -88,6 +91,7 @@ async fn every_runbook_command_works_as_documented() {
             .args(["-euo", "pipefail", "-c", &blocks[i]])
             .env("TEMPORAL_ADDRESS", &stack.servers.temporal_address)
             .env("OPERATOR", operator)
+            .env("TENANT", "default")
             .env("CERTIFICATE_ID", &active)
             .env("PENDING_ID", &pending)
             .env("ISSUER", ISSUER)
@@ -107,8 +111,8 @@ async fn every_runbook_command_works_as_documented() {
 
     // Look: the list names both, the state query answers.
     let out = run(0);
-    assert!(out.contains(&format!("certificate-{active}")), "{out}");
-    assert!(out.contains(&format!("certificate-{pending}")), "{out}");
+    assert!(out.contains(&common::workflow_id(&active)), "{out}");
+    assert!(out.contains(&common::workflow_id(&pending)), "{out}");
     assert!(
         out.contains("\"phase\": \"active\"") || out.contains("active"),
         "{out}"
@@ -129,10 +133,14 @@ async fn every_runbook_command_works_as_documented() {
 
     // Expiring within 7 days: both (they live an hour).
     let out = run(3);
-    assert!(out.contains(&format!("certificate-{active}")), "{out}");
+    assert!(out.contains(&common::workflow_id(&active)), "{out}");
+
+    // Renewal failing: none here.
+    let out = run(4);
+    assert!(!out.contains(&common::workflow_id(&active)), "{out}");
 
     // Mass renew: every certificate of the issuer gets a new one.
-    run(4);
+    run(5);
     stack
         .wait_for(&active, Duration::from_secs(60), |s| {
             s["cycle"].as_u64() >= Some(2) && s["phase"] == "active"
@@ -145,7 +153,7 @@ async fn every_runbook_command_works_as_documented() {
         .await;
 
     // Revoke one.
-    run(5);
+    run(6);
     let a_state = stack
         .wait_for(&active, Duration::from_secs(30), |s| {
             s["phase"] == "revoked"
@@ -154,7 +162,7 @@ async fn every_runbook_command_works_as_documented() {
     assert_eq!(a_state["revocation_reason"], "key_compromise");
 
     // Mass revoke: the rest of the issuer's certificates.
-    run(6);
+    run(7);
     let b_state = stack
         .wait_for(&pending, Duration::from_secs(60), |s| {
             s["phase"] == "revoked"
@@ -165,7 +173,7 @@ async fn every_runbook_command_works_as_documented() {
     assert!(crl.contains(&b_state["current"]["serial"].as_str().unwrap().to_string()));
 
     // The audit trail holds, with the operator's actions in it.
-    let out = run(7);
+    let out = run(8);
     assert!(out.contains("intact"), "{out}");
     let (_, trail) = stack.get(&format!("/v1/certificates/{active}/audit")).await;
     let by_operator = trail

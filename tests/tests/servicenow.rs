@@ -212,6 +212,12 @@ async fn servicenow_refusing_certflow_is_surfaced_and_the_certificate_lives_on()
     double.create_record(&sys_id);
     let state = stack.issue(&servicenow_request(&id, &sys_id)).await;
     assert_eq!(state["phase"], "active");
+    // The reporter belongs to this lifecycle: its id carries the tenant and lifecycle id.
+    let reporter_id = format!(
+        "servicenow/{}/{id}/{}",
+        state["tenant"].as_str().unwrap(),
+        state["lifecycle_id"].as_str().unwrap()
+    );
 
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let reporter = loop {
@@ -219,7 +225,7 @@ async fn servicenow_refusing_certflow_is_surfaced_and_the_certificate_lives_on()
             "workflow",
             "query",
             "--workflow-id",
-            &format!("servicenow-{id}"),
+            &reporter_id,
             "--name",
             "state",
             "--output",
@@ -259,7 +265,9 @@ async fn callers_authenticate_and_act_only_on_their_tenant() {
     let globex = format!("Bearer {GLOBEX_TOKEN}");
     let auditor = "Bearer acme-auditor-token-0123456789".to_string();
     let id = unique("auth");
-    let body = request(&id, "payments");
+    // An application of this run only, so the listing below sees this test's certificates.
+    let app = format!("acmeapp{}", std::process::id());
+    let body = request(&id, &app);
     let create = |auth: Option<String>, body: Value| {
         let stack = &stack;
         async move {
@@ -296,11 +304,22 @@ async fn callers_authenticate_and_act_only_on_their_tenant() {
         .await;
     assert_eq!(status, 200);
 
-    // Another tenant may neither read nor revoke it; a read-only client may not request.
+    // For another tenant it does not exist (404, as for an unknown id, revealing nothing);
+    // a read-only client may not request.
     let (status, answer) = stack
         .call_as(Some(&globex), Method::GET, &path, None, &[])
         .await;
-    assert_eq!(status, 403, "{answer}");
+    assert_eq!(status, 404, "{answer}");
+    let (status, answer) = stack
+        .call_as(
+            Some(&globex),
+            Method::GET,
+            &format!("{path}?tenant=acme"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 404, "{answer}");
     let (status, answer) = stack
         .call_as(
             Some(&globex),
@@ -310,9 +329,23 @@ async fn callers_authenticate_and_act_only_on_their_tenant() {
             &[],
         )
         .await;
+    assert_eq!(status, 404, "{answer}");
+    let (status, answer) = create(Some(auditor.clone()), request(&unique("aud"), &app)).await;
     assert_eq!(status, 403, "{answer}");
-    let (status, answer) = create(Some(auditor.clone()), request(&unique("aud"), "payments")).await;
-    assert_eq!(status, 403, "{answer}");
+    // The same id in another tenant is another certificate, with keys of its own.
+    let (status, answer) = create(Some(globex.clone()), body.clone()).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["tenant"], "globex");
+    let (_, theirs) = stack
+        .call_as(Some(&globex), Method::GET, &path, None, &[])
+        .await;
+    let (_, ours) = stack
+        .call_as(Some(&acme), Method::GET, &path, None, &[])
+        .await;
+    assert_ne!(
+        theirs["lifecycle_id"], ours["lifecycle_id"],
+        "{theirs} {ours}"
+    );
     let (status, _) = stack
         .call_as(Some(&auditor), Method::GET, &path, None, &[])
         .await;
@@ -320,13 +353,15 @@ async fn callers_authenticate_and_act_only_on_their_tenant() {
 
     // Listing shows each tenant its own certificates only.
     stack
-        .wait_for(&id, Duration::from_secs(60), |s| s["phase"] == "active")
+        .wait_for(&format!("{id}?tenant=acme"), Duration::from_secs(60), |s| {
+            s["phase"] == "active"
+        })
         .await;
     let (_, mine) = stack
         .call_as(
             Some(&acme),
             Method::GET,
-            "/v1/certificates?application=payments",
+            &format!("/v1/certificates?application={app}"),
             None,
             &[],
         )
@@ -340,9 +375,16 @@ async fn callers_authenticate_and_act_only_on_their_tenant() {
     assert_eq!(ids, [id.as_str()], "{mine}");
     assert_eq!(mine["certificates"][0]["state"], "active");
     let (_, theirs) = stack
-        .call_as(Some(&globex), Method::GET, "/v1/certificates", None, &[])
+        .call_as(
+            Some(&globex),
+            Method::GET,
+            &format!("/v1/certificates?application={app}"),
+            None,
+            &[],
+        )
         .await;
-    assert_eq!(theirs["certificates"], json!([]), "{theirs}");
+    let theirs: Vec<&Value> = theirs["certificates"].as_array().unwrap().iter().collect();
+    assert!(theirs.iter().all(|c| c["tenant"] == "globex"), "{theirs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -480,7 +522,7 @@ async fn approval_gate_approve_reject_and_expire() {
         "update",
         "execute",
         "--workflow-id",
-        &format!("certificate-{rejected}"),
+        &common::workflow_id(&rejected),
         "--name",
         "reject",
         "--input",
@@ -639,8 +681,9 @@ tls_client_cn = "servicenow.acme.example"
     // No certificate at all: 401 (Basic and bearer still work over TLS).
     let anonymous = client_with(None);
     assert_eq!(anonymous.get(&url).send().await.unwrap().status(), 401);
+    // The operator (every tenant) names the client's tenant.
     let operator = anonymous
-        .get(format!("{url}/{id}"))
+        .get(format!("{url}/{id}?tenant=initech"))
         .bearer_auth(common::API_TOKEN)
         .send()
         .await

@@ -184,9 +184,20 @@ impl CertificateLifecycle {
             return self.v1.request_renewal(request);
         }
         let at = unix(ctx.workflow_time());
-        if self.check_renew_now(&request, at).is_ok() {
-            self.renewals.requested += 1;
-            self.renewals.requested_by = request.requested_by;
+        match self.check_renew_now(&request, at) {
+            Ok(()) => {
+                self.renewals.requested += 1;
+                self.renewals.requested_by = request.requested_by;
+            }
+            Err(e) => {
+                let cycle = self.cycle;
+                self.push_event(
+                    at,
+                    EventKind::RenewalRequested,
+                    cycle,
+                    format!("ignored: {e}"),
+                );
+            }
         }
     }
 

@@ -60,6 +60,22 @@ impl Servers {
 
 pub const API_TOKEN: &str = "test-api-token-0123456789";
 
+/// Issuer bounds for tests: short lifetimes, and renewals at any time (production defaults
+/// are 1 hour and 5 minutes; the tests of those bounds set their own).
+pub const TEST_LIMITS: &str = "min_validity_seconds = 30, min_renewal_interval_seconds = 0";
+
+/// The issuers file of a stack that asks for none: Vault PKI with test bounds.
+pub fn default_issuers() -> String {
+    format!(
+        "[issuers.vault-pki]\nkind = \"vault-pki\"\nlimits = {{ calls_per_second = 50, {TEST_LIMITS} }}\n"
+    )
+}
+
+/// Workflow id of a certificate of the default tenant (the operator's).
+pub fn workflow_id(certificate_id: &str) -> String {
+    format!("certificate/default/{certificate_id}")
+}
+
 /// A worker and a starter API for one test, on a task queue of their own.
 pub struct Stack {
     pub servers: Servers,
@@ -107,9 +123,10 @@ impl Stack {
         let servers = Servers::from_env();
         let task_queue = format!("certflow-test-{name}-{}", std::process::id());
         std::fs::create_dir_all(&servers.log_dir).unwrap();
-        let issuers_file = options.issuers_toml.as_ref().map(|toml| {
+        let issuers_toml = options.issuers_toml.clone().unwrap_or_else(default_issuers);
+        let issuers_file = Some({
             let path = servers.log_dir.join(format!("{name}-issuers.toml"));
-            std::fs::write(&path, toml).unwrap();
+            std::fs::write(&path, issuers_toml).unwrap();
             path
         });
         let audit_database_url = options.audit_database_url.clone().unwrap_or_else(|| {
@@ -296,6 +313,22 @@ impl Stack {
         out
     }
 
+    /// Waits until the certificate's workflow has closed with `status` (e.g. `COMPLETED`).
+    pub async fn wait_until_closed(&self, certificate_id: &str, status: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let described = self.describe_workflow(certificate_id);
+            if described.contains(&format!("WORKFLOW_EXECUTION_STATUS_{status}")) {
+                return described;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{certificate_id} did not close as {status}: {described}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The `temporal` CLI's success, stdout and stderr, for commands expected to fail.
     pub fn temporal_output(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new("temporal")
@@ -312,7 +345,7 @@ impl Stack {
 
     /// `temporal workflow describe --output json` of a certificate's workflow.
     pub fn describe_workflow(&self, certificate_id: &str) -> String {
-        let workflow_id = format!("certificate-{certificate_id}");
+        let workflow_id = workflow_id(certificate_id);
         self.temporal(&[
             "workflow",
             "describe",
@@ -400,10 +433,17 @@ impl Vault {
         self.request(reqwest::Method::GET, path, None).await
     }
 
-    /// Latest KV v2 record of a certificate, as the worker stored it.
+    /// Latest KV v2 record of a certificate of the default tenant, as the worker stored it.
     pub async fn certificate_record(&self, application: &str, id: &str) -> Value {
+        self.certificate_record_in("default", application, id).await
+    }
+
+    /// Latest KV v2 record of a certificate of `tenant`.
+    pub async fn certificate_record_in(&self, tenant: &str, application: &str, id: &str) -> Value {
         let (status, body) = self
-            .read(&format!("secret/data/certflow/apps/{application}/{id}"))
+            .read(&format!(
+                "secret/data/certflow/apps/{application}/{tenant}/{id}"
+            ))
             .await;
         assert_eq!(status, 200, "{body}");
         body["data"]["data"].clone()

@@ -238,16 +238,16 @@ pub(crate) async fn revoke_one(
         .await;
     Ok(match result {
         Ok(revoked) => {
-            ctx.state_mut(|s| s.mark_revoked(&serial.serial, reason));
-            record(
-                ctx,
-                EventKind::Revoked,
-                serial.cycle,
-                format!(
-                    "serial {} revoked at {} (reason {:?})",
-                    serial.serial, revoked.revoked_at_unix, reason
-                ),
+            let at = now(ctx);
+            let detail = format!(
+                "serial {} revoked at {} (reason {:?})",
+                serial.serial, revoked.revoked_at_unix, reason
             );
+            ctx.state_mut(|s| {
+                s.mark_revoked(&serial.serial, reason);
+                let about = Some((serial.serial.as_str(), serial.not_after_unix));
+                s.push_event_about(at, EventKind::Revoked, serial.cycle, detail, about);
+            });
             Ok(())
         }
         Err(e) => {

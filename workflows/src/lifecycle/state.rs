@@ -254,8 +254,30 @@ impl CertificateLifecycle {
 
     /// Records a lifecycle event about `cycle` (also queued for the audit trail).
     pub(crate) fn push_event(&mut self, at_unix: i64, kind: EventKind, cycle: u32, detail: String) {
+        self.push_event_about(at_unix, kind, cycle, detail, None);
+    }
+
+    /// Records an event about one certificate (`serial`, `not_after`), when it is not
+    /// necessarily the current one: its audit record names that certificate.
+    pub(crate) fn push_event_about(
+        &mut self,
+        at_unix: i64,
+        kind: EventKind,
+        cycle: u32,
+        detail: String,
+        about: Option<(&str, i64)>,
+    ) {
         let actor = self.actor_of(kind);
-        let event = super::audit::event(self, at_unix, kind, cycle, &detail, actor);
+        let mut event = super::audit::event(self, at_unix, kind, cycle, &detail, actor);
+        if let Some((serial, not_after)) = about
+            && event.serial.as_deref() != Some(serial)
+        {
+            event.serial = Some(serial.to_string());
+            event.not_after_unix = (not_after != i64::MAX).then_some(not_after);
+            event.sha256_fingerprint = None;
+            event.vault_path = None;
+            event.vault_version = None;
+        }
         self.audit.push(event);
         self.events.push(LifecycleEvent {
             at_unix,
