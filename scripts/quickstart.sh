@@ -33,6 +33,14 @@ configure_vault "$dir"
 
 export TEMPORAL_ADDRESS="127.0.0.1:$TEMPORAL_PORT"
 export CERTFLOW_AUDIT_DATABASE_URL="sqlite://$dir/audit.db"
+# The demo certificate lives 5 minutes, so the quick start lowers the issuer's bounds (the
+# defaults are a 1 hour minimum lifetime and 5 minutes between renewals).
+cat >"$dir/issuers.toml" <<'TOML'
+[issuers.vault-pki]
+kind = "vault-pki"
+limits = { calls_per_second = 50, min_validity_seconds = 60, min_renewal_interval_seconds = 60 }
+TOML
+export CERTFLOW_ISSUERS_FILE="$dir/issuers.toml"
 # The worker's stdout is the audit trail as JSON lines (what a SIEM would read).
 VAULT_ADDR="$BAO_ADDR" VAULT_TOKEN="$(cat "$dir/worker-token")" \
   CERTFLOW_METRICS_LISTEN="127.0.0.1:$METRICS_PORT" \
@@ -54,7 +62,7 @@ cat <<INFO
 
 certflow is running. The demo certificate demo-1 is issued and stored in Vault.
 
-  Temporal Web UI   http://127.0.0.1:$TEMPORAL_UI_PORT  (workflow certificate-demo-1)
+  Temporal Web UI   http://127.0.0.1:$TEMPORAL_UI_PORT  (workflow certificate/default/demo-1)
   Starter API       $api   (OpenAPI: $api/openapi.json)
   Vault (OpenBao)   $BAO_ADDR
   Worker metrics    http://127.0.0.1:$METRICS_PORT/metrics
@@ -62,8 +70,8 @@ certflow is running. The demo certificate demo-1 is issued and stored in Vault.
   export CERTFLOW_API_TOKEN=$api_token BAO_ADDR=$BAO_ADDR BAO_TOKEN=$root_token
   curl -s -H "Authorization: Bearer \$CERTFLOW_API_TOKEN" $api/v1/certificates/demo-1
   curl -s -H "Authorization: Bearer \$CERTFLOW_API_TOKEN" $api/v1/certificates/demo-1/audit
-  bao kv get -field=certificate secret/certflow/apps/demo/demo-1
-  temporal workflow update execute --address $TEMPORAL_ADDRESS --workflow-id certificate-demo-1 \\
+  bao kv get -field=certificate secret/certflow/apps/demo/default/demo-1
+  temporal workflow update execute --address $TEMPORAL_ADDRESS --workflow-id certificate/default/demo-1 \\
       --name revoke --input '{"reason":"superseded","requested_by":"me"}'
 
 Logs: $dir/{worker,api,temporal,vault}.log; audit trail: $dir/audit.db and $dir/audit.jsonl.

@@ -80,6 +80,9 @@ impl AuditStore {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(connections)
+            // An unreachable database fails a write in seconds: the lifecycle keeps the events
+            // and tries again later instead of waiting on a connection.
+            .acquire_timeout(std::time::Duration::from_secs(5))
             .connect(&url)
             .await
             .context("connecting to the audit database")?;

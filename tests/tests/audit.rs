@@ -43,7 +43,8 @@ fn audit_verify(stack: &Stack) -> (bool, String) {
 fn kinds(records: &Value) -> Vec<String> {
     records
         .as_array()
-        .unwrap()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
         .iter()
         .map(|r| r["kind"].as_str().unwrap().to_string())
         .collect()
@@ -298,4 +299,72 @@ async fn postgres_chain_survives_concurrent_and_repeated_appends() {
     let verification = store.verify().await.unwrap();
     assert_eq!(verification.records, 80);
     assert_eq!(verification.first_broken, None);
+}
+
+/// An audit database that goes away never holds up a revocation: the CA revokes, the caller is
+/// answered, and the events are written once the database is back, before the lifecycle ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn revocation_does_not_wait_for_the_audit_database() {
+    let database = fresh_postgres_database("audit_outage").await;
+    // The worker reaches PostgreSQL through a gate the test can close.
+    let upstream: std::net::SocketAddr = database
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let gate = common::gate::TcpGate::start(upstream).await;
+    let through_gate = database.replace(&upstream.to_string(), &format!("127.0.0.1:{}", gate.port));
+    let stack = Stack::start_with(
+        "audit-outage",
+        StackOptions {
+            audit_database_url: Some(database.clone()),
+            worker_env: vec![("CERTFLOW_AUDIT_DATABASE_URL".into(), through_gate)],
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = unique("outage");
+    let issued = stack.issue(&request(&id, "payments")).await;
+    let serial = issued["current"]["serial"].as_str().unwrap().to_string();
+
+    gate.close();
+    let started = std::time::Instant::now();
+    let (status, body) = stack
+        .post(
+            &format!("/v1/certificates/{id}/revoke"),
+            &json!({"reason": "key_compromise", "requested_by": "secops"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the revocation waited {:?} for the audit database",
+        started.elapsed()
+    );
+    assert!(stack.vault().crl_serials().await.contains(&serial));
+    let (_, trail) = stack.get(&format!("/v1/certificates/{id}/audit")).await;
+    assert!(
+        !kinds(&trail).contains(&"revoked".to_string()),
+        "written while the database was unreachable? {trail}"
+    );
+
+    gate.reopen();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, trail) = stack.get(&format!("/v1/certificates/{id}/audit")).await;
+        let k = kinds(&trail);
+        if k.contains(&"revoked".to_string()) && k.last().map(String::as_str) == Some("retired") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "audit never caught up: {k:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    stack.wait_until_closed(&id, "COMPLETED").await;
+    let (ok, out) = audit_verify(&stack);
+    assert!(ok, "{out}");
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod gate;
 pub mod keyfactor_double;
 pub mod servicenow_double;
 
@@ -202,20 +203,28 @@ impl Stack {
         }
         // Any free port, unless a test asks for one.
         worker.env("CERTFLOW_METRICS_LISTEN", "127.0.0.1:0");
-        worker.envs(self.worker_env.iter().map(|(k, v)| (k, v)));
         worker.env("CERTFLOW_AUDIT_DATABASE_URL", &self.audit_database_url);
-        let child = worker
+        worker
             .env("TEMPORAL_ADDRESS", &s.temporal_address)
             .env("CERTFLOW_TASK_QUEUE", &self.task_queue)
             .env("VAULT_ADDR", &s.vault_addr)
             .env("VAULT_TOKEN", &s.worker_token)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info");
+        // The test's own settings last, so they can override any of the above.
+        worker.envs(self.worker_env.iter().map(|(k, v)| (k, v)));
+        let child = worker
             // stdout carries the audit events as JSON lines (for a SIEM).
             .stdout(log_file(s, &format!("{}-worker.audit.jsonl", self.name)))
             .stderr(log_file(s, &format!("{}-worker.log", self.name)))
             .spawn()
             .expect("starting certflow-worker (build it first: cargo build --workspace --bins)");
         self.worker = Some(child);
+    }
+
+    /// Sets (or replaces) an environment variable of the worker, for its next start.
+    pub fn set_worker_env(&mut self, name: &str, value: &str) {
+        self.worker_env.retain(|(k, _)| k != name);
+        self.worker_env.push((name.to_string(), value.to_string()));
     }
 
     /// SIGKILL: no graceful shutdown, in-flight activities die mid-call.

@@ -448,17 +448,13 @@ pub(crate) fn record(
     ctx.state_mut(|s| s.push_event(at, kind, cycle, detail));
 }
 
-/// An error and its causes, outermost first: an activity failure's own message is a cause.
-pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let message = c.to_string();
-        if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        cause = c.source();
+/// What an activity failure says, without Temporal's wrapping: the message the activity gave
+/// (the CA's or Vault's words), which is what callers and ServiceNow are shown.
+pub(crate) fn with_causes(e: &temporalio_common::error::ActivityExecutionError) -> String {
+    use temporalio_common::error::IncomingError;
+    match e.cause() {
+        Some(IncomingError::Application(failure)) => failure.to_string(),
+        Some(other) => other.to_string(),
+        None => e.to_string(),
     }
-    text
 }
