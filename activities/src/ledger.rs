@@ -28,6 +28,11 @@ enum Entry {
         order: String,
         certificate: IssuedCertificate,
     },
+    /// Withdrawn while the CA held it: never checked on again.
+    Withdrawn {
+        order: String,
+        reference: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,4 +158,44 @@ async fn settle(
     };
     vault.kv_write_cas(path, &entry, version).await?;
     Ok(answer)
+}
+
+/// Withdraws the order recorded at `path` because its lifecycle ended: a request the CA holds
+/// is cancelled at the CA. Returns a certificate the CA issued for it (by then, or before),
+/// which the caller must revoke since it will never be installed.
+pub async fn withdraw(
+    vault: &Vault,
+    ca: &dyn CertificateAuthority,
+    path: &str,
+    order: &IssueOrder<'_>,
+) -> Result<Option<IssuedCertificate>, SubmitError> {
+    match vault.kv_read::<Entry>(path).await? {
+        Some((Entry::Issued { certificate, .. }, _)) => Ok(Some(certificate)),
+        Some((
+            Entry::Pending {
+                order: o,
+                reference,
+                ..
+            },
+            version,
+        )) => {
+            let issued = ca.cancel_pending(order, &reference).await?;
+            let entry = match &issued {
+                Some(certificate) => Entry::Issued {
+                    order: o,
+                    certificate: certificate.clone(),
+                },
+                None => Entry::Withdrawn {
+                    order: o,
+                    reference,
+                },
+            };
+            vault.kv_write_cas(path, &entry, version).await?;
+            Ok(issued)
+        }
+        // Never submitted, withdrawn already, or an attempt whose answer was lost (the CA is
+        // asked for it as a retry would).
+        Some((Entry::Submitting { .. }, _)) => Ok(ca.find_issued(order).await?),
+        Some((Entry::Withdrawn { .. }, _)) | None => Ok(None),
+    }
 }

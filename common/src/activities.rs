@@ -251,6 +251,13 @@ impl CertificateActivities {
         unimplemented!()
     }
 
+    /// Withdraws an order because the lifecycle ended: a request the CA holds is cancelled at
+    /// the CA. Returns a certificate the CA issued for the order anyway (to be revoked).
+    #[activity(name = "withdraw_order")]
+    pub fn withdraw_order(input: OrderInput) -> Result<Option<IssuedCertificate>, ActivityError> {
+        unimplemented!()
+    }
+
     /// Writes the certificate (and, unless sealed, its key) to the lifecycle's KV record and
     /// destroys earlier versions of the record, so no superseded key stays readable.
     #[activity(name = "install_certificate")]
@@ -278,6 +285,6 @@ pub mod contract {
     pub use super::certificate_activities::{
         GenerateKeyAndCsr, InstallCertificate, OrderCertificate, RecordAuditEvents,
         RetireLifecycle, RevokeCertificate, RevokeSerial, StoreCertificate, SubmitCsr,
-        UpdateServicenowRecord, VerifyCertificate,
+        UpdateServicenowRecord, VerifyCertificate, WithdrawOrder,
     };
 }

@@ -6,6 +6,9 @@
 use crate::request::{FieldError, ValidationErrors, validate_requested_by};
 use crate::status::{Decision, Phase};
 
+/// How `renew_now` answers when the CA holds the renewal request: the API turns it into 202.
+pub const PENDING_AT_CA: &str = "pending at the CA: ";
+
 /// Longest approval comment accepted.
 pub const MAX_COMMENT_CHARS: usize = 1000;
 

@@ -23,7 +23,7 @@ use utoipa::{Modify, OpenApi};
         renew::renew_certificate,
         routes::healthz
     ),
-    components(schemas(CertificateRequest, CertificateStatus, CertificateFacts, RevokeRequest, RenewRequest, Decision, create::Created, Health, ErrorBody,
+    components(schemas(CertificateRequest, CertificateStatus, CertificateFacts, RevokeRequest, RenewRequest, Decision, create::Created, renew::RenewalPending, Health, ErrorBody,
         crate::listing::CertificatePage, crate::listing::CertificateSummary,
         certflow_common::audit::AuditRecord, certflow_common::audit::AuditEvent)),
     modifiers(&Security)

@@ -76,14 +76,13 @@ pub fn router(state: AppState) -> Router {
 /// A JSON body, with its rejection turned into a 4xx naming what is wrong.
 pub type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
-/// A refused or failed update is the workflow's answer to the caller (409); a closed workflow
-/// cannot take updates either.
+/// A refused or failed update is the workflow's answer to the caller (409). Updates go to a
+/// lifecycle the caller's lookup found, so "not found" means it has closed since: 409 too.
 pub(crate) fn update_error(id: String, e: WorkflowUpdateError) -> ApiError {
     match e {
-        WorkflowUpdateError::NotFound(status) if status.message().contains("completed") => {
+        WorkflowUpdateError::NotFound(_) => {
             ApiError::Conflict(format!("the lifecycle of {id:?} has already ended"))
         }
-        WorkflowUpdateError::NotFound(_) => ApiError::NotFound(id),
         WorkflowUpdateError::Failed(failure) => ApiError::Conflict(failure.message),
         e => ApiError::Unavailable(e.to_string()),
     }

@@ -174,53 +174,6 @@ approval = { required = true }
     }
 }
 
-/// A worker token that may also sign with `role`, a PKI role of this test's own.
-async fn token_for_role(stack: &Stack, role: &str) -> String {
-    allow_names(stack, role, true).await;
-    let vault = stack.vault();
-    let policy = format!(
-        "{}\npath \"pki/sign/{role}\" {{\n  capabilities = [\"update\"]\n}}\n",
-        include_str!("../../deploy/vault/certflow-orchestrator.hcl")
-    );
-    let (s, b) = vault
-        .request(
-            reqwest::Method::PUT,
-            &format!("sys/policies/acl/{role}"),
-            Some(json!({ "policy": policy })),
-        )
-        .await;
-    assert!(s == 200 || s == 204, "{b}");
-    let (s, b) = vault
-        .request(
-            reqwest::Method::POST,
-            "auth/token/create",
-            Some(json!({"policies": [role], "ttl": "1h"})),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-    b["auth"]["client_token"].as_str().unwrap().to_string()
-}
-
-/// Writes the test's PKI role (a write replaces the whole role): as the shipped one, or
-/// allowing no name of the tests.
-async fn allow_names(stack: &Stack, role: &str, allow: bool) {
-    let body = json!({
-        "allow_any_name": allow, "allowed_domains": ["nothing.invalid"],
-        "enforce_hostnames": true, "allow_ip_sans": true,
-        "allowed_uri_sans": "*", "key_type": "any", "max_ttl": "8760h",
-        "not_before_duration": "30s", "use_csr_common_name": true, "use_csr_sans": true
-    });
-    let (s, b) = stack
-        .vault()
-        .request(
-            reqwest::Method::POST,
-            &format!("pki/roles/{role}"),
-            Some(body),
-        )
-        .await;
-    assert!(s == 200 || s == 204, "{b}");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_renewal_the_ca_refuses_keeps_the_certificate_in_force_and_revocable() {
     let role = format!("refusing-{}", std::process::id());
@@ -235,7 +188,7 @@ async fn a_renewal_the_ca_refuses_keeps_the_certificate_in_force_and_revocable()
         },
     )
     .await;
-    let token = token_for_role(&stack, &role).await;
+    let token = common::token_for_role(&stack, &role).await;
     stack.kill_worker();
     stack.set_worker_env("VAULT_TOKEN", &token);
     stack.start_worker();
@@ -245,7 +198,7 @@ async fn a_renewal_the_ca_refuses_keeps_the_certificate_in_force_and_revocable()
     let serial = first["current"]["serial"].as_str().unwrap().to_string();
 
     // The role stops allowing the name: the renewal is refused, the certificate stays.
-    allow_names(&stack, &role, false).await;
+    common::allow_names(&stack, &role, false).await;
     let (status, body) = stack
         .post(&format!("/v1/certificates/{id}/renew"), &json!({}))
         .await;
@@ -291,12 +244,12 @@ async fn a_renewal_the_ca_refuses_keeps_the_certificate_in_force_and_revocable()
     }
 
     // Once the role allows the name again, renew now works; then revoke ends it all.
-    allow_names(&stack, &role, true).await;
+    common::allow_names(&stack, &role, true).await;
     let (status, renewed) = stack
         .post(&format!("/v1/certificates/{id}/renew"), &json!({}))
         .await;
     assert_eq!(status, 200, "{renewed}");
-    allow_names(&stack, &role, false).await;
+    common::allow_names(&stack, &role, false).await;
     let (status, revoked) = stack
         .post(
             &format!("/v1/certificates/{id}/revoke"),

@@ -437,11 +437,20 @@ async fn ca_refusal_fails_the_workflow_visibly() {
         .await;
     let failure = state["failure"].as_str().unwrap();
     assert!(failure.contains("lifetime"), "{failure}");
-    let described = stack.describe_workflow(&id);
+    let described = stack.wait_until_closed(&id, "FAILED").await;
+    assert!(described.contains("FAILED"), "{described}");
+    // What the CA issued was never stored, and it is revoked at the CA.
+    let rejected = state["serials"][0]["serial"].as_str().unwrap().to_string();
+    assert!(state["serials"][0]["revoked"].is_string(), "{state}");
     assert!(
-        described.contains("FAILED") || described.contains("Failed"),
-        "{described}"
+        stack.vault().crl_serials().await.contains(&rejected),
+        "the certificate that failed verification is still valid at the CA"
     );
+    let (status, _) = stack
+        .vault()
+        .read(&format!("secret/data/certflow/apps/payments/default/{id}"))
+        .await;
+    assert_eq!(status, 404, "nothing was stored");
 }
 
 #[tokio::test(flavor = "multi_thread")]

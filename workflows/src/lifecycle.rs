@@ -24,6 +24,7 @@ mod revocation;
 mod state;
 
 use certflow_common::activities::{CertificateActivities, RetireInput};
+use certflow_common::commands::PENDING_AT_CA;
 use certflow_common::schedule;
 use certflow_common::status::{RenewRequest, RevokeRequest};
 use certflow_common::{
@@ -83,8 +84,7 @@ impl CertificateLifecycle {
         if self.legacy {
             return self.v1.validate_revoke(request);
         }
-        // Validators have no clock: expiry is checked again by the handler.
-        self.revocation_target(request, i64::MIN).map(|_| ())
+        self.revocation_target(request).map(|_| ())
     }
 
     /// Approves issuance at the approval gate; answers once the gate has opened.
@@ -139,14 +139,27 @@ impl CertificateLifecycle {
             s.renewals.requested_by = request.requested_by;
             s.renewals.requested
         });
+        // Answered once the renewal is stored, has failed, or waits on the CA (which may take
+        // days: the caller learns it is pending and sees the rest in the state).
         ctx.wait_condition(move |s| {
-            s.renewals.served >= ticket || s.renewals.failed >= ticket || s.ending.is_some()
+            s.renewals.served >= ticket
+                || s.renewals.failed >= ticket
+                || s.ending.is_some()
+                || s.held_at_ca.is_some()
         })
         .await?;
         ctx.state(|s| match (&s.current, &s.renewals) {
             (Some(current), r) if r.served >= ticket => Ok(current.clone()),
             (_, r) if r.failed >= ticket => Err(r.last_error.clone().unwrap_or_default().into()),
-            _ => Err("a revocation ended the lifecycle before the renewal completed".into()),
+            _ if s.ending.is_some() => {
+                Err("a revocation ended the lifecycle before the renewal completed".into())
+            }
+            _ => Err(format!(
+                "{}{}",
+                PENDING_AT_CA,
+                s.held_at_ca.clone().unwrap_or_default()
+            )
+            .into()),
         })
     }
 
@@ -428,11 +441,9 @@ async fn renew(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResul
     Ok(())
 }
 
-/// Keeps what others see in step: forgets expired certificates, schedules the renewal of a
-/// new one, publishes the state and writes the audit outbox.
+/// Keeps what others see in step: schedules the renewal of a new certificate, publishes the
+/// state and writes the audit outbox.
 async fn housekeeping(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
-    let at = now(ctx);
-    ctx.state_mut(|s| s.prune_serials(at));
     let unscheduled = ctx.state(|s| {
         (s.phase == Phase::Active && s.renew_at.is_none())
             .then(|| s.current.clone())
@@ -473,38 +484,51 @@ async fn housekeeping(ctx: &mut WorkflowContext<CertificateLifecycle>) -> Workfl
     audit::flush(ctx).await
 }
 
-/// Sleeps until the next thing to do: the renewal (or retry) time, a command, an audit retry,
-/// or a change to publish.
+/// What a sleep's timer is for.
+#[derive(Clone, Copy)]
+enum Due {
+    /// The renewal time, or the next attempt at a failed renewal.
+    Renewal,
+    /// The current certificate's expiry, with no attempt left before it.
+    Expiry,
+    /// The end of a pause after the audit store refused a write.
+    Audit,
+}
+
+/// Sleeps until the next thing to do: the renewal (or retry) time, expiry, an audit retry, a
+/// command, or a change to publish. What happens next is decided by which of these came, never
+/// by reading the clock again: a fired timer is in the history, so a replay decides the same.
 async fn wait(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<Wake> {
     let at = now(ctx);
-    let (deadline, audit_retry) = ctx.state(|s| {
+    let (wake_at, due) = ctx.state(|s| {
         let not_after = s.current.as_ref().map_or(at, |c| c.not_after_unix);
-        let deadline = match (&s.renewal_failure, s.phase) {
-            (Some(f), Phase::RenewalFailed) => f.next_attempt_unix.unwrap_or(not_after),
-            _ => s.renew_at.unwrap_or(not_after),
+        let (deadline, due) = match (&s.renewal_failure, s.phase) {
+            (Some(f), Phase::RenewalFailed) => match f.next_attempt_unix {
+                Some(next) => (next, Due::Renewal),
+                None => (not_after, Due::Expiry),
+            },
+            _ => (s.renew_at.unwrap_or(not_after), Due::Renewal),
         };
-        let audit_retry = (!s.audit.pending.is_empty())
-            .then_some(s.audit.retry_at)
-            .flatten();
-        (deadline, audit_retry)
+        match s.audit.retry_at {
+            Some(retry) if !s.audit.pending.is_empty() && retry < deadline => (retry, Due::Audit),
+            _ => (deadline, due),
+        }
     });
-    let wake_at = audit_retry.map_or(deadline, |t| t.min(deadline));
+    let mut fired = false;
     if !needs_attention(ctx) {
         let timer = ctx.timer(Duration::from_secs((wake_at - at).max(0) as u64));
         let mut timer = std::pin::pin!(timer);
         let mut attention = std::pin::pin!(ctx.wait_condition(attention));
-        let woken = select! {
-            _ = timer.as_mut() => false,
-            r = attention.as_mut() => { r?; true },
+        fired = select! {
+            _ = timer.as_mut() => true,
+            r = attention.as_mut() => { r?; false },
         };
-        if woken {
+        if !fired {
             // A timer that loses the race must be cancelled explicitly, or it still fires.
             timer.cancel();
         }
     }
-    let at = now(ctx);
-    Ok(ctx.state(|s| {
-        let expired = s.current.as_ref().is_none_or(|c| at >= c.not_after_unix);
+    Ok(ctx.state_mut(|s| {
         let queued = s.revocations.iter().any(|j| j.status == JobStatus::Queued);
         if s.ending.is_some() {
             Wake::Refresh
@@ -512,12 +536,17 @@ async fn wait(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult
             Wake::Revocations
         } else if s.renewals.outstanding() || s.resume.is_some() {
             Wake::Renew
-        } else if s.phase == Phase::RenewalFailed && expired {
-            Wake::Expired
-        } else if at >= deadline {
-            Wake::Renew
-        } else {
+        } else if !fired {
             Wake::Refresh
+        } else {
+            match due {
+                Due::Renewal => Wake::Renew,
+                Due::Expiry => Wake::Expired,
+                Due::Audit => {
+                    s.audit.retry_at = None;
+                    Wake::Refresh
+                }
+            }
         }
     }))
 }

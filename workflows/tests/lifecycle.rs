@@ -328,7 +328,8 @@ async fn a_revocation_cancels_a_renewal_held_at_the_ca_and_never_waits_for_it() 
             ended.revocation_reason,
             Some(RevocationReason::KeyCompromise)
         );
-        // The held request is not checked on again.
+        // The held request is withdrawn at the CA, and not checked on again.
+        assert_eq!(env.fakes.read(&id, |s| s.withdrawn), 1);
         let orders = env.fakes.read(&id, |s| s.ordered.len());
         tokio::time::sleep(Duration::from_secs(6)).await;
         assert_eq!(env.fakes.read(&id, |s| s.ordered.len()), orders);
@@ -381,6 +382,7 @@ async fn a_request_held_at_the_ca_is_issued_or_withdrawn() {
             .unwrap();
         assert_eq!(outcome.phase, Phase::Cancelled, "{state:?}");
         assert!(env.fakes.read(&withdrawn, |s| s.revoked.is_empty()));
+        assert_eq!(env.fakes.read(&withdrawn, |s| s.withdrawn), 1);
         env.record(
             &certflow_common::workflow_id("default", &withdrawn),
             "withdrawn-while-pending",

@@ -61,7 +61,8 @@ async fn recorded_histories_replay_without_nondeterminism() {
 
 /// Writes the history of every run matching `CERTFLOW_RECORD_QUERY` (a visibility query) on
 /// the server at `TEMPORAL_ADDRESS` into `CERTFLOW_RECORD_DIR`, one file per run.
-/// `scripts/record-histories.sh` drives it; it is not part of the normal test run.
+/// Used to record release 1's histories from its running lifecycles; not part of the normal
+/// test run (this release's are recorded by scripts/record-histories.sh).
 #[tokio::test]
 #[ignore = "records histories from a running server; see scripts/record-histories.sh"]
 async fn record_histories() {

@@ -18,6 +18,7 @@ use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use base64::Engine;
 use certflow_common::RevocationReason;
+use certflow_common::activities::IssuedCertificate;
 use certflow_common::issuers::{KeyfactorAuth, KeyfactorIssuer};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -347,6 +348,42 @@ impl CertificateAuthority for KeyfactorCommand {
             other => Err(CaError::Rejected(format!(
                 "Keyfactor Command did not issue (disposition {other:?}): {message}"
             ))),
+        }
+    }
+
+    /// Denies the request in Command (`POST Workflow/Certificates/Deny`), so a CA manager
+    /// cannot approve it later; if it was approved meanwhile, returns its certificate.
+    async fn cancel_pending(
+        &self,
+        order: &IssueOrder<'_>,
+        reference: &str,
+    ) -> Result<Option<IssuedCertificate>, CaError> {
+        let id: i64 = reference.parse().map_err(|_| {
+            CaError::Rejected(format!("{reference:?} is not a Keyfactor request id"))
+        })?;
+        let denied = self
+            .call(
+                Method::POST,
+                "Workflow/Certificates/Deny",
+                Some(&json!([id])),
+                &[],
+            )
+            .await;
+        let denied_now = denied
+            .as_ref()
+            .ok()
+            .and_then(|r| r.get("Successes"))
+            .and_then(Value::as_i64)
+            == Some(1);
+        if denied_now {
+            return Ok(None);
+        }
+        // Not pending any more (approved, issued or denied already): see what became of it.
+        match self.check_pending(order, reference).await {
+            Ok(Submission::Issued(certificate)) => Ok(Some(certificate)),
+            Ok(Submission::Pending { .. }) => denied.map(|_| None),
+            Err(CaError::Rejected(_)) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

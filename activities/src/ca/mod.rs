@@ -67,6 +67,22 @@ pub trait CertificateAuthority: Send + Sync {
         ))
     }
 
+    /// Withdraws a request the CA holds, because the lifecycle that made it has ended. If
+    /// the CA issued it meanwhile, returns the certificate (the caller revokes it). CAs that
+    /// cannot withdraw a request only check on it; one they issue later has no usable key
+    /// (the lifecycle's transit key is deleted).
+    async fn cancel_pending(
+        &self,
+        order: &IssueOrder<'_>,
+        reference: &str,
+    ) -> Result<Option<IssuedCertificate>, CaError> {
+        match self.check_pending(order, reference).await {
+            Ok(Submission::Issued(certificate)) => Ok(Some(certificate)),
+            Ok(Submission::Pending { .. }) | Err(CaError::Rejected(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// How long a held request may stay pending before certflow gives up on it.
     fn pending_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(7 * 24 * 3600)

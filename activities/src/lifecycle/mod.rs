@@ -22,8 +22,8 @@ use crate::vault::Vault;
 use anyhow::{Context, Result};
 use certflow_audit::AuditStore;
 use certflow_common::activities::{
-    InstallInput, KeyAndCsr, KeyAndCsrInput, OrderInput, OrderOutcome, RetireInput,
-    RevocationResult, RevokeInput, RevokeSerialInput, StoreInput, StoredCertificate,
+    InstallInput, IssuedCertificate, KeyAndCsr, KeyAndCsrInput, OrderInput, OrderOutcome,
+    RetireInput, RevocationResult, RevokeInput, RevokeSerialInput, StoreInput, StoredCertificate,
     SubmitCsrInput, SubmitOutcome, VerifiedCertificate, VerifyInput, contract, error_types,
 };
 use certflow_common::audit::AuditEvent;
@@ -173,6 +173,16 @@ impl LifecycleActivities {
     ) -> Result<OrderOutcome, ActivityError> {
         let id = input.request.certificate_id.clone();
         traced("order_certificate", &id, order::run(&self, &ctx, input)).await
+    }
+
+    #[activity(definition = contract::WithdrawOrder)]
+    pub async fn withdraw_order(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: OrderInput,
+    ) -> Result<Option<IssuedCertificate>, ActivityError> {
+        let id = input.request.certificate_id.clone();
+        traced("withdraw_order", &id, order::withdraw(&self, input)).await
     }
 
     #[activity(definition = contract::InstallCertificate)]

@@ -12,7 +12,9 @@ use crate::ledger::{self, SubmitError};
 use crate::store::CertificateRecord;
 use crate::{csr_template, metrics, verify};
 use certflow_common::IssuerPolicy;
-use certflow_common::activities::{OrderInput, OrderOutcome, OrderedCertificate, error_types};
+use certflow_common::activities::{
+    IssuedCertificate, OrderInput, OrderOutcome, OrderedCertificate, error_types,
+};
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 pub(super) async fn run(
@@ -30,32 +32,14 @@ pub(super) async fn run(
     let policy = IssuerPolicy {
         min_renewal_interval_seconds: issuer.limits().min_renewal_interval_seconds,
     };
-
-    let key = &input.names.transit_key;
-    let key_version = acts
-        .vault
-        .ensure_key_version(
-            key,
-            request.key_type,
-            request.key_delivery,
-            u64::from(input.cycle) + 1,
-        )
-        .await
-        .map_err(|e| from_vault("preparing the transit key", e))?;
-    let template = csr_template::template_csr(request)
-        .map_err(|e| non_retryable(error_types::INVALID_REQUEST, format!("{e:#}")))?;
-    let csr_pem = acts
-        .vault
-        .key_csr(key, key_version, &template)
-        .await
-        .map_err(|e| from_vault("generating the CSR in transit", e))?;
+    let (key_version, csr_pem) = key_and_csr(acts, &input).await?;
     // Tell Temporal this attempt is alive between the Vault work and the CA call.
     let _ = ctx.record_heartbeat(()).await;
 
     let order = IssueOrder {
         request,
         csr_pem: &csr_pem,
-        idempotency_key: format!("{}/{}/{}", input.lifecycle_id, input.cycle, input.attempt),
+        idempotency_key: idempotency_key(&input),
     };
     let path = acts.kv_path(&input.names.ledger_entry(input.cycle, input.attempt));
     let counter = metrics::issuance_counter(input.cycle);
@@ -101,6 +85,66 @@ pub(super) async fn run(
             })
         }
     }
+}
+
+/// `withdraw_order`: the lifecycle ended while this order was out; a request the CA holds is
+/// withdrawn, and a certificate issued for it anyway is returned to be revoked.
+pub(super) async fn withdraw(
+    acts: &LifecycleActivities,
+    input: OrderInput,
+) -> Result<Option<IssuedCertificate>, ActivityError> {
+    let ca = acts.ca(&input.request.issuer)?;
+    let (_, csr_pem) = key_and_csr(acts, &input).await?;
+    let order = IssueOrder {
+        request: &input.request,
+        csr_pem: &csr_pem,
+        idempotency_key: idempotency_key(&input),
+    };
+    let path = acts.kv_path(&input.names.ledger_entry(input.cycle, input.attempt));
+    let issued = ledger::withdraw(&acts.vault, ca.as_ref(), &path, &order)
+        .await
+        .map_err(|e| match e {
+            SubmitError::Ca(e) => from_ca("withdrawing the request", e),
+            SubmitError::Vault(e) => from_vault("recording the withdrawal", e),
+        })?;
+    tracing::info!(
+        cycle = input.cycle,
+        issued = issued.is_some(),
+        "order withdrawn"
+    );
+    Ok(issued)
+}
+
+/// The key version of the cycle (made once) and a CSR signed by it in Vault.
+async fn key_and_csr(
+    acts: &LifecycleActivities,
+    input: &OrderInput,
+) -> Result<(u64, String), ActivityError> {
+    let request = &input.request;
+    let key = &input.names.transit_key;
+    let key_version = acts
+        .vault
+        .ensure_key_version(
+            key,
+            request.key_type,
+            request.key_delivery,
+            u64::from(input.cycle) + 1,
+        )
+        .await
+        .map_err(|e| from_vault("preparing the transit key", e))?;
+    let template = csr_template::template_csr(request)
+        .map_err(|e| non_retryable(error_types::INVALID_REQUEST, format!("{e:#}")))?;
+    let csr_pem = acts
+        .vault
+        .key_csr(key, key_version, &template)
+        .await
+        .map_err(|e| from_vault("generating the CSR in transit", e))?;
+    Ok((key_version, csr_pem))
+}
+
+/// Stable per lifecycle, cycle and attempt; CAs that take idempotency tokens get it.
+fn idempotency_key(input: &OrderInput) -> String {
+    format!("{}/{}/{}", input.lifecycle_id, input.cycle, input.attempt)
 }
 
 /// An issuer (or the request) that requires approval gets no first certificate without one,

@@ -7,15 +7,28 @@ use crate::lookup::{self, Scope};
 use crate::routes::{AppState, Body, update_error};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use certflow_common::commands::PENDING_AT_CA;
 use certflow_common::status::RenewRequest;
 use certflow_common::{CertificateFacts, ValidationErrors, validate_requested_by};
 use certflow_workflows::CertificateLifecycle;
+use serde::Serialize;
 use temporalio_client::WorkflowExecuteUpdateOptions;
+use temporalio_client::errors::WorkflowUpdateError;
 
-/// Renews at once; answers with the new certificate's facts.
+/// The CA holds the renewal (approval, asynchronous issuance): it is installed once issued.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RenewalPending {
+    pub status: &'static str,
+    pub detail: String,
+}
+
+/// Renews at once; answers with the new certificate's facts, or 202 if the CA holds it.
 #[utoipa::path(post, path = "/v1/certificates/{id}/renew", params(("id" = String, Path), Scope), request_body = RenewRequest,
-    responses((status = 200, body = CertificateFacts), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 200, body = CertificateFacts), (status = 202, description = "the CA holds the renewal request", body = RenewalPending),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "ended, being revoked, a renewal already running, too soon, or the renewal failed", body = ErrorBody)),
     security(("basic" = []), ("bearer" = [])))]
 pub async fn renew_certificate(
@@ -24,7 +37,7 @@ pub async fn renew_certificate(
     Path(id): Path<String>,
     scope: Result<Query<Scope>, QueryRejection>,
     body: Body<RenewRequest>,
-) -> Result<Json<CertificateFacts>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(scope) = scope.map_err(|e| ApiError::BadJson(e.body_text(), e.status()))?;
     let Json(request) = body?;
     validate_requested_by(request.requested_by.as_deref())
@@ -38,5 +51,16 @@ pub async fn renew_certificate(
             WorkflowExecuteUpdateOptions::default(),
         )
         .await;
-    result.map(Json).map_err(|e| update_error(id, e))
+    match result {
+        Ok(facts) => Ok(Json::<CertificateFacts>(facts).into_response()),
+        Err(WorkflowUpdateError::Failed(failure)) if failure.message.starts_with(PENDING_AT_CA) => {
+            let detail = failure.message[PENDING_AT_CA.len()..].to_string();
+            let body = RenewalPending {
+                status: "pending_at_ca",
+                detail,
+            };
+            Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+        }
+        Err(e) => Err(update_error(id, e)),
+    }
 }

@@ -72,10 +72,13 @@ struct Inner {
     tokens: HashMap<String, Instant>,
     validity: Duration,
     require_approval: bool,
+    deny: bool,
     faults: HashMap<String, VecDeque<Fault>>,
     calls: Vec<Call>,
     enrolments: Vec<Value>,
     pending: Vec<PendingRequest>,
+    /// Request ids denied through the API.
+    denied: Vec<i64>,
     issued: Vec<Issued>,
     revocations: Vec<Value>,
     next_id: i64,
@@ -106,10 +109,12 @@ impl KeyfactorDouble {
                 tokens: HashMap::new(),
                 validity,
                 require_approval: false,
+                deny: false,
                 faults: HashMap::new(),
                 calls: Vec::new(),
                 enrolments: Vec::new(),
                 pending: Vec::new(),
+                denied: Vec::new(),
                 issued: Vec::new(),
                 revocations: Vec::new(),
                 next_id: 1000,
@@ -128,6 +133,7 @@ impl KeyfactorDouble {
                 &format!("{API}/Workflow/Certificates/Approve"),
                 post(approve),
             )
+            .route(&format!("{API}/Workflow/Certificates/Deny"), post(deny))
             .route(&format!("{API}/Certificates"), get(find_certificates))
             .route(&format!("{API}/Certificates/Download"), post(download))
             .route(&format!("{API}/Certificates/Revoke"), post(revoke))
@@ -142,6 +148,70 @@ impl KeyfactorDouble {
 
     pub fn require_approval(&self, on: bool) {
         self.inner.lock().unwrap().require_approval = on;
+    }
+
+    /// While on, the CA denies every enrolment (disposition `DENIED`).
+    pub fn deny(&self, on: bool) {
+        self.inner.lock().unwrap().deny = on;
+    }
+
+    /// A CA manager approves every request waiting (as the Approve endpoint does).
+    pub fn approve_pending(&self) {
+        let ids = self.pending_request_ids();
+        self.approve_ids(&ids);
+    }
+
+    fn approve_ids(&self, ids: &[i64]) {
+        let validity = self.inner.lock().unwrap().validity;
+        for id in ids {
+            let found = {
+                let mut inner = self.inner.lock().unwrap();
+                inner
+                    .pending
+                    .iter_mut()
+                    .find(|p| p.request_id == *id && !p.approved)
+                    .map(|p| {
+                        p.approved = true;
+                        (p.csr.clone(), p.sans.clone())
+                    })
+            };
+            if let Some((csr, sans)) = found {
+                let pem = self.sign(&csr, &sans, validity).unwrap();
+                let mut inner = self.inner.lock().unwrap();
+                inner.next_id += 1;
+                let keyfactor_id = inner.next_id;
+                inner.issued.push(Issued {
+                    keyfactor_id,
+                    request_id: *id,
+                    pem,
+                });
+            }
+        }
+    }
+
+    /// Every certificate the CA issued: Keyfactor id and PEM.
+    pub fn issued_certificates(&self) -> Vec<(i64, String)> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .issued
+            .iter()
+            .map(|c| (c.keyfactor_id, c.pem.clone()))
+            .collect()
+    }
+
+    /// Keyfactor ids of every revoked certificate.
+    pub fn revoked_ids(&self) -> Vec<i64> {
+        self.revocations()
+            .iter()
+            .flat_map(|r| {
+                r["CertificateIds"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|v| v.as_i64())
+            })
+            .collect()
     }
 
     /// Queues `fault` for the next call to `path` (relative to the API, e.g. `Enrollment/CSR`).
@@ -172,6 +242,11 @@ impl KeyfactorDouble {
 
     pub fn revocations(&self) -> Vec<Value> {
         self.inner.lock().unwrap().revocations.clone()
+    }
+
+    /// Request ids denied through the API.
+    pub fn denied_request_ids(&self) -> Vec<i64> {
+        self.inner.lock().unwrap().denied.clone()
     }
 
     pub fn pending_request_ids(&self) -> Vec<i64> {
@@ -376,6 +451,18 @@ async fn enroll(
     inner.enrolments.push(body.clone());
     inner.next_id += 1;
     let request_id = inner.next_id;
+    if inner.deny {
+        return axum::Json(json!({
+            "CertificateInformation": {
+                "KeyfactorRequestId": request_id,
+                "RequestDisposition": "DENIED",
+                "DispositionMessage": "Denied by policy: this name is not allowed.",
+                "Certificates": [],
+            },
+            "Metadata": body["Metadata"],
+        }))
+        .into_response();
+    }
     if inner.require_approval {
         inner.pending.push(PendingRequest {
             request_id,
@@ -435,6 +522,10 @@ async fn workflow_request(
         return r;
     }
     let inner = d.inner.lock().unwrap();
+    if inner.denied.contains(&id) {
+        return axum::Json(json!({"Id": id, "State": 3, "StateString": "Denied", "DenialComment": "withdrawn by the requester"}))
+            .into_response();
+    }
     let Some(p) = inner.pending.iter().find(|p| p.request_id == id) else {
         return error(StatusCode::NOT_FOUND, "no such certificate request");
     };
@@ -462,32 +553,39 @@ async fn approve(
         return r;
     }
     let ids: Vec<i64> = serde_json::from_slice(&body).unwrap_or_default();
-    let validity = d.inner.lock().unwrap().validity;
-    for id in &ids {
-        let found = {
-            let mut inner = d.inner.lock().unwrap();
-            inner
-                .pending
-                .iter_mut()
-                .find(|p| p.request_id == *id && !p.approved)
-                .map(|p| {
-                    p.approved = true;
-                    (p.csr.clone(), p.sans.clone())
-                })
-        };
-        if let Some((csr, sans)) = found {
-            let pem = d.sign(&csr, &sans, validity).unwrap();
-            let mut inner = d.inner.lock().unwrap();
-            inner.next_id += 1;
-            let keyfactor_id = inner.next_id;
-            inner.issued.push(Issued {
-                keyfactor_id,
-                request_id: *id,
-                pem,
-            });
-        }
-    }
+    d.approve_ids(&ids);
     axum::Json(json!({"Successes": ids.len(), "Failures": 0, "Denials": 0})).into_response()
+}
+
+/// Denies pending requests (`POST Workflow/Certificates/Deny`, a JSON array of request ids):
+/// they can no longer be approved.
+async fn deny(
+    State(d): State<KeyfactorDouble>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = d.gate(
+        &method,
+        &format!("{API}/Workflow/Certificates/Deny"),
+        &headers,
+    ) {
+        return r;
+    }
+    let ids: Vec<i64> = serde_json::from_slice(&body).unwrap_or_default();
+    let mut inner = d.inner.lock().unwrap();
+    // Only requests still pending can be denied; an approved one stays issued.
+    let denied: Vec<i64> = inner
+        .pending
+        .iter()
+        .filter(|p| !p.approved && ids.contains(&p.request_id))
+        .map(|p| p.request_id)
+        .collect();
+    inner.pending.retain(|p| !denied.contains(&p.request_id));
+    inner.denied.extend(denied.iter().copied());
+    let denied = denied.len();
+    axum::Json(json!({"Successes": denied, "Failures": ids.len() - denied, "Denials": 0}))
+        .into_response()
 }
 
 async fn find_certificates(

@@ -168,12 +168,17 @@ impl Stack {
             },
             worker: None,
             api,
+            // No call may hang a test: two minutes is far beyond any answer certflow gives.
             http: match &options.api_ca_pem {
                 Some(pem) => reqwest::Client::builder()
                     .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+                    .timeout(Duration::from_secs(120))
                     .build()
                     .unwrap(),
-                None => reqwest::Client::new(),
+                None => reqwest::Client::builder()
+                    .timeout(Duration::from_secs(120))
+                    .build()
+                    .unwrap(),
             },
             issuers_file,
             worker_env: options.worker_env,
@@ -613,4 +618,51 @@ pub fn openssl(args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// A worker token that may also sign with `role`, a PKI role of this test's own.
+pub async fn token_for_role(stack: &Stack, role: &str) -> String {
+    allow_names(stack, role, true).await;
+    let vault = stack.vault();
+    let policy = format!(
+        "{}\npath \"pki/sign/{role}\" {{\n  capabilities = [\"update\"]\n}}\n",
+        include_str!("../../../deploy/vault/certflow-orchestrator.hcl")
+    );
+    let (s, b) = vault
+        .request(
+            reqwest::Method::PUT,
+            &format!("sys/policies/acl/{role}"),
+            Some(json!({ "policy": policy })),
+        )
+        .await;
+    assert!(s == 200 || s == 204, "{b}");
+    let (s, b) = vault
+        .request(
+            reqwest::Method::POST,
+            "auth/token/create",
+            Some(json!({"policies": [role], "ttl": "1h"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    b["auth"]["client_token"].as_str().unwrap().to_string()
+}
+
+/// Writes the test's PKI role (a write replaces the whole role): as the shipped one, or
+/// allowing no name of the tests.
+pub async fn allow_names(stack: &Stack, role: &str, allow: bool) {
+    let body = json!({
+        "allow_any_name": allow, "allowed_domains": ["nothing.invalid"],
+        "enforce_hostnames": true, "allow_ip_sans": true,
+        "allowed_uri_sans": "*", "key_type": "any", "max_ttl": "8760h",
+        "not_before_duration": "30s", "use_csr_common_name": true, "use_csr_sans": true
+    });
+    let (s, b) = stack
+        .vault()
+        .request(
+            reqwest::Method::POST,
+            &format!("pki/roles/{role}"),
+            Some(body),
+        )
+        .await;
+    assert!(s == 200 || s == 204, "{b}");
 }

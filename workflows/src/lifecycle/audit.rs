@@ -42,9 +42,10 @@ impl Outbox {
         self.pending.push(event);
     }
 
-    /// There is something to write and no back-off in the way.
-    pub fn due(&self, now: i64) -> bool {
-        !self.pending.is_empty() && self.retry_at.is_none_or(|at| now >= at)
+    /// There is something to write and no back-off in the way (a back-off ends when its
+    /// timer fires, not by reading the clock).
+    pub fn due(&self) -> bool {
+        !self.pending.is_empty() && self.retry_at.is_none()
     }
 }
 
@@ -80,8 +81,7 @@ pub(crate) fn event(
 
 /// Writes the outbox if it is due. A failure leaves the events in place and backs off.
 pub(crate) async fn flush(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
-    let now = now(ctx);
-    let events = ctx.state(|s| s.audit.due(now).then(|| s.audit.pending.clone()));
+    let events = ctx.state(|s| s.audit.due().then(|| s.audit.pending.clone()));
     let Some(events) = events else {
         return Ok(());
     };
@@ -92,6 +92,7 @@ pub(crate) async fn flush(ctx: &mut WorkflowContext<CertificateLifecycle>) -> Wo
             options::audit(),
         )
         .await;
+    let now = now(ctx);
     ctx.state_mut(|s| match written {
         Ok(()) => {
             s.audit.pending.drain(..events.len());
@@ -118,5 +119,6 @@ pub(crate) async fn drain(ctx: &mut WorkflowContext<CertificateLifecycle>) -> Wo
         }
         let wait = retry_at.map_or(0, |at| (at - now(ctx)).max(1));
         ctx.timer(Duration::from_secs(wait as u64)).await;
+        ctx.state_mut(|s| s.audit.retry_at = None);
     }
 }

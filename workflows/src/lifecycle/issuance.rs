@@ -42,11 +42,27 @@ pub(crate) async fn attempt(
     attempt: u32,
     history_limit: u32,
 ) -> WorkflowResult<Attempt> {
-    let mut pause = PENDING_FIRST_PAUSE;
     let mut reported_pending = ctx.state(|s| s.resume.is_some());
     ctx.state_mut(|s| s.resume = None);
+    let outcome =
+        order_until_settled(ctx, cycle, attempt, history_limit, &mut reported_pending).await;
+    ctx.state_mut(|s| s.held_at_ca = None);
+    outcome
+}
+
+async fn order_until_settled(
+    ctx: &mut WorkflowContext<CertificateLifecycle>,
+    cycle: u32,
+    attempt: u32,
+    history_limit: u32,
+    reported_pending: &mut bool,
+) -> WorkflowResult<Attempt> {
+    let mut pause = PENDING_FIRST_PAUSE;
     loop {
         if ctx.state(|s| s.ending.is_some()) {
+            if *reported_pending {
+                withdraw(ctx, cycle, attempt).await?;
+            }
             return Ok(Attempt::Ending);
         }
         let (input, issuer) = ctx.state(|s| {
@@ -79,9 +95,10 @@ pub(crate) async fn attempt(
                 return Ok(Attempt::Failed(message));
             }
             Ok(OrderOutcome::Pending { detail }) => {
-                if !reported_pending {
+                ctx.state_mut(|s| s.held_at_ca = Some(detail.clone()));
+                if !*reported_pending {
                     record(ctx, EventKind::PendingAtCa, cycle, detail);
-                    reported_pending = true;
+                    *reported_pending = true;
                     report::publish(ctx).await?;
                     super::audit::flush(ctx).await?;
                 }
@@ -89,7 +106,8 @@ pub(crate) async fn attempt(
                     ctx.state_mut(|s| s.resume = Some(PendingAttempt { cycle, attempt }));
                     return Ok(Attempt::Suspended);
                 }
-                if wait_or_end(ctx, pause).await? {
+                if ending.is_some() || wait_or_end(ctx, pause).await? {
+                    withdraw(ctx, cycle, attempt).await?;
                     return Ok(Attempt::Ending);
                 }
                 pause = (pause * 2).min(PENDING_MAX_PAUSE);
@@ -100,7 +118,14 @@ pub(crate) async fn attempt(
             }) => {
                 let detail = format!("serial {} rejected: {reason}", certificate.serial);
                 record(ctx, EventKind::VerificationFailed, cycle, detail);
-                discard(ctx, &certificate, cycle, RevocationReason::Unspecified).await?;
+                discard(
+                    ctx,
+                    &certificate,
+                    cycle,
+                    RevocationReason::Unspecified,
+                    None,
+                )
+                .await?;
                 return Ok(Attempt::Failed(format!(
                     "the CA issued a certificate that failed verification (revoked): {reason}"
                 )));
@@ -108,7 +133,8 @@ pub(crate) async fn attempt(
             Ok(OrderOutcome::Issued(ordered)) => {
                 if let Some(ending) = ending {
                     let reason = ending.reason_for_others();
-                    discard(ctx, &ordered.certificate, cycle, reason).await?;
+                    let why = "after a revocation ended the lifecycle";
+                    discard(ctx, &ordered.certificate, cycle, reason, Some(why)).await?;
                     return Ok(Attempt::Ending);
                 }
                 return install(ctx, cycle, ordered).await;
@@ -160,13 +186,9 @@ async fn install(
         Ok(stored) => stored,
         Err(e) => {
             let message = format!("storing the certificate: {}", with_causes(&e));
-            discard(
-                ctx,
-                &ordered.certificate,
-                cycle,
-                RevocationReason::Unspecified,
-            )
-            .await?;
+            let why = "but could not be stored";
+            let reason = RevocationReason::Unspecified;
+            discard(ctx, &ordered.certificate, cycle, reason, Some(why)).await?;
             return Ok(Attempt::Failed(message));
         }
     };
@@ -196,6 +218,8 @@ async fn install(
             revoked: None,
         });
         s.renew_at = None;
+        // The new certificate's not-before is the clock here: it comes from history.
+        s.prune_serials(v.not_before_unix);
     });
     let key = ctx.state(|s| s.names().transit_key.clone());
     record(
@@ -229,9 +253,8 @@ async fn install(
 /// Revokes the oldest certificates still in force beyond [`MAX_VALID_SERIALS`], as
 /// superseded, so the number a lifecycle keeps revocable stays bounded.
 async fn retire_surplus(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
-    let at = now(ctx);
     let surplus: Vec<SerialRecord> = ctx.state(|s| {
-        let live = s.unrevoked(at);
+        let live = s.unrevoked();
         let excess = live.len().saturating_sub(MAX_VALID_SERIALS);
         live.into_iter().take(excess).collect()
     });
@@ -242,14 +265,72 @@ async fn retire_surplus(ctx: &mut WorkflowContext<CertificateLifecycle>) -> Work
     Ok(())
 }
 
+/// The lifecycle ended while the CA held its request: withdraw it at the CA, and revoke a
+/// certificate issued for it anyway.
+async fn withdraw(
+    ctx: &mut WorkflowContext<CertificateLifecycle>,
+    cycle: u32,
+    attempt: u32,
+) -> WorkflowResult<()> {
+    let (input, issuer) = ctx.state(|s| {
+        let input = OrderInput {
+            request: s.request.clone(),
+            tenant: s.tenant.clone(),
+            lifecycle_id: s.lifecycle_id.clone(),
+            names: s.names().clone(),
+            cycle,
+            attempt,
+            approved_by: s.approval.as_ref().and_then(|a| a.by.clone()),
+        };
+        (input, s.request.issuer.clone())
+    });
+    let task_queue = ctx.task_queue().to_string();
+    let withdrawn = ctx
+        .execute_activity(
+            CertificateActivities::withdraw_order,
+            input,
+            options::ca(&task_queue, &issuer),
+        )
+        .await;
+    let reason = ctx.state(|s| s.ending.map(|e| e.reason_for_others()));
+    let reason = reason.unwrap_or(RevocationReason::CessationOfOperation);
+    match withdrawn {
+        Ok(Some(certificate)) => {
+            let why = "for a request withdrawn when the lifecycle ended";
+            discard(ctx, &certificate, cycle, reason, Some(why)).await?;
+        }
+        Ok(None) => record(
+            ctx,
+            EventKind::Cancelled,
+            cycle,
+            "the request the CA held was withdrawn",
+        ),
+        Err(e) => record(
+            ctx,
+            EventKind::Cancelled,
+            cycle,
+            format!(
+                "the request the CA held could not be withdrawn: {}",
+                with_causes(&e)
+            ),
+        ),
+    }
+    Ok(())
+}
+
 /// Revokes a certificate the CA issued that will never be installed, and keeps it on the
-/// lifecycle's list so its fate is visible.
+/// lifecycle's list so its fate is visible. `issued`: why, for an issuance not yet recorded.
 async fn discard(
     ctx: &mut WorkflowContext<CertificateLifecycle>,
     certificate: &IssuedCertificate,
     cycle: u32,
     reason: RevocationReason,
+    issued: Option<&str>,
 ) -> WorkflowResult<()> {
+    if let Some(why) = issued {
+        let detail = format!("serial {} issued {why}; revoking it", certificate.serial);
+        record(ctx, EventKind::Issued, cycle, detail);
+    }
     let record = SerialRecord {
         serial: certificate.serial.clone(),
         cycle,

@@ -25,8 +25,7 @@ pub(crate) async fn handle(
     ctx: &mut WorkflowContext<CertificateLifecycle>,
     request: RevokeRequest,
 ) -> Result<CertificateStatus, HandlerError> {
-    let at = now(ctx);
-    let target = ctx.state(|s| s.revocation_target(&request, at))?;
+    let target = ctx.state(|s| s.revocation_target(&request))?;
     let (id, mine) = ctx.state_mut(|s| accept(s, request, target, false));
     if mine {
         run_job(ctx, id).await?;
@@ -48,7 +47,7 @@ pub(crate) async fn handle(
 
 /// The `request_revocation` signal: accepted like the update, run by the main loop.
 pub(crate) fn accept_signal(s: &mut CertificateLifecycle, request: RevokeRequest, at: i64) {
-    match s.revocation_target(&request, at) {
+    match s.revocation_target(&request) {
         Ok(target) => {
             accept(s, request, target, true);
         }
@@ -178,8 +177,7 @@ pub(crate) async fn revoke_others(
     let Some(ending) = ctx.state(|s| s.ending) else {
         return Ok(());
     };
-    let at = now(ctx);
-    let others = ctx.state(|s| s.unrevoked(at));
+    let others = ctx.state(|s| s.unrevoked());
     for serial in others {
         let reason = ending.reason_for_others();
         if revoke_one(ctx, &serial, reason, None).await?.is_err()

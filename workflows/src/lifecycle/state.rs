@@ -51,6 +51,8 @@ pub struct CertificateLifecycle {
     pub(crate) ending: Option<Ending>,
     /// An order is at the CA right now (an activity in flight).
     pub(crate) ordering: bool,
+    /// The CA holds the current order (approval, asynchronous issuance).
+    pub(crate) held_at_ca: Option<String>,
     /// A CA request held over from the previous run (continue-as-new while pending).
     pub(crate) resume: Option<PendingAttempt>,
     pub(crate) failure: Option<String>,
@@ -178,6 +180,7 @@ impl CertificateLifecycle {
             revocations: Vec::new(),
             ending: None,
             ordering: false,
+            held_at_ca: None,
             resume: carried.pending,
             failure: None,
             gate: input.approval,
@@ -310,7 +313,6 @@ impl CertificateLifecycle {
     pub(crate) fn revocation_target(
         &self,
         request: &RevokeRequest,
-        now: i64,
     ) -> Result<Option<String>, HandlerError> {
         if let Some(refusal) = commands::refusal(self.phase, Command::Revoke) {
             return Err(refusal.into());
@@ -331,9 +333,6 @@ impl CertificateLifecycle {
             ),
             Some(s) if s.revoked.is_some() => {
                 Err(format!("serial {serial} is already revoked").into())
-            }
-            Some(s) if s.not_after_unix <= now => {
-                Err(format!("serial {serial} has expired").into())
             }
             Some(_) => Ok(Some(serial.clone())),
         }
@@ -394,11 +393,12 @@ impl CertificateLifecycle {
         target.is_none() || target == current || reason.is_compromise()
     }
 
-    /// Serials still in force and not being revoked, except `except`.
-    pub(crate) fn unrevoked(&self, now: i64) -> Vec<SerialRecord> {
+    /// Certificates on the list not revoked and not being revoked. Expired ones leave the
+    /// list when a new certificate arrives (see `prune_serials`); until then they count.
+    pub(crate) fn unrevoked(&self) -> Vec<SerialRecord> {
         self.serials
             .iter()
-            .filter(|s| s.revoked.is_none() && s.not_after_unix > now)
+            .filter(|s| s.revoked.is_none())
             .filter(|s| !self.revoking.contains(&s.serial))
             .cloned()
             .collect()
@@ -411,8 +411,10 @@ impl CertificateLifecycle {
         self.revoking.remove(serial);
     }
 
-    /// Forgets certificates that have expired (they need no revocation any more) and all but
-    /// the last few revoked ones, so the list stays bounded.
+    /// Forgets certificates expired by `now` (they need no revocation any more) and all but
+    /// the last few revoked ones, so the list stays bounded. `now` must come from history (a
+    /// new certificate's not-before), never from the clock: what the list holds decides which
+    /// revocations a replay schedules.
     pub(crate) fn prune_serials(&mut self, now: i64) {
         let current = self.current.as_ref().map(|c| c.serial.clone());
         self.serials

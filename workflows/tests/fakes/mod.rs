@@ -51,6 +51,8 @@ pub struct Script {
     pub installed: Vec<String>,
     pub revoked: Vec<(String, RevocationReason)>,
     pub retired: u32,
+    /// Orders withdrawn because the lifecycle ended while the CA held them.
+    pub withdrawn: u32,
 }
 
 #[derive(Clone, Default)]
@@ -190,6 +192,16 @@ impl Fakes {
                 }))
             }
         }
+    }
+
+    #[activity(definition = contract::WithdrawOrder)]
+    pub async fn withdraw_order(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: OrderInput,
+    ) -> Result<Option<IssuedCertificate>, ActivityError> {
+        self.script(&input.request.certificate_id, |s| s.withdrawn += 1);
+        Ok(None)
     }
 
     #[activity(definition = contract::InstallCertificate)]
