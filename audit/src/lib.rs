@@ -99,6 +99,15 @@ impl AuditStore {
                     .await
                     .with_context(|| format!("creating the audit schema: {statement}"))?;
             }
+            // Trails written before the `client` column existed get it (SQLite has no
+            // ADD COLUMN IF NOT EXISTS: a duplicate column is the answer when it is there).
+            if let Err(e) = sqlx::query(schema::SQLITE_ADD_CLIENT)
+                .execute(&self.pool)
+                .await
+                && !e.to_string().contains("duplicate column")
+            {
+                return Err(anyhow::Error::new(e).context("adding the client column"));
+            }
             return Ok(());
         }
         // Workers and APIs starting together would race on CREATE ... IF NOT EXISTS (it is not
@@ -260,7 +269,7 @@ impl AuditStore {
 
 const COLUMNS: &str = "seq, event_id, certificate_id, tenant, at_unix, kind, actor, cycle, detail, \
     issuer, serial, not_after_unix, sha256_fingerprint, vault_path, vault_version, \
-    servicenow_record, prev_hash, hash";
+    servicenow_record, prev_hash, hash, client";
 
 async fn insert(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -271,7 +280,7 @@ async fn insert(
 ) -> Result<()> {
     sqlx::query(&format!(
         "INSERT INTO certflow_audit ({COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
     ))
     .bind(seq)
     .bind(&e.event_id)
@@ -291,6 +300,7 @@ async fn insert(
     .bind(e.servicenow_record.clone())
     .bind(prev)
     .bind(hash)
+    .bind(e.client.clone())
     .execute(&mut **tx)
     .await
     .context("appending to the audit trail")?;
@@ -321,6 +331,7 @@ fn record_of(row: &AnyRow) -> Result<AuditRecord> {
                 .try_get::<Option<i64>, _>("vault_version")?
                 .map(|v| v as u64),
             servicenow_record: row.try_get("servicenow_record")?,
+            client: row.try_get("client")?,
         },
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
@@ -377,6 +388,7 @@ mod tests {
             vault_path: None,
             vault_version: None,
             servicenow_record: None,
+            client: None,
         }
     }
 
@@ -423,6 +435,55 @@ mod tests {
             .execute(store.pool())
             .await;
         assert!(refused.is_err());
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_trail_of_release_1_gains_the_client_column_and_its_chain_holds() {
+        let path =
+            std::env::temp_dir().join(format!("certflow-audit-r1-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let url = format!("sqlite://{}", path.display());
+        // A store as release 1 created it: no client column, one record.
+        {
+            sqlx::any::install_default_drivers();
+            let pool = AnyPoolOptions::new()
+                .max_connections(1)
+                .connect(&format!("{url}?mode=rwc"))
+                .await
+                .unwrap();
+            let old_table = schema::SQLITE[0].replace(",\n        client TEXT)", ")");
+            assert!(!old_table.contains("client"), "{old_table}");
+            sqlx::query(&old_table).execute(&pool).await.unwrap();
+            let e = event("old/1");
+            let hash = chain_hash(GENESIS, 1, &e);
+            sqlx::query(
+                "INSERT INTO certflow_audit (seq, event_id, certificate_id, tenant, at_unix, kind, actor, cycle, detail, issuer, serial, not_after_unix, sha256_fingerprint, vault_path, vault_version, servicenow_record, prev_hash, hash) \
+                 VALUES (1, 'old/1', 'web-1', 'acme', 1800000000, 'issued', 'certflow', 0, 'serial 01', 'vault-pki', '01', 1800086400, NULL, NULL, NULL, NULL, $1, $2)",
+            )
+            .bind(GENESIS)
+            .bind(&hash)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        let store = AuditStore::connect(&url).await.unwrap();
+        let mut with_client = event("new/1");
+        with_client.client = Some("servicenow-acme".into());
+        store.append(&[with_client]).await.unwrap();
+        let all = store
+            .search(&AuditFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].event.client, None);
+        assert_eq!(all[1].event.client.as_deref(), Some("servicenow-acme"));
+        assert_eq!(store.verify().await.unwrap().first_broken, None);
+        // Connecting again (a restart) is fine too.
+        AuditStore::connect(&url).await.unwrap();
         let _ = std::fs::remove_file(&path);
     }
 }

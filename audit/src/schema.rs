@@ -18,7 +18,8 @@ const TABLE: &str = "CREATE TABLE IF NOT EXISTS certflow_audit (
         vault_version BIGINT,
         servicenow_record TEXT,
         prev_hash TEXT NOT NULL,
-        hash TEXT NOT NULL)";
+        hash TEXT NOT NULL,
+        client TEXT)";
 const INDEX_CERTIFICATE: &str =
     "CREATE INDEX IF NOT EXISTS certflow_audit_certificate ON certflow_audit (certificate_id, seq)";
 const INDEX_TIME: &str = "CREATE INDEX IF NOT EXISTS certflow_audit_at ON certflow_audit (at_unix)";
@@ -38,8 +39,12 @@ pub const SQLITE: &[&str] = &[
     "PRAGMA busy_timeout = 5000",
 ];
 
+/// The authenticated API client beside the actor, added after the first release.
+pub const SQLITE_ADD_CLIENT: &str = "ALTER TABLE certflow_audit ADD COLUMN client TEXT";
+
 pub const POSTGRES: &[&str] = &[
     TABLE,
+    "ALTER TABLE certflow_audit ADD COLUMN IF NOT EXISTS client TEXT",
     INDEX_CERTIFICATE,
     INDEX_TIME,
     "CREATE OR REPLACE FUNCTION certflow_audit_append_only() RETURNS trigger AS $$

@@ -26,6 +26,10 @@ pub struct AuditEvent {
     pub vault_path: Option<String>,
     pub vault_version: Option<u64>,
     pub servicenow_record: Option<String>,
+    /// The authenticated API client that caused the event, beside the `actor` name it supplied
+    /// (absent for certflow's own steps and for commands sent straight through Temporal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 /// One stored event with its place in the hash chain.

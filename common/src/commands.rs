@@ -130,6 +130,7 @@ mod tests {
         let mut d = Decision {
             by: "jane".into(),
             comment: Some("ok\nfine".into()),
+            client: None,
         };
         assert!(check_decision(&d).is_ok());
         d.comment = Some("nul\0here".into());

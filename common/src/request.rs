@@ -173,16 +173,7 @@ impl CertificateRequest {
             fail("common_name".into(), m);
         }
         check_list(&self.dns_names, "dns_names", check_dns_name, &mut fail);
-        check_list(
-            &self.ip_addresses,
-            "ip_addresses",
-            |v| {
-                v.parse::<IpAddr>()
-                    .map(|_| ())
-                    .map_err(|_| "is not an IPv4 or IPv6 address".to_string())
-            },
-            &mut fail,
-        );
+        check_list(&self.ip_addresses, "ip_addresses", check_ip, &mut fail);
         check_list(&self.uri_sans, "uri_sans", check_uri, &mut fail);
 
         if !(MIN_VALIDITY_SECONDS..=MAX_VALIDITY_SECONDS).contains(&self.validity_seconds) {
@@ -340,7 +331,34 @@ fn check_dns_name(name: &str) -> Result<(), String> {
     if !bare.split('.').all(label_ok) {
         return Err(format!("{name:?} is not a valid DNS name"));
     }
+    // A public suffix (`com`, `co.uk`) is nobody's host, and a wildcard over one would cover
+    // every domain under it.
+    if is_public_suffix(bare) {
+        return Err(if bare.len() < name.len() {
+            format!("{name:?} is a wildcard over the public suffix {bare:?}")
+        } else {
+            format!("{name:?} is a public suffix, not a host name")
+        });
+    }
     Ok(())
+}
+
+/// Whether `name` is itself on the Public Suffix List (ICANN or private section).
+fn is_public_suffix(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    psl::suffix(lower.as_bytes()).is_some_and(|s| s.is_known() && s.as_bytes().len() == lower.len())
+}
+
+/// An IP SAN: IPv4 or IPv6, but not an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`), which
+/// CAs encode as the IPv4 address, so the certificate would not match the request.
+fn check_ip(value: &str) -> Result<(), String> {
+    match value.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_some() => Err(format!(
+            "{value:?} is an IPv4-mapped IPv6 address; ask for the IPv4 address instead"
+        )),
+        Ok(_) => Ok(()),
+        Err(_) => Err("is not an IPv4 or IPv6 address".to_string()),
+    }
 }
 
 /// An absolute URI: a scheme (RFC 3986 section 3.1), a colon, and no spaces or control characters.
@@ -352,6 +370,11 @@ fn check_uri(uri: &str) -> Result<(), String> {
         && scheme
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    if !uri.is_ascii() {
+        return Err(format!(
+            "{uri:?} has non-ASCII characters; percent-encode them (RFC 3986)"
+        ));
+    }
     if !scheme_ok
         || rest.is_empty()
         || uri.len() > 2048
@@ -473,6 +496,32 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", key_type.transit_name()));
             assert_eq!(serde_json::from_str::<KeyType>(&json).unwrap(), key_type);
         }
+    }
+
+    #[test]
+    fn hostile_names_addresses_and_uris_are_refused() {
+        let mut r = valid();
+        r.dns_names = vec!["*.com".into(), "co.uk".into(), "*.example.co.uk".into()];
+        r.ip_addresses = vec!["::ffff:10.0.0.1".into(), "::1".into()];
+        r.uri_sans = vec!["spiffe://exämple.com/x".into()];
+        assert_eq!(
+            fields(&r),
+            [
+                "dns_names[0]",
+                "dns_names[1]",
+                "ip_addresses[0]",
+                "uri_sans[0]"
+            ]
+        );
+        r.common_name = "com".into();
+        r.dns_names.clear();
+        r.ip_addresses.clear();
+        r.uri_sans.clear();
+        assert_eq!(fields(&r), ["common_name"]);
+        // Internal names that are no public suffix stay allowed.
+        r.common_name = "localhost".into();
+        r.dns_names = vec!["*.internal.example".into(), "db.corp".into()];
+        r.validate(&issuers()).unwrap();
     }
 
     #[test]

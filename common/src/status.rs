@@ -261,6 +261,9 @@ pub struct LifecycleInput {
     /// lower it to exercise continue-as-new.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_limit: Option<u32>,
+    /// The authenticated API client that requested the certificate (set by the API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 /// Argument of the `revoke` update and signal.
@@ -277,6 +280,9 @@ pub struct RevokeRequest {
     /// Operator or ServiceNow user asking, for the audit trail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+    /// The authenticated API client sending it; set by the API, whatever the body says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 /// The approval gate of one request: issuance waits for a decision until the deadline.
@@ -294,6 +300,9 @@ pub struct Decision {
     pub by: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// The authenticated API client sending it; set by the API, whatever the body says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,6 +332,9 @@ pub struct ApprovalRecord {
 pub struct RenewRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+    /// The authenticated API client sending it; set by the API, whatever the body says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 /// How a lifecycle ended (the workflow result).

@@ -51,8 +51,16 @@ struct ClientsFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClientEntry {
+    /// The tenant whose certificates this client requests and acts on. Required, unless
+    /// `all_tenants = true` (an operator): a client never gets every tenant by omission.
     tenant: Option<String>,
+    #[serde(default)]
+    all_tenants: bool,
+    /// What the client may do. Required: a client gets no permission by omission.
     permissions: Option<BTreeSet<Permission>>,
+    /// Whether this client may approve requests it made itself (default: another client must).
+    #[serde(default)]
+    may_approve_own_requests: bool,
     basic: Option<BasicEntry>,
     #[serde(default)]
     bearer_token_sha256: Vec<String>,
@@ -82,6 +90,7 @@ pub struct Caller {
     /// `None`: every tenant.
     pub tenant: Option<String>,
     permissions: BTreeSet<Permission>,
+    pub may_approve_own_requests: bool,
 }
 
 impl Caller {
@@ -132,11 +141,13 @@ impl Clients {
                 token.len() >= 16,
                 "CERTFLOW_API_TOKEN must be at least 16 characters"
             );
+            // The break-glass operator: every tenant, every permission, its own approvals.
             clients.0.push(Client {
                 caller: Caller {
                     name: "operator".into(),
                     tenant: None,
                     permissions: ALL_PERMISSIONS.into(),
+                    may_approve_own_requests: true,
                 },
                 basic: None,
                 bearer_sha256: vec![Sha256::digest(token.as_bytes()).into()],
@@ -175,10 +186,30 @@ impl Clients {
                     })?;
                 bearer_sha256.push(bytes);
             }
-            if let Some(tenant) = &entry.tenant {
-                certflow_common::names::validate_tenant(tenant)
-                    .map_err(|e| format!("clients.{name}.tenant: {e}"))?;
+            // Fail closed: what a client may reach is always written down.
+            match (&entry.tenant, entry.all_tenants) {
+                (Some(tenant), false) => certflow_common::names::validate_tenant(tenant)
+                    .map_err(|e| format!("clients.{name}.tenant: {e}"))?,
+                (None, true) => {}
+                (Some(_), true) => {
+                    return Err(format!(
+                        "clients.{name}: set either tenant or all_tenants = true, not both"
+                    ));
+                }
+                (None, false) => {
+                    return Err(format!(
+                        "clients.{name}.tenant is required (or all_tenants = true for an operator of every tenant)"
+                    ));
+                }
             }
+            let permissions = match &entry.permissions {
+                Some(p) if !p.is_empty() => p.clone(),
+                _ => {
+                    return Err(format!(
+                        "clients.{name}.permissions is required: list what it may do (request, read, approve, renew, revoke)"
+                    ));
+                }
+            };
             if basic.is_none() && bearer_sha256.is_empty() && entry.tls_client_cn.is_none() {
                 return Err(format!("clients.{name} has no credentials"));
             }
@@ -186,7 +217,8 @@ impl Clients {
                 caller: Caller {
                     name,
                     tenant: entry.tenant,
-                    permissions: entry.permissions.unwrap_or(ALL_PERMISSIONS.into()),
+                    permissions,
+                    may_approve_own_requests: entry.may_approve_own_requests,
                 },
                 basic,
                 bearer_sha256,
@@ -299,8 +331,33 @@ mod tests {
     }
 
     #[test]
+    fn clients_without_tenant_or_permissions_are_refused() {
+        let token = format!("bearer_token_sha256 = [\"{}\"]", "0".repeat(64));
+        let parse = |body: &str| Clients::parse(&format!("[clients.a]\n{body}\n{token}"));
+        let refusal = parse("permissions = [\"read\"]").err().unwrap();
+        assert!(
+            refusal.contains("clients.a.tenant is required"),
+            "{refusal}"
+        );
+        let refusal = parse("tenant = \"x\"").err().unwrap();
+        assert!(
+            refusal.contains("clients.a.permissions is required"),
+            "{refusal}"
+        );
+        let refusal = parse("tenant = \"x\"\npermissions = []").err().unwrap();
+        assert!(refusal.contains("permissions is required"), "{refusal}");
+        let refusal = parse("tenant = \"x\"\nall_tenants = true\npermissions = [\"read\"]")
+            .err()
+            .unwrap();
+        assert!(refusal.contains("not both"), "{refusal}");
+        assert!(parse("all_tenants = true\npermissions = [\"read\"]").is_ok());
+    }
+
+    #[test]
     fn bad_files_are_refused() {
-        let refusal = Clients::parse("[clients.a]\ntenant = \"x\"").err().unwrap();
+        let refusal = Clients::parse("[clients.a]\ntenant = \"x\"\npermissions = [\"read\"]")
+            .err()
+            .unwrap();
         assert!(refusal.contains("no credentials"), "{refusal}");
         assert!(Clients::parse("[clients.a]\nbearer_token_sha256 = [\"zz\"]").is_err());
         assert!(

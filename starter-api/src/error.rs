@@ -21,8 +21,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
-    /// Temporal could not be reached or answered with an error that is not the caller's fault.
-    #[error("workflow service unavailable: {0}")]
+    /// Temporal or the audit database could not be reached, or answered with an error that is
+    /// not the caller's fault. The detail is logged, never sent: it can name internal hosts,
+    /// queries and versions.
+    #[error("certflow cannot reach a service it depends on right now; try again later")]
     Unavailable(String),
 }
 
@@ -50,8 +52,10 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        if status.is_server_error() {
-            tracing::warn!(error = %self, "request failed");
+        match &self {
+            ApiError::Unavailable(detail) => tracing::warn!(%detail, "request failed"),
+            e if status.is_server_error() => tracing::warn!(error = %e, "request failed"),
+            _ => {}
         }
         let fields = match &self {
             ApiError::Invalid(e) => e.0.clone(),

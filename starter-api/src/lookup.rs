@@ -18,8 +18,9 @@ use temporalio_client::{
     Client, WorkflowDescribeOptions, WorkflowExecutionDescription, WorkflowHandle,
 };
 
-/// Memo key of the tenant, set when a lifecycle is started.
+/// Memo keys set when a lifecycle is started: its tenant, and the client that requested it.
 pub(crate) const MEMO_TENANT: &str = "tenant";
+pub(crate) const MEMO_CLIENT: &str = "client";
 
 /// The `?tenant=` of per-certificate routes.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -104,4 +105,9 @@ pub(crate) async fn authorized(
 /// The phase a lifecycle last published (its `CertflowState` search attribute).
 pub(crate) fn published_phase(found: &Found) -> Option<String> {
     found.description.search_attributes().get(&search::STATE)
+}
+
+/// The client that requested the lifecycle (absent for lifecycles of release 1).
+pub(crate) fn requesting_client(found: &Found) -> Option<String> {
+    found.description.memo().get(MEMO_CLIENT).ok().flatten()
 }

@@ -121,6 +121,21 @@ async fn lifecycle_is_audited_and_tampering_is_caught(name: &str, database: Opti
         by_kind("key_generated").next().unwrap()["actor"],
         "certflow"
     );
+    // Beside the name each caller gave, the client that authenticated the command.
+    for kind in ["requested", "renewal_requested", "revocation_requested"] {
+        assert_eq!(
+            by_kind(kind).next().unwrap()["client"],
+            "operator",
+            "{kind}"
+        );
+    }
+    assert!(
+        by_kind("key_generated")
+            .next()
+            .unwrap()
+            .get("client")
+            .is_none()
+    );
     // The issuance events carry the certificate they are about.
     let first = by_kind("issued").next().unwrap();
     assert_eq!(first["serial"], issued["current"]["serial"]);
@@ -277,6 +292,7 @@ async fn postgres_chain_survives_concurrent_and_repeated_appends() {
         vault_path: None,
         vault_version: None,
         servicenow_record: None,
+        client: None,
     };
     let mut tasks = Vec::new();
     for writer in 0..8 {

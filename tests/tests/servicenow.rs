@@ -13,6 +13,7 @@ use std::time::Duration;
 
 const SN_PASSWORD: &str = "servicenow-basic-pw-1";
 const GLOBEX_TOKEN: &str = "globex-opaque-token-0123456789";
+const ACME_APPROVER_TOKEN: &str = "acme-approver-token-0123456789";
 
 fn basic(user: &str, password: &str) -> String {
     let pair = format!("{user}:{password}");
@@ -48,10 +49,17 @@ fn clients_toml() -> String {
         r#"
 [clients.servicenow-acme]
 tenant = "acme"
+permissions = ["request", "read", "approve", "renew", "revoke"]
 basic = {{ username = "sn-acme", password_hash = "{}" }}
 
 [clients.globex]
 tenant = "globex"
+permissions = ["request", "read", "approve", "renew", "revoke"]
+bearer_token_sha256 = ["{}"]
+
+[clients.acme-approver]
+tenant = "acme"
+permissions = ["read", "approve"]
 bearer_token_sha256 = ["{}"]
 
 [clients.acme-auditor]
@@ -61,6 +69,7 @@ bearer_token_sha256 = ["{}"]
 "#,
         password_hash(&bin, SN_PASSWORD),
         sha256_hex(GLOBEX_TOKEN),
+        sha256_hex(ACME_APPROVER_TOKEN),
         sha256_hex("acme-auditor-token-0123456789"),
     )
 }
@@ -249,6 +258,97 @@ async fn servicenow_refusing_certflow_is_surfaced_and_the_certificate_lives_on()
         "{reporter}"
     );
     assert!(double.updates(&sys_id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_do_not_approve_their_own_requests() {
+    let stack = Stack::start_with(
+        "sn-four-eyes",
+        StackOptions {
+            clients_toml: Some(clients_toml()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let requester = basic("sn-acme", SN_PASSWORD);
+    let approver = format!("Bearer {ACME_APPROVER_TOKEN}");
+    let id = unique("foureyes");
+    let mut body = request(&id, "payments");
+    body["require_approval"] = json!(true);
+    let (status, answer) = stack
+        .call_as(
+            Some(&requester),
+            Method::POST,
+            "/v1/certificates",
+            Some(&body),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let path = format!("/v1/certificates/{id}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, state) = stack
+            .call_as(Some(&requester), Method::GET, &path, None, &[])
+            .await;
+        if state["phase"] == "awaiting_approval" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{state}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let decision = json!({"by": "sn.user"});
+    let (status, answer) = stack
+        .call_as(
+            Some(&requester),
+            Method::POST,
+            &format!("{path}/approve"),
+            Some(&decision),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        status, 403,
+        "the requesting client approved its own request: {answer}"
+    );
+    assert!(
+        answer["error"].as_str().unwrap().contains("another client"),
+        "{answer}"
+    );
+    let (status, answer) = stack
+        .call_as(
+            Some(&approver),
+            Method::POST,
+            &format!("{path}/approve"),
+            Some(&decision),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["approval"]["by"], "sn.user");
+    // The audit trail has the name given and, beside it, the client that authenticated.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, trail) = stack
+            .call_as(
+                Some(&approver),
+                Method::GET,
+                &format!("{path}/audit"),
+                None,
+                &[],
+            )
+            .await;
+        let approved = trail
+            .as_array()
+            .and_then(|t| t.iter().find(|r| r["kind"] == "approved").cloned());
+        if let Some(record) = approved {
+            assert_eq!(record["actor"], "sn.user");
+            assert_eq!(record["client"], "acme-approver");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{trail}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -626,6 +726,7 @@ async fn mutual_tls_clients_authenticate_with_their_certificate() {
     let clients = r#"
 [clients.servicenow-mtls]
 tenant = "initech"
+permissions = ["request", "read"]
 tls_client_cn = "servicenow.acme.example"
 "#;
     let stack = Stack::start_with(

@@ -137,6 +137,7 @@ impl CertificateLifecycle {
         let ticket = ctx.state_mut(|s| {
             s.renewals.requested += 1;
             s.renewals.requested_by = request.requested_by;
+            s.renewals.client = request.client;
             s.renewals.requested
         });
         // Answered once the renewal is stored, has failed, or waits on the CA (which may take
@@ -201,6 +202,7 @@ impl CertificateLifecycle {
             Ok(()) => {
                 self.renewals.requested += 1;
                 self.renewals.requested_by = request.requested_by;
+                self.renewals.client = request.client;
             }
             Err(e) => {
                 let cycle = self.cycle;

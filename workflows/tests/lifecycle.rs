@@ -27,6 +27,7 @@ fn input(id: &str, validity: u64) -> LifecycleInput {
         approval: None,
         tenant: Some("default".into()),
         history_limit: None,
+        client: Some("fake-api-client".into()),
     }
 }
 
@@ -35,6 +36,7 @@ fn revoke_request(reason: RevocationReason, serial: Option<&str>) -> RevokeReque
         reason,
         serial: serial.map(str::to_string),
         requested_by: Some("tester".into()),
+        client: Some("fake-api-client".into()),
     }
 }
 
@@ -53,6 +55,7 @@ async fn renew(h: &Handle) -> Result<certflow_common::CertificateFacts, String> 
         CertificateLifecycle::renew_now,
         RenewRequest {
             requested_by: Some("tester".into()),
+            client: Some("fake-api-client".into()),
         },
         WorkflowExecuteUpdateOptions::default(),
     )
@@ -68,6 +71,7 @@ async fn decide(
     let decision = Decision {
         by: "approver".into(),
         comment: comment.map(str::to_string),
+        client: Some("fake-approver-client".into()),
     };
     let options = WorkflowExecuteUpdateOptions::default();
     let result = if approve {

@@ -9,7 +9,7 @@
 use crate::clients::{Caller, Permission};
 use crate::error::{ApiError, ErrorBody};
 use crate::listing;
-use crate::lookup::{self, Found, MEMO_TENANT, Scope};
+use crate::lookup::{self, Found, MEMO_CLIENT, MEMO_TENANT, Scope};
 use crate::routes::{AppState, Body};
 use axum::Json;
 use axum::extract::{Query, State};
@@ -102,6 +102,7 @@ pub async fn create_certificate(
     let mut memo = MemoValues::new();
     memo.insert(MEMO_REQUEST_HASH, fingerprint.clone());
     memo.insert(MEMO_TENANT, tenant.clone());
+    memo.insert(MEMO_CLIENT, caller.name.clone());
     let mut attributes = vec![
         search::TENANT.value_set(tenant.clone()),
         search::APPLICATION.value_set(request.application.clone()),
@@ -127,6 +128,7 @@ pub async fn create_certificate(
         approval,
         tenant: Some(tenant.clone()),
         history_limit: None,
+        client: Some(caller.name.clone()),
     };
     match state
         .temporal

@@ -17,6 +17,7 @@ use temporalio_client::WorkflowExecuteUpdateOptions;
     responses((status = 200, body = CertificateStatus), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "not awaiting approval", body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("basic" = []), ("bearer" = [])))]
+/// The client that requested it may not approve it (unless `may_approve_own_requests`).
 pub async fn approve_certificate(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -51,9 +52,21 @@ async fn decide(
     kind: DecisionKind,
 ) -> Result<Json<CertificateStatus>, ApiError> {
     let Query(scope) = scope.map_err(|e| ApiError::BadJson(e.body_text(), e.status()))?;
-    let Json(decision) = body?;
+    let Json(mut decision) = body?;
     check_decision(&decision).map_err(ApiError::Invalid)?;
+    // The audit trail records who authenticated, beside the name the caller gives.
+    decision.client = Some(caller.name.clone());
     let found = lookup::authorized(state, caller, &id, &scope, Permission::Approve).await?;
+    // Four eyes: the client that made a request does not approve it, unless allowed to.
+    if kind == DecisionKind::Approved
+        && !caller.may_approve_own_requests
+        && lookup::requesting_client(&found).as_deref() == Some(caller.name.as_str())
+    {
+        return Err(ApiError::Forbidden(format!(
+            "client {:?} made this request and may not approve it; another client with the approve permission must",
+            caller.name
+        )));
+    }
     let options = WorkflowExecuteUpdateOptions::default();
     let result = match kind {
         DecisionKind::Rejected => {

@@ -39,7 +39,9 @@ pub async fn renew_certificate(
     body: Body<RenewRequest>,
 ) -> Result<Response, ApiError> {
     let Query(scope) = scope.map_err(|e| ApiError::BadJson(e.body_text(), e.status()))?;
-    let Json(request) = body?;
+    let Json(mut request) = body?;
+    // The audit trail records who authenticated, beside the name the caller gives.
+    request.client = Some(caller.name.clone());
     validate_requested_by(request.requested_by.as_deref())
         .map_err(|e| ApiError::Invalid(ValidationErrors(vec![e])))?;
     let found = lookup::authorized(&state, &caller, &id, &scope, Permission::Renew).await?;

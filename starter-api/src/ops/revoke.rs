@@ -27,7 +27,9 @@ pub async fn revoke_certificate(
     body: Body<RevokeRequest>,
 ) -> Result<Json<CertificateStatus>, ApiError> {
     let Query(scope) = scope.map_err(|e| ApiError::BadJson(e.body_text(), e.status()))?;
-    let Json(request) = body?;
+    let Json(mut request) = body?;
+    // The audit trail records who authenticated, beside the name the caller gives.
+    request.client = Some(caller.name.clone());
     let mut errors = Vec::new();
     if let Err(e) = validate_requested_by(request.requested_by.as_deref()) {
         errors.push(e);

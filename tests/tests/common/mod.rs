@@ -135,67 +135,78 @@ impl Stack {
             let _ = std::fs::remove_file(&path);
             format!("sqlite://{}", path.display())
         });
-        let port = free_port();
-        let mut api = Command::new(servers.bin_dir.join("certflow-starter-api"));
-        api.env("CERTFLOW_AUDIT_DATABASE_URL", &audit_database_url);
-        api.envs(options.api_env.iter().map(|(k, v)| (k, v)));
-        if let Some(path) = &issuers_file {
-            api.env("CERTFLOW_ISSUERS_FILE", path);
+        // Tests start in parallel: a free port can be taken again before the API binds it. An
+        // API that exits (address in use) is started again on another port.
+        let spawn_api = |port: u16| {
+            let mut api = Command::new(servers.bin_dir.join("certflow-starter-api"));
+            api.env("CERTFLOW_AUDIT_DATABASE_URL", &audit_database_url);
+            api.envs(options.api_env.iter().map(|(k, v)| (k, v)));
+            if let Some(path) = &issuers_file {
+                api.env("CERTFLOW_ISSUERS_FILE", path);
+            }
+            if let Some(toml) = &options.clients_toml {
+                let path = servers.log_dir.join(format!("{name}-clients.toml"));
+                std::fs::write(&path, toml).unwrap();
+                api.env("CERTFLOW_API_CLIENTS_FILE", path);
+            }
+            api.env("TEMPORAL_ADDRESS", &servers.temporal_address)
+                .env("CERTFLOW_TASK_QUEUE", &task_queue)
+                .env("CERTFLOW_API_TOKEN", API_TOKEN)
+                .env("CERTFLOW_API_LISTEN", format!("127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(log_file(&servers, &format!("{name}-api.log")))
+                .spawn()
+                .expect(
+                    "starting certflow-starter-api (build it first: cargo build --workspace --bins)",
+                )
+        };
+        // No call may hang a test: two minutes is far beyond any answer certflow gives.
+        let http = match &options.api_ca_pem {
+            Some(pem) => reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+            None => reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+        };
+        let url = |port: u16| match &options.api_ca_pem {
+            Some(_) => format!("https://localhost:{port}"),
+            None => format!("http://127.0.0.1:{port}"),
+        };
+        let mut port = free_port();
+        let mut api = spawn_api(port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http
+            .get(format!("{}/healthz", url(port)))
+            .send()
+            .await
+            .is_err()
+        {
+            if api.try_wait().unwrap().is_some() {
+                port = free_port();
+                api = spawn_api(port);
+            }
+            assert!(Instant::now() < deadline, "starter API did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if let Some(toml) = &options.clients_toml {
-            let path = servers.log_dir.join(format!("{name}-clients.toml"));
-            std::fs::write(&path, toml).unwrap();
-            api.env("CERTFLOW_API_CLIENTS_FILE", path);
-        }
-        let api = api
-            .env("TEMPORAL_ADDRESS", &servers.temporal_address)
-            .env("CERTFLOW_TASK_QUEUE", &task_queue)
-            .env("CERTFLOW_API_TOKEN", API_TOKEN)
-            .env("CERTFLOW_API_LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(log_file(&servers, &format!("{name}-api.log")))
-            .spawn()
-            .expect(
-                "starting certflow-starter-api (build it first: cargo build --workspace --bins)",
-            );
+        // Ours answered, not another test's API on a port taken meanwhile.
+        assert!(api.try_wait().unwrap().is_none(), "the starter API exited");
         let mut stack = Self {
             servers,
             name: name.to_string(),
             task_queue,
-            api_url: match &options.api_ca_pem {
-                Some(_) => format!("https://localhost:{port}"),
-                None => format!("http://127.0.0.1:{port}"),
-            },
+            api_url: url(port),
             worker: None,
             api,
-            // No call may hang a test: two minutes is far beyond any answer certflow gives.
-            http: match &options.api_ca_pem {
-                Some(pem) => reqwest::Client::builder()
-                    .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
-                    .timeout(Duration::from_secs(120))
-                    .build()
-                    .unwrap(),
-                None => reqwest::Client::builder()
-                    .timeout(Duration::from_secs(120))
-                    .build()
-                    .unwrap(),
-            },
+            http,
             issuers_file,
             worker_env: options.worker_env,
             audit_database_url,
         };
         stack.start_worker();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while stack
-            .http
-            .get(format!("{}/healthz", stack.api_url))
-            .send()
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "starter API did not come up");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         stack
     }
 

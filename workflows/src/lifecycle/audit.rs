@@ -49,14 +49,15 @@ impl Outbox {
     }
 }
 
-/// The audit event of a lifecycle event: who caused it and which certificate it is about.
+/// The audit event of a lifecycle event: who caused it (the name given, and the API client that
+/// sent it) and which certificate it is about.
 pub(crate) fn event(
     s: &CertificateLifecycle,
     at_unix: i64,
     kind: EventKind,
     cycle: u32,
     detail: &str,
-    actor: Option<String>,
+    (actor, client): (Option<String>, Option<String>),
 ) -> AuditEvent {
     let r = &s.request;
     let current = s.current.as_ref();
@@ -76,6 +77,7 @@ pub(crate) fn event(
         vault_path: current.map(|c| c.vault_path.clone()),
         vault_version: current.map(|c| c.vault_version),
         servicenow_record: r.servicenow.as_ref().map(|n| n.number.clone()),
+        client,
     }
 }
 

@@ -90,6 +90,7 @@ fn accept(
         target,
         reason: request.reason,
         requested_by: request.requested_by,
+        client: request.client,
         ends,
         status: if queued {
             JobStatus::Queued

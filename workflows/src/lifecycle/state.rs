@@ -31,6 +31,8 @@ pub(crate) const MAX_VALID_SERIALS: usize = 8;
 pub struct CertificateLifecycle {
     pub(crate) request: CertificateRequest,
     pub(crate) tenant: String,
+    /// The API client that requested the certificate.
+    pub(crate) client: Option<String>,
     pub(crate) lifecycle_id: String,
     /// Fixed at the first run; `None` only until then.
     pub(crate) names: Option<LifecycleNames>,
@@ -78,8 +80,9 @@ pub(crate) struct Renewals {
     pub requested: u64,
     pub served: u64,
     pub failed: u64,
-    /// Who asked for the latest request, for the audit trail.
+    /// Who asked for the latest request (name given, API client), for the audit trail.
     pub requested_by: Option<String>,
+    pub client: Option<String>,
     pub last_error: Option<String>,
 }
 
@@ -97,6 +100,7 @@ pub(crate) struct RevocationJob {
     pub target: Option<String>,
     pub reason: RevocationReason,
     pub requested_by: Option<String>,
+    pub client: Option<String>,
     /// Revoking this ends the lifecycle (the current certificate, a compromise, a withdrawal).
     pub ends: bool,
     pub status: JobStatus,
@@ -162,6 +166,7 @@ impl CertificateLifecycle {
                 .tenant
                 .unwrap_or_else(|| certflow_common::DEFAULT_TENANT.into()),
             request: input.request,
+            client: input.client,
             lifecycle_id: carried.lifecycle_id,
             names,
             phase: if carried.renewal_failure.is_some() {
@@ -252,6 +257,7 @@ impl CertificateLifecycle {
             approval: None,
             tenant: Some(self.tenant.clone()),
             history_limit: self.history_limit,
+            client: self.client.clone(),
         }
     }
 
@@ -294,18 +300,27 @@ impl CertificateLifecycle {
         }
     }
 
-    /// Who caused an event of this kind, as far as the lifecycle knows.
-    fn actor_of(&self, kind: EventKind) -> Option<String> {
+    /// Who caused an event of this kind, as far as the lifecycle knows: the name given, and
+    /// the authenticated API client that sent the command.
+    fn actor_of(&self, kind: EventKind) -> (Option<String>, Option<String>) {
         match kind {
-            EventKind::Requested => self.request.requested_by.clone(),
-            EventKind::RenewalRequested => self.renewals.requested_by.clone(),
+            EventKind::Requested => (self.request.requested_by.clone(), self.client.clone()),
+            EventKind::RenewalRequested => (
+                self.renewals.requested_by.clone(),
+                self.renewals.client.clone(),
+            ),
             EventKind::RevocationRequested | EventKind::Revoked | EventKind::RevocationRefused => {
-                self.revocations.last().and_then(|j| j.requested_by.clone())
+                self.revocations
+                    .last()
+                    .map(|j| (j.requested_by.clone(), j.client.clone()))
+                    .unwrap_or_default()
             }
-            EventKind::Approved | EventKind::Rejected => {
-                self.decision.as_ref().map(|(_, d)| d.by.clone())
-            }
-            _ => None,
+            EventKind::Approved | EventKind::Rejected => self
+                .decision
+                .as_ref()
+                .map(|(_, d)| (Some(d.by.clone()), d.client.clone()))
+                .unwrap_or_default(),
+            _ => (None, None),
         }
     }
 

@@ -41,6 +41,7 @@ pub(super) fn event(s: &State, at_unix: i64, kind: EventKind, detail: &str) -> A
         vault_path: current.map(|c| c.vault_path.clone()),
         vault_version: current.map(|c| c.vault_version),
         servicenow_record: r.servicenow.as_ref().map(|n| n.number.clone()),
+        client: None,
     }
 }
 

@@ -261,6 +261,7 @@ impl State {
             approval: None,
             tenant: Some(self.tenant.clone()),
             history_limit: None,
+            client: None,
         }
     }
 
