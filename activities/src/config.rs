@@ -1,6 +1,7 @@
 //! Configuration of the activities, read from the environment names Vault users already know,
 //! and the issuers file.
 
+use crate::vault::auth::AuthMethod;
 use anyhow::{Context, Result, bail};
 use certflow_common::IssuersConfig;
 
@@ -9,8 +10,11 @@ use certflow_common::IssuersConfig;
 pub struct VaultConfig {
     /// `VAULT_ADDR`, e.g. `https://vault.example.com:8200`.
     pub addr: String,
-    /// `VAULT_TOKEN`: the orchestrator's token (see deploy/vault/certflow-orchestrator.hcl).
-    pub token: String,
+    /// How the worker authenticates (`VAULT_TOKEN`, a token file, or a login method; see
+    /// `vault::auth`). The orchestrator's policy is deploy/vault/certflow-orchestrator.hcl.
+    pub auth: AuthMethod,
+    /// `VAULT_NAMESPACE` (Vault Enterprise and HCP namespaces).
+    pub namespace: Option<String>,
     /// `VAULT_CACERT`: PEM file to trust for Vault's TLS certificate, if not a public CA.
     pub ca_cert: Option<String>,
     /// `VAULT_TRANSIT_PATH` (default `transit`): mount holding one key per certificate.
@@ -36,7 +40,7 @@ impl std::fmt::Debug for VaultConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VaultConfig")
             .field("addr", &self.addr)
-            .field("token", &"<redacted>")
+            .field("auth", &self.auth)
             .field("transit_mount", &self.transit_mount)
             .field("kv_mount", &self.kv_mount)
             .field("kv_prefix", &self.kv_prefix)
@@ -49,11 +53,12 @@ impl ActivitiesConfig {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let or = |name: &str, default: &str| var(name).unwrap_or_else(|| default.to_string());
         let addr = var("VAULT_ADDR").context("VAULT_ADDR is not set")?;
-        let token = var("VAULT_TOKEN").context("VAULT_TOKEN is not set")?;
+        let auth = AuthMethod::from_env()?;
         let config = Self {
             vault: VaultConfig {
                 addr: addr.trim_end_matches('/').to_string(),
-                token,
+                auth,
+                namespace: var("VAULT_NAMESPACE"),
                 ca_cert: var("VAULT_CACERT"),
                 transit_mount: or("VAULT_TRANSIT_PATH", "transit"),
                 kv_mount: or("VAULT_KV_MOUNT", "secret"),

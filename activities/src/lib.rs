@@ -11,7 +11,7 @@ mod failure;
 pub mod ledger;
 pub mod lifecycle;
 pub mod metrics;
-mod rest;
+pub mod rest;
 pub mod servicenow;
 pub mod store;
 pub mod vault;

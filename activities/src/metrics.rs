@@ -3,7 +3,9 @@
 //! `CERTFLOW_METRICS_LISTEN`. (Per-certificate expiry and readiness come from the starter
 //! API, which reads them from Temporal visibility and so survives worker restarts.)
 
-use prometheus::{HistogramOpts, HistogramTimer, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramTimer, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+};
 use std::sync::LazyLock;
 
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
@@ -45,6 +47,34 @@ pub static RENEWALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 /// The counter of first issuances (cycle 0) or of renewals.
 pub fn issuance_counter(cycle: u32) -> &'static IntCounterVec {
     if cycle == 0 { &ISSUANCES } else { &RENEWALS }
+}
+
+pub static VAULT_AUTH: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "certflow_vault_auth_total",
+        "Vault logins and token renewals, by operation (login, renewal) and outcome (ok, error).",
+        &["operation", "outcome"],
+    )
+});
+pub static VAULT_AUTH_OK: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "certflow_vault_auth_ok",
+        "1 while Vault accepts the worker's token (checked every 5 s), else 0.",
+    )
+});
+pub static VAULT_TOKEN_TTL: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "certflow_vault_token_ttl_seconds",
+        "Seconds the worker's Vault token had left at the last check (0: no expiry).",
+    )
+});
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    REGISTRY
+        .register(Box::new(g.clone()))
+        .expect("registered once");
+    g
 }
 
 pub static REVOCATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {

@@ -25,7 +25,17 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+impl Clone for Secret {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
 impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
     pub fn from_env(name: &str, what: &str) -> anyhow::Result<Self> {
         std::env::var(name)
             .ok()

@@ -12,7 +12,9 @@ use certflow_activities::ca::{
 use certflow_activities::config::VaultConfig;
 use certflow_activities::csr_template::template_csr;
 use certflow_activities::ledger::{self, ledger_path, submit_once};
+use certflow_activities::rest::Secret;
 use certflow_activities::vault::Vault;
+use certflow_activities::vault::auth::AuthMethod;
 use certflow_activities::vault::transit::key_name;
 use certflow_common::activities::IssuedCertificate;
 use certflow_common::{CertificateRequest, RevocationReason};
@@ -124,7 +126,8 @@ async fn setup(id: &str) -> (Arc<Vault>, CertificateRequest, String) {
     let vault = Arc::new(
         Vault::new(&VaultConfig {
             addr: servers.vault_addr.clone(),
-            token: servers.worker_token.clone(),
+            auth: AuthMethod::Token(Secret::new(servers.worker_token.clone())),
+            namespace: None,
             ca_cert: None,
             transit_mount: "transit".into(),
             kv_mount: "secret".into(),

@@ -60,7 +60,7 @@ async fn main() -> Result<()> {
         tracing::info!(issuer = %name, kind = issuer.kind(), task_queue = %queue, calls_per_second = rate, "issuer ready");
     }
 
-    serve_metrics().await?;
+    serve_metrics(activities.vault().clone()).await?;
     let shutdowns: Vec<_> = workers.iter().map(|w| w.shutdown_handle()).collect();
     tokio::spawn(async move {
         wait_for_stop_signal().await;
@@ -69,15 +69,17 @@ async fn main() -> Result<()> {
             shutdown();
         }
     });
-    tracing::info!(task_queue, vault = %config.vault.addr, "certflow worker started");
+    tracing::info!(task_queue, vault = %config.vault.addr, auth = config.vault.auth.name(), "certflow worker started");
     futures::future::try_join_all(workers.iter_mut().map(|w| w.run()))
         .await
         .context("worker stopped with an error")?;
     Ok(())
 }
 
-/// Prometheus metrics on `CERTFLOW_METRICS_LISTEN` (default `127.0.0.1:9464`; `off` disables).
-async fn serve_metrics() -> Result<()> {
+/// Prometheus metrics (`/metrics`) and readiness (`/readyz`: 200 while Vault accepts the
+/// worker's token, else 503 with the reason) on `CERTFLOW_METRICS_LISTEN` (default
+/// `127.0.0.1:9464`; `off` disables both).
+async fn serve_metrics(vault: std::sync::Arc<certflow_activities::vault::Vault>) -> Result<()> {
     let listen =
         std::env::var("CERTFLOW_METRICS_LISTEN").unwrap_or_else(|_| "127.0.0.1:9464".into());
     if listen == "off" {
@@ -87,10 +89,31 @@ async fn serve_metrics() -> Result<()> {
         .await
         .with_context(|| format!("binding CERTFLOW_METRICS_LISTEN {listen}"))?;
     tracing::info!(listen = %listener.local_addr()?, "metrics at /metrics");
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(|| async { certflow_activities::metrics::render() }),
-    );
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|| async { certflow_activities::metrics::render() }),
+        )
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let status = vault.auth_status();
+                async move {
+                    use axum::http::StatusCode;
+                    let body = serde_json::json!({
+                        "vault": if status.ok { "ok" } else { "not authenticated" },
+                        "error": status.last_error,
+                        "token_ttl_seconds": status.ttl_seconds,
+                    });
+                    let code = if status.ok {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (code, axum::Json(body))
+                }
+            }),
+        );
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics endpoint stopped");

@@ -56,7 +56,7 @@ impl CertificateAuthority for VaultPki {
             .format("pem".to_string());
         self.pacer.ready().await;
         let signed = vaultrs::pki::cert::ca::sign(
-            &self.vault.client,
+            &*self.vault.client(),
             &self.mount,
             &self.role,
             order.csr_pem,
@@ -85,7 +85,7 @@ impl CertificateAuthority for VaultPki {
         let wanted =
             verify::csr_public_key(order.csr_pem).map_err(|e| CaError::Rejected(e.to_string()))?;
         self.pacer.ready().await;
-        let serials = match vaultrs::pki::cert::list(&self.vault.client, &self.mount).await {
+        let serials = match vaultrs::pki::cert::list(&*self.vault.client(), &self.mount).await {
             Ok(s) => s,
             Err(e) => match VaultError::from(e) {
                 VaultError::NotFound(_) => return Ok(None),
@@ -95,7 +95,7 @@ impl CertificateAuthority for VaultPki {
         // Newest certificates are most likely; Vault lists in no documented order, so scan all.
         for serial in serials.iter().rev() {
             self.pacer.ready().await;
-            let cert = vaultrs::pki::cert::read(&self.vault.client, &self.mount, serial)
+            let cert = vaultrs::pki::cert::read(&*self.vault.client(), &self.mount, serial)
                 .await
                 .map_err(ca_error)?;
             if cert.revocation_time == 0
@@ -108,7 +108,7 @@ impl CertificateAuthority for VaultPki {
                 let chain = match cert.ca_chain.as_deref().map(split_certificates) {
                     Some(chain) if !chain.is_empty() => chain,
                     _ => {
-                        let ca = vaultrs::pki::cert::read(&self.vault.client, &self.mount, "ca")
+                        let ca = vaultrs::pki::cert::read(&*self.vault.client(), &self.mount, "ca")
                             .await
                             .map_err(ca_error)?;
                         vec![ca.certificate]
@@ -131,7 +131,7 @@ impl CertificateAuthority for VaultPki {
         _reason: RevocationReason,
     ) -> Result<i64, CaError> {
         self.pacer.ready().await;
-        let answer = vaultrs::pki::cert::revoke(&self.vault.client, &self.mount, target.serial)
+        let answer = vaultrs::pki::cert::revoke(&*self.vault.client(), &self.mount, target.serial)
             .await
             .map_err(ca_error)?;
         Ok(answer.revocation_time as i64)

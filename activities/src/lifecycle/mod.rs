@@ -74,6 +74,12 @@ impl LifecycleActivities {
     /// Builds Vault access and one CA client per configured issuer.
     pub async fn from_config(config: &ActivitiesConfig) -> Result<Self> {
         let vault = Arc::new(Vault::new(&config.vault)?);
+        // A worker starts even if Vault is unreachable or refuses it for now: it reports not
+        // ready, and its keeper goes on trying.
+        if let Err(e) = vault.authenticate().await {
+            tracing::error!(error = %format!("{e:#}"), "Vault authentication failed; retrying");
+        }
+        vault.clone().spawn_keeper();
         let mut issuers = Issuers::default();
         for (name, issuer) in &config.issuers.issuers {
             let pacer = CallPacer::new(issuer.limits().calls_per_second);
@@ -104,6 +110,11 @@ impl LifecycleActivities {
             servicenow,
         )
         .with_audit(audit))
+    }
+
+    /// The worker's Vault handle (its authentication state feeds the readiness check).
+    pub fn vault(&self) -> &Arc<Vault> {
+        &self.vault
     }
 
     pub fn issuers_config(&self) -> &IssuersConfig {

@@ -13,7 +13,7 @@ impl Vault {
     ) -> Result<Option<(T, u64)>, VaultError> {
         let _timer = crate::metrics::vault_timer("kv_read");
         let mount = &self.config.kv_mount;
-        let version = match vaultrs::kv2::read_metadata(&self.client, mount, path).await {
+        let version = match vaultrs::kv2::read_metadata(&*self.client(), mount, path).await {
             Ok(meta) => meta.current_version,
             Err(e) => {
                 return match VaultError::from(e) {
@@ -22,7 +22,7 @@ impl Vault {
                 };
             }
         };
-        match vaultrs::kv2::read_version::<T>(&self.client, mount, path, version).await {
+        match vaultrs::kv2::read_version::<T>(&*self.client(), mount, path, version).await {
             Ok(data) => Ok(Some((data, version))),
             // A deleted or destroyed latest version reads as 404 too: treat it as absent.
             Err(e) => match VaultError::from(e) {
@@ -45,7 +45,7 @@ impl Vault {
             VaultError::Rejected(format!("{path}: version {expected_version} out of range"))
         })?;
         let meta = vaultrs::kv2::set_with_options(
-            &self.client,
+            &*self.client(),
             &self.config.kv_mount,
             path,
             data,
@@ -70,7 +70,7 @@ impl Vault {
     pub async fn kv_destroy_older(&self, path: &str, keep: u64) -> Result<(), VaultError> {
         let _timer = crate::metrics::vault_timer("kv_destroy_older");
         let mount = &self.config.kv_mount;
-        let meta = match vaultrs::kv2::read_metadata(&self.client, mount, path).await {
+        let meta = match vaultrs::kv2::read_metadata(&*self.client(), mount, path).await {
             Ok(meta) => meta,
             Err(e) => {
                 return match VaultError::from(e) {
@@ -89,7 +89,7 @@ impl Vault {
         if older.is_empty() {
             return Ok(());
         }
-        vaultrs::kv2::destroy_versions(&self.client, mount, path, older)
+        vaultrs::kv2::destroy_versions(&*self.client(), mount, path, older)
             .await
             .map_err(VaultError::from)
     }

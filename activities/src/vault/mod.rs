@@ -1,13 +1,17 @@
 //! Vault client: `vaultrs` where it covers the endpoint, plain HTTP for the few it lacks
 //! (transit key read and CSR), with one place that turns Vault's answers into typed errors.
 
+pub mod auth;
 pub mod kv;
 pub mod transit;
 
 use crate::config::VaultConfig;
+use crate::rest::Secret;
 use anyhow::{Context, Result};
+use auth::{AuthMethod, AuthStatus};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::sync::{Arc, Mutex, RwLock};
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
@@ -35,36 +39,59 @@ impl From<ClientError> for VaultError {
     }
 }
 
-/// Shared handle on one Vault server.
+/// Shared handle on one Vault server. The token in use can change at any time (renewal,
+/// login, a new token file): calls take the current one.
 pub struct Vault {
-    pub(crate) client: VaultClient,
+    client: RwLock<Arc<VaultClient>>,
     http: reqwest::Client,
     addr: String,
-    token: String,
+    namespace: Option<String>,
+    token: RwLock<Secret>,
+    method: AuthMethod,
+    status: Mutex<AuthStatus>,
     pub(crate) config: VaultConfig,
 }
 
 impl Vault {
     pub fn new(config: &VaultConfig) -> Result<Self> {
-        let mut settings = VaultClientSettingsBuilder::default();
-        settings.address(&config.addr).token(&config.token);
         let mut http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
         if let Some(ca) = &config.ca_cert {
-            settings.ca_certs(vec![ca.clone()]);
             let pem = std::fs::read(ca).with_context(|| format!("reading VAULT_CACERT {ca}"))?;
             http = http.add_root_certificate(
                 reqwest::Certificate::from_pem(&pem).context("parsing VAULT_CACERT")?,
             );
         }
-        let client = VaultClient::new(settings.build().context("Vault client settings")?)
-            .context("creating the Vault client")?;
-        Ok(Self {
-            client,
+        if let AuthMethod::Cert { .. } = &config.auth {
+            http = http.identity(client_identity()?);
+        }
+        let token = match &config.auth {
+            AuthMethod::Token(token) => Secret::new(token.expose().to_string()),
+            _ => Secret::new(String::new()),
+        };
+        let vault = Self {
+            client: RwLock::new(Arc::new(vault_client(config, token.expose())?)),
             http: http.build().context("creating the HTTP client for Vault")?,
             addr: config.addr.clone(),
-            token: config.token.clone(),
+            namespace: config.namespace.clone(),
+            token: RwLock::new(token),
+            method: config.auth.clone(),
+            status: Mutex::new(AuthStatus::default()),
             config: config.clone(),
-        })
+        };
+        Ok(vault)
+    }
+
+    /// The `vaultrs` client with the current token.
+    pub(crate) fn client(&self) -> Arc<VaultClient> {
+        self.client.read().unwrap().clone()
+    }
+
+    /// Switches every later call to `token`.
+    pub(crate) fn use_token(&self, token: Secret) -> Result<()> {
+        let client = vault_client(&self.config, token.expose())?;
+        *self.client.write().unwrap() = Arc::new(client);
+        *self.token.write().unwrap() = token;
+        Ok(())
     }
 
     /// Calls `method /v1/<path>` and returns the response's `data` object.
@@ -74,11 +101,50 @@ impl Vault {
         path: &str,
         body: Option<&Value>,
     ) -> Result<T, VaultError> {
+        let value = self.raw_full(method, path, body).await?;
+        serde_json::from_value(value.get("data").cloned().unwrap_or(Value::Null)).map_err(|e| {
+            VaultError::Unavailable(
+                anyhow::Error::new(e).context(format!("unexpected answer from {path}")),
+            )
+        })
+    }
+
+    /// Calls `method /v1/<path>` with the current token; returns the whole answer.
+    pub(crate) async fn raw_full(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, VaultError> {
+        let token = self.token.read().unwrap().expose().to_string();
+        self.call(method, path, body, Some(&token)).await
+    }
+
+    /// A call without a token (logins).
+    pub(crate) async fn raw_unauthenticated(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, VaultError> {
+        self.call(method, path, Some(body), None).await
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&str>,
+    ) -> Result<Value, VaultError> {
         let url = format!("{}/v1/{}", self.addr, path);
-        let mut req = self
-            .http
-            .request(method, &url)
-            .header("X-Vault-Token", &self.token);
+        let mut req = self.http.request(method, &url);
+        if let Some(token) = token.filter(|t| !t.is_empty()) {
+            req = req.header("X-Vault-Token", token);
+        }
+        if let Some(namespace) = &self.namespace {
+            req = req.header("X-Vault-Namespace", namespace);
+        }
         if let Some(body) = body {
             req = req.json(body);
         }
@@ -105,21 +171,38 @@ impl Vault {
         }
         if text.trim().is_empty() {
             // 204 No Content: nothing to parse.
-            return serde_json::from_value(Value::Null).map_err(|e| {
-                VaultError::Unavailable(
-                    anyhow::Error::new(e).context(format!("{path} returned no content")),
-                )
-            });
+            return Ok(Value::Null);
         }
-        let value: Value = serde_json::from_str(&text).map_err(|e| {
+        serde_json::from_str(&text).map_err(|e| {
             VaultError::Unavailable(
                 anyhow::Error::new(e).context(format!("parsing the answer of {path}")),
             )
-        })?;
-        serde_json::from_value(value.get("data").cloned().unwrap_or(Value::Null)).map_err(|e| {
-            VaultError::Unavailable(
-                anyhow::Error::new(e).context(format!("unexpected answer from {path}")),
-            )
         })
     }
+}
+
+/// A `vaultrs` client for `token`, with the configured address, CA and namespace (and
+/// `VAULT_CLIENT_CERT`/`VAULT_CLIENT_KEY`, which `vaultrs` reads itself).
+fn vault_client(config: &VaultConfig, token: &str) -> Result<VaultClient> {
+    let mut settings = VaultClientSettingsBuilder::default();
+    settings.address(&config.addr).token(token);
+    if let Some(ca) = &config.ca_cert {
+        settings.ca_certs(vec![ca.clone()]);
+    }
+    if let Some(namespace) = &config.namespace {
+        settings.set_namespace(namespace.clone());
+    }
+    VaultClient::new(settings.build().context("Vault client settings")?)
+        .context("creating the Vault client")
+}
+
+/// The TLS client identity of cert auth, from `VAULT_CLIENT_CERT` and `VAULT_CLIENT_KEY`.
+fn client_identity() -> Result<reqwest::Identity> {
+    let read = |name: &str| -> Result<Vec<u8>> {
+        let path = std::env::var(name).with_context(|| format!("{name} is not set"))?;
+        std::fs::read(&path).with_context(|| format!("reading {name} {path}"))
+    };
+    let mut pem = read("VAULT_CLIENT_CERT")?;
+    pem.extend(read("VAULT_CLIENT_KEY")?);
+    reqwest::Identity::from_pem(&pem).context("VAULT_CLIENT_CERT and VAULT_CLIENT_KEY")
 }

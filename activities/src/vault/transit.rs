@@ -47,7 +47,8 @@ impl Vault {
                 let mut opts = CreateKeyRequest::builder();
                 opts.key_type(transit_type(key_type))
                     .exportable(delivery == KeyDelivery::Export);
-                vaultrs::transit::key::create(&self.client, mount, name, Some(&mut opts)).await?;
+                vaultrs::transit::key::create(&*self.client(), mount, name, Some(&mut opts))
+                    .await?;
                 self.read_key(name).await?
             }
             Err(e) => return Err(e),
@@ -65,7 +66,7 @@ impl Vault {
             )));
         }
         while info.latest_version < version {
-            vaultrs::transit::key::rotate(&self.client, mount, name).await?;
+            vaultrs::transit::key::rotate(&*self.client(), mount, name).await?;
             info = self.read_key(name).await?;
         }
         Ok(version)
@@ -96,7 +97,7 @@ impl Vault {
     pub async fn export_private_key(&self, name: &str, version: u64) -> Result<String, VaultError> {
         let _timer = crate::metrics::vault_timer("export_private_key");
         let answer = vaultrs::transit::key::export(
-            &self.client,
+            &*self.client(),
             &self.config.transit_mount,
             name,
             ExportKeyType::SigningKey,
@@ -130,7 +131,7 @@ impl Vault {
         let body = json!({ "deletion_allowed": true });
         self.raw::<serde_json::Value>(Method::POST, &path, Some(&body))
             .await?;
-        match vaultrs::transit::key::delete(&self.client, mount, name).await {
+        match vaultrs::transit::key::delete(&*self.client(), mount, name).await {
             Ok(()) => Ok(()),
             Err(e) => match VaultError::from(e) {
                 VaultError::NotFound(_) => Ok(()),
