@@ -122,9 +122,30 @@ impl Caller {
     }
 }
 
-pub struct Clients(Vec<Client>);
+pub struct Clients(Vec<Client>, HashingSlots);
+
+/// How many passwords may be hashed at once (each takes a core for tens of milliseconds).
+struct HashingSlots(tokio::sync::Semaphore);
+
+impl Default for HashingSlots {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self(tokio::sync::Semaphore::new(cores.max(2)))
+    }
+}
+
+impl std::ops::Deref for HashingSlots {
+    type Target = tokio::sync::Semaphore;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
 
 impl Clients {
+    fn hashing(&self) -> &HashingSlots {
+        &self.1
+    }
+
     /// The clients file and `CERTFLOW_API_TOKEN`; at least one client must result.
     pub fn from_env() -> anyhow::Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
@@ -134,7 +155,7 @@ impl Clients {
                     .map_err(|e| anyhow::anyhow!("reading the clients file {path}: {e}"))?;
                 Self::parse(&text).map_err(|e| anyhow::anyhow!("the clients file {path}: {e}"))?
             }
-            None => Self(Vec::new()),
+            None => Self(Vec::new(), HashingSlots::default()),
         };
         if let Some(token) = var("CERTFLOW_API_TOKEN") {
             anyhow::ensure!(
@@ -225,7 +246,11 @@ impl Clients {
                 tls_client_cn: entry.tls_client_cn,
             });
         }
-        Ok(Self(clients))
+        if clients.iter().any(|c| c.basic.is_some()) {
+            // Made now, so the first unknown user is not slower than the rest.
+            std::sync::LazyLock::force(&DUMMY_HASH);
+        }
+        Ok(Self(clients, HashingSlots::default()))
     }
 
     /// The caller whose TLS client certificate (already verified against the client CA) has
@@ -237,39 +262,95 @@ impl Clients {
             .map(|c| c.caller.clone())
     }
 
-    /// The caller behind an `Authorization` header value, if its credentials are right.
-    pub fn authenticate(&self, authorization: &str) -> Option<Caller> {
-        if let Some(token) = authorization.strip_prefix("Bearer ") {
-            let hash: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-            // Check every hash so the time taken does not depend on which one matches.
-            let mut found = None;
-            for client in &self.0 {
-                for known in &client.bearer_sha256 {
-                    if bool::from(hash.ct_eq(known)) {
-                        found = Some(client.caller.clone());
-                    }
+    /// The caller presenting this bearer token, if any. Every hash is compared, so the time
+    /// taken does not depend on which one matches.
+    pub fn authenticate_bearer(&self, token: &str) -> Option<Caller> {
+        let hash: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+        let mut found = None;
+        for client in &self.0 {
+            for known in &client.bearer_sha256 {
+                if bool::from(hash.ct_eq(known)) {
+                    found = Some(client.caller.clone());
                 }
             }
-            return found;
         }
-        let encoded = authorization.strip_prefix("Basic ")?;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .ok()?;
-        let text = String::from_utf8(decoded).ok()?;
-        let (username, password) = text.split_once(':')?;
+        found
+    }
+
+    /// The caller with this Basic user name and password, if right. The password is hashed on
+    /// a blocking thread, at most a few at a time, never on the async runtime; an unknown user
+    /// is checked against a dummy hash, so the time taken does not tell which users exist.
+    ///
+    /// `throttled` is asked once a hashing slot is free: a caller throttled meanwhile (by the
+    /// failures of requests queued with it) gets `Err(wait)` and nothing is hashed.
+    pub async fn authenticate_basic(
+        &self,
+        username: &str,
+        password: String,
+        throttled: impl Fn() -> Option<std::time::Duration>,
+    ) -> Result<Option<Caller>, std::time::Duration> {
         let client = self
             .0
             .iter()
-            .find(|c| c.basic.as_ref().is_some_and(|(u, _)| u == username))?;
-        let (_, hash) = client.basic.as_ref()?;
-        let hash = PasswordHash::new(hash).ok()?;
-        Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .ok()
-            .map(|()| client.caller.clone())
+            .find(|c| c.basic.as_ref().is_some_and(|(u, _)| u == username));
+        let (hash, caller) = match client.and_then(|c| c.basic.as_ref().map(|b| (b, c))) {
+            Some(((_, hash), c)) => (hash.clone(), Some(c.caller.clone())),
+            None => (DUMMY_HASH.clone(), None),
+        };
+        let Ok(_permit) = self.hashing().acquire().await else {
+            return Ok(None);
+        };
+        if let Some(wait) = throttled() {
+            return Err(wait);
+        }
+        let verified = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash).ok().is_some_and(|h| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
+        })
+        .await
+        .unwrap_or(false);
+        Ok(caller.filter(|_| verified))
     }
 }
+
+/// What an `Authorization` header carries.
+pub enum Credentials {
+    Bearer(String),
+    Basic { username: String, password: String },
+    Malformed,
+}
+
+impl Credentials {
+    pub fn parse(authorization: &str) -> Self {
+        if let Some(token) = authorization.strip_prefix("Bearer ") {
+            return Self::Bearer(token.to_string());
+        }
+        let basic = authorization
+            .strip_prefix("Basic ")
+            .and_then(|encoded| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded.trim())
+                    .ok()
+            })
+            .and_then(|decoded| String::from_utf8(decoded).ok())
+            .and_then(|text| {
+                text.split_once(':')
+                    .map(|(u, p)| (u.to_string(), p.to_string()))
+            });
+        match basic {
+            Some((username, password)) => Self::Basic { username, password },
+            None => Self::Malformed,
+        }
+    }
+}
+
+/// A hash to verify unknown users against: the same cost as a real one.
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    hash_password("certflow-dummy-password-never-used").expect("hashing a constant")
+});
 
 /// `certflow-starter-api hash-password`: the Argon2 PHC string of a password read on stdin.
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
@@ -287,16 +368,15 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
 mod tests {
     use super::*;
 
-    fn basic(user: &str, password: &str) -> String {
-        let raw = format!("{user}:{password}");
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        )
+    async fn authenticate(clients: &Clients, user: &str, password: &str) -> Option<Caller> {
+        clients
+            .authenticate_basic(user, password.to_string(), || None)
+            .await
+            .unwrap()
     }
 
-    #[test]
-    fn basic_and_bearer_authenticate_the_right_client() {
+    #[tokio::test]
+    async fn basic_and_bearer_authenticate_the_right_client() {
         let hash = hash_password("s3cret-password").unwrap();
         let token_hash = hex::encode(Sha256::digest(b"opaque-token-123"));
         let file = format!(
@@ -309,18 +389,18 @@ mod tests {
         "#
         );
         let clients = Clients::parse(&file).unwrap();
-        let caller = clients
-            .authenticate(&basic("sn", "s3cret-password"))
+        let caller = authenticate(&clients, "sn", "s3cret-password")
+            .await
             .unwrap();
         assert_eq!(caller.tenant.as_deref(), Some("acme"));
-        assert!(clients.authenticate(&basic("sn", "wrong")).is_none());
+        assert!(authenticate(&clients, "sn", "wrong").await.is_none());
         assert!(
-            clients
-                .authenticate(&basic("other", "s3cret-password"))
+            authenticate(&clients, "other", "s3cret-password")
+                .await
                 .is_none()
         );
-        assert!(clients.authenticate("Bearer opaque-token-123").is_some());
-        assert!(clients.authenticate("Bearer opaque-token-124").is_none());
+        assert!(clients.authenticate_bearer("opaque-token-123").is_some());
+        assert!(clients.authenticate_bearer("opaque-token-124").is_none());
         assert!(caller.require(Permission::Read).is_ok());
         assert!(matches!(
             caller.require(Permission::Revoke),
@@ -328,6 +408,14 @@ mod tests {
         ));
         assert!(caller.check_tenant("acme").is_ok());
         assert!(caller.check_tenant("globex").is_err());
+        assert!(matches!(
+            Credentials::parse("Basic c246czNjcmV0"),
+            Credentials::Basic { .. }
+        ));
+        assert!(matches!(
+            Credentials::parse("Digest x"),
+            Credentials::Malformed
+        ));
     }
 
     #[test]

@@ -11,6 +11,9 @@ use serde::Serialize;
 pub enum ApiError {
     #[error("missing or invalid credentials")]
     Unauthorized,
+    /// Too many failed authentications from this source or for this user.
+    #[error("too many failed authentications; try again later")]
+    TooManyFailures(std::time::Duration),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -45,6 +48,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyFailures(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadJson(_, status) => *status,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -69,6 +73,13 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let ApiError::TooManyFailures(wait) = &self {
+            let seconds = wait.as_secs() + 1;
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_str(&seconds.to_string()).expect("digits"),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -9,12 +9,14 @@ pub mod auth;
 pub mod clients;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod listing;
 pub mod lookup;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
 pub mod routes;
+pub mod server;
 pub mod tls;
 
 pub use config::ApiConfig;

@@ -33,6 +33,7 @@ async fn main() -> Result<()> {
         task_queue: config.task_queue.into(),
         issuers: std::sync::Arc::new(config.issuers),
         clients: std::sync::Arc::new(config.clients),
+        guard: std::sync::Arc::default(),
         audit: certflow_audit::AuditStore::connect(&config.audit_database_url)
             .await
             .context("the audit database (CERTFLOW_AUDIT_DATABASE_URL)")?,
@@ -40,21 +41,21 @@ async fn main() -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    if let Some(tls) = certflow_starter_api::tls::TlsSettings::from_env()? {
-        let acceptor = tls.acceptor().context("TLS configuration")?;
-        tracing::info!(listen = %listener.local_addr()?, "certflow starter API listening (HTTPS)");
-        tokio::select! {
-            r = certflow_starter_api::tls::serve(listener, acceptor, router(state)) => r?,
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        return Ok(());
-    }
-    tracing::info!(listen = %listener.local_addr()?, "certflow starter API listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let tls = match certflow_starter_api::tls::TlsSettings::from_env()? {
+        Some(tls) => Some(tls.acceptor().context("TLS configuration")?),
+        None => None,
+    };
+    let limits = certflow_starter_api::server::Limits::from_env()?;
+    tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), max_connections = limits.max_connections, "certflow starter API listening");
+    certflow_starter_api::server::serve(
+        listener,
+        tls,
+        router(state),
+        limits,
+        certflow_starter_api::server::stop_signal(),
+    )
+    .await?;
+    tracing::info!("certflow starter API stopped");
     Ok(())
 }
 

@@ -30,6 +30,8 @@ pub struct AppState {
     pub issuers: Arc<IssuersConfig>,
     pub clients: Arc<Clients>,
     pub audit: AuditStore,
+    /// Failed authentications, per source and user.
+    pub guard: Arc<crate::guard::FailureGuard>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -7,16 +7,11 @@
 //! token. Callers without a certificate can still use Basic or bearer credentials.
 
 use anyhow::{Context, Result};
-use axum::{Extension, Router};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 /// The subject CN of the verified client certificate of this connection, if one was presented.
@@ -80,38 +75,8 @@ impl TlsSettings {
     }
 }
 
-/// Accepts TLS connections and serves `app` on each, telling it the client certificate's CN.
-pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, app: Router) -> Result<()> {
-    loop {
-        let (tcp, peer) = listener.accept().await?;
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(tls) => tls,
-                Err(e) => {
-                    tracing::info!(%peer, error = %e, "TLS handshake refused");
-                    return;
-                }
-            };
-            let cn = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|der| subject_cn(der));
-            let service = TowerToHyperService::new(app.layer(Extension(PeerCertificate(cn))));
-            if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended");
-            }
-        });
-    }
-}
-
-fn subject_cn(der: &CertificateDer<'_>) -> Option<String> {
+/// The subject CN of a DER certificate.
+pub(crate) fn subject_cn(der: &CertificateDer<'_>) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     cert.subject()
         .iter_common_name()

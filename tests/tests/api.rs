@@ -185,3 +185,224 @@ async fn openapi_document_describes_the_routes() {
             .is_some()
     );
 }
+
+/// A clients file with one Basic user (`sn-user` / `PASSWORD`).
+fn basic_clients(bin: &std::path::Path) -> String {
+    let out = std::process::Command::new(bin.join("certflow-starter-api"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(PASSWORD.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let hash = String::from_utf8(out.stdout).unwrap();
+    format!(
+        "[clients.sn]\ntenant = \"acme\"\npermissions = [\"read\"]\nbasic = {{ username = \"sn-user\", password_hash = \"{}\" }}\n",
+        hash.trim()
+    )
+}
+
+const PASSWORD: &str = "a-long-enough-password";
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    let raw = format!("{user}:{password}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_users_take_as_long_as_known_ones() {
+    let bin = common::Servers::from_env().bin_dir;
+    let stack = Stack::start_with(
+        "auth-timing",
+        common::StackOptions {
+            clients_toml: Some(basic_clients(&bin)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let time = |user: &'static str| {
+        let stack = &stack;
+        async move {
+            let started = std::time::Instant::now();
+            let (status, _) = stack
+                .call_as(
+                    Some(&basic(user, "wrong-password")),
+                    reqwest::Method::GET,
+                    "/v1/certificates",
+                    None,
+                    &[],
+                )
+                .await;
+            assert_eq!(status, 401);
+            started.elapsed()
+        }
+    };
+    // Interleaved, so that load from other tests weighs on both alike; medians. Eight failures
+    // in all stay under the per-address burst, so the last call below is not throttled.
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for _ in 0..4 {
+        known.push(time("sn-user").await);
+        unknown.push(time("nobody-by-that-name").await);
+    }
+    known.sort();
+    unknown.sort();
+    let (known, unknown) = (known[2], unknown[2]);
+    // Both are checked against an Argon2 hash: the time does not tell which users exist.
+    assert!(
+        unknown.as_secs_f64() > 0.5 * known.as_secs_f64(),
+        "unknown {unknown:?}, known {known:?}"
+    );
+    let (status, _) = stack
+        .call_as(
+            Some(&basic("sn-user", PASSWORD)),
+            reqwest::Method::GET,
+            "/v1/certificates",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "the right password still works");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_wrong_passwords_is_throttled_and_stalls_nothing() {
+    let bin = common::Servers::from_env().bin_dir;
+    let stack = Stack::start_with(
+        "auth-flood",
+        common::StackOptions {
+            clients_toml: Some(basic_clients(&bin)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let flood = futures::future::join_all((0..60).map(|_| {
+        let auth = basic("sn-user", "guess");
+        let stack = &stack;
+        async move {
+            stack
+                .call_as(
+                    Some(&auth),
+                    reqwest::Method::GET,
+                    "/v1/certificates",
+                    None,
+                    &[],
+                )
+                .await
+                .0
+        }
+    }));
+    let health = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let started = std::time::Instant::now();
+        let (status, _) = stack.get("/healthz").await;
+        (status, started.elapsed())
+    };
+    let (statuses, (health_status, health_time)) = tokio::join!(flood, health);
+    assert_eq!(health_status, 200);
+    assert!(
+        health_time < std::time::Duration::from_secs(1),
+        "/healthz took {health_time:?} during the flood"
+    );
+    let throttled = statuses.iter().filter(|s| **s == 429).count();
+    assert!(throttled >= 40, "statuses: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    // Throttled, the right password waits too (for this source and this user), and is told how
+    // long.
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/certificates", stack.api_url))
+        .header("authorization", basic("sn-user", PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=61).contains(&retry), "Retry-After {retry}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_are_cut_off_and_connections_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start_with(
+        "api-limits",
+        common::StackOptions {
+            api_env: vec![("CERTFLOW_API_MAX_CONNECTIONS".into(), "3".into())],
+            ..Default::default()
+        },
+    )
+    .await;
+    let address = stack.api_url.trim_start_matches("http://").to_string();
+    // Three idle connections that never finish their headers hold every slot...
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        let mut c = tokio::net::TcpStream::connect(&address).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        idle.push(c);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // ...so a fourth is closed at once.
+    let mut fourth = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut buf = [0u8; 64];
+    let closed =
+        tokio::time::timeout(std::time::Duration::from_secs(2), fourth.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the fourth connection was served: {closed:?}"
+    );
+    // The idle ones are cut off once the header timeout (10 s) passes; then the API serves.
+    let started = std::time::Instant::now();
+    for mut c in idle {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(15), c.read(&mut buf))
+            .await
+            .expect("an idle connection was kept past the header timeout");
+        assert!(
+            matches!(n, Ok(0) | Err(_)) || buf.starts_with(b"HTTP/1.1 408"),
+            "{n:?}"
+        );
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    let (status, _) = stack.get("/healthz").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_requests_under_way_finish_then_stops() {
+    let mut stack = Stack::start("api-sigterm").await;
+    let id = unique("sigterm");
+    let mut req = request(&id, "payments");
+    // An RSA-4096 key version takes Vault a moment: the renewal is under way at the signal.
+    req["key_type"] = json!("rsa-4096");
+    stack.issue(&req).await;
+    let renew = tokio::spawn(
+        reqwest::Client::new()
+            .post(format!("{}/v1/certificates/{id}/renew", stack.api_url))
+            .bearer_auth(API_TOKEN)
+            .json(&json!({}))
+            .send(),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let exit = stack.terminate_api().await;
+    assert!(exit.success(), "the API did not exit cleanly: {exit:?}");
+    // The renewal under way at the signal was answered before the API stopped.
+    let answer = renew
+        .await
+        .unwrap()
+        .expect("the request under way was cut off");
+    assert_eq!(answer.status().as_u16(), 200, "{:?}", answer.text().await);
+}

@@ -243,6 +243,29 @@ impl Stack {
         self.worker_env.push((name.to_string(), value.to_string()));
     }
 
+    /// Sends SIGTERM to the starter API; returns its exit status once it has stopped.
+    pub async fn terminate_api(&mut self) -> std::process::ExitStatus {
+        let pid = self.api.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.api.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the API did not stop after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// SIGKILL: no graceful shutdown, in-flight activities die mid-call.
     pub fn kill_worker(&mut self) {
         let mut child = self.worker.take().expect("worker running");
