@@ -252,6 +252,73 @@ async fn keyfactor_pending_approval_waits_then_issues_with_oauth() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_worker_finish_a_ca_call_under_way() {
+    let double = basic_double(3600).await;
+    let mut stack = keyfactor_stack("kf-sigterm", &double, 10.0, 3600).await;
+    double.delay_next_enrolment(Duration::from_secs(6));
+    let id = unique("kfterm");
+    let (status, body) = stack
+        .post("/v1/certificates", &keyfactor_request(&id, 3600, None))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while double.enrolments_started() == 0 {
+        assert!(Instant::now() < deadline, "no enrolment reached the CA");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The CA is answering: stop the worker now.
+    let signalled = Instant::now();
+    let exit = stack.terminate_worker().await;
+    assert!(exit.success(), "the worker did not exit cleanly: {exit:?}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(4),
+        "the worker exited {:?} after SIGTERM, before the CA call under way had finished",
+        signalled.elapsed()
+    );
+    // The CA's answer was recorded before the worker went: the order activity completed.
+    let history: Value = serde_json::from_str(&stack.temporal(&[
+        "workflow",
+        "show",
+        "--workflow-id",
+        &common::workflow_id(&id),
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    let events = history["events"].as_array().unwrap();
+    let scheduled: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["activityTaskScheduledEventAttributes"]["activityType"]["name"].as_str())
+        .collect();
+    assert!(scheduled.contains(&"order_certificate"), "{scheduled:?}");
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["eventType"].as_str())
+        .collect();
+    assert!(
+        kinds
+            .iter()
+            .any(|k| k.contains("ACTIVITY_TASK_COMPLETED") || *k == "ActivityTaskCompleted"),
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds.iter().any(|k| k.contains("TIMED_OUT")
+            || k.contains("TimedOut")
+            || k.contains("ACTIVITY_TASK_FAILED")
+            || *k == "ActivityTaskFailed"),
+        "{kinds:?}"
+    );
+    // A new worker carries on from there: one enrolment, one certificate.
+    stack.start_worker();
+    let state = stack
+        .wait_for(&id, Duration::from_secs(60), |s| s["phase"] == "active")
+        .await;
+    assert_eq!(state["phase"], "active", "{state}");
+    assert_eq!(double.enrolments().len(), 1);
+    assert_eq!(double.enrolments_started(), 1);
+}
+
 async fn oauth_token(double: &KeyfactorDouble) -> String {
     let answer: Value = reqwest::Client::new()
         .post(format!("{}/oauth/token", double.url))

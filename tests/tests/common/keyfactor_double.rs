@@ -74,6 +74,10 @@ struct Inner {
     require_approval: bool,
     deny: bool,
     faults: HashMap<String, VecDeque<Fault>>,
+    /// How long the next enrolment takes to answer, once.
+    enrolment_delay: Option<Duration>,
+    /// Enrolments received, answered or not yet.
+    enrolments_started: usize,
     calls: Vec<Call>,
     enrolments: Vec<Value>,
     pending: Vec<PendingRequest>,
@@ -111,6 +115,8 @@ impl KeyfactorDouble {
                 require_approval: false,
                 deny: false,
                 faults: HashMap::new(),
+                enrolment_delay: None,
+                enrolments_started: 0,
                 calls: Vec::new(),
                 enrolments: Vec::new(),
                 pending: Vec::new(),
@@ -222,6 +228,16 @@ impl KeyfactorDouble {
             .entry(format!("{API}/{path}"))
             .or_default()
             .push_back(fault);
+    }
+
+    /// The next enrolment answers only after `delay` (a slow CA).
+    pub fn delay_next_enrolment(&self, delay: Duration) {
+        self.inner.lock().unwrap().enrolment_delay = Some(delay);
+    }
+
+    /// Enrolments received so far, including any still being answered.
+    pub fn enrolments_started(&self) -> usize {
+        self.inner.lock().unwrap().enrolments_started
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -432,6 +448,14 @@ async fn enroll(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let delay = {
+        let mut inner = d.inner.lock().unwrap();
+        inner.enrolments_started += 1;
+        inner.enrolment_delay.take()
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     if let Some(r) = d.gate(&method, &format!("{API}/Enrollment/CSR"), &headers) {
         return r;
     }

@@ -245,25 +245,13 @@ impl Stack {
 
     /// Sends SIGTERM to the starter API; returns its exit status once it has stopped.
     pub async fn terminate_api(&mut self) -> std::process::ExitStatus {
-        let pid = self.api.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(status) = self.api.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the API did not stop after SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        terminate(&mut self.api).await
+    }
+
+    /// Sends SIGTERM to the worker; returns its exit status once it has stopped.
+    pub async fn terminate_worker(&mut self) -> std::process::ExitStatus {
+        let mut child = self.worker.take().expect("worker running");
+        terminate(&mut child).await
     }
 
     /// SIGKILL: no graceful shutdown, in-flight activities die mid-call.
@@ -699,4 +687,24 @@ pub async fn allow_names(stack: &Stack, role: &str, allow: bool) {
         )
         .await;
     assert!(s == 200 || s == 204, "{b}");
+}
+
+/// SIGTERM, then waits (at most 40 s) for the process to exit.
+async fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "no exit 40 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
