@@ -116,6 +116,10 @@ pub struct AwsPrivateCaIssuer {
     pub region: Option<String>,
     /// Overrides the service endpoint (VPC endpoints, FIPS, tests).
     pub endpoint_url: Option<String>,
+    /// PEM file of the CA certificates this issuer signs with. With mutual TLS on the API, the
+    /// API reads it to refuse a client CA that is one of certflow's own issuers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates_file: Option<String>,
     #[serde(default = "aws_limits")]
     pub limits: IssuerLimits,
     #[serde(default)]
@@ -152,6 +156,10 @@ pub struct KeyfactorIssuer {
     /// How long an enrolment may wait for CA-manager approval before the request fails.
     #[serde(default = "default_pending_timeout")]
     pub pending_timeout_seconds: u64,
+    /// PEM file of the CA certificates this issuer signs with. With mutual TLS on the API, the
+    /// API reads it to refuse a client CA that is one of certflow's own issuers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates_file: Option<String>,
     #[serde(default = "keyfactor_limits")]
     pub limits: IssuerLimits,
     #[serde(default)]

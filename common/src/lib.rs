@@ -9,6 +9,7 @@ pub mod audit;
 pub mod commands;
 pub mod issuers;
 pub mod names;
+pub mod policy;
 pub mod request;
 pub mod revocation;
 pub mod schedule;

@@ -316,7 +316,7 @@ fn check_identifier(value: &str, max: usize, extra: &[char]) -> Result<(), Strin
 }
 
 /// A hostname (RFC 1123 labels), optionally with one leading wildcard label.
-fn check_dns_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_dns_name(name: &str) -> Result<(), String> {
     let bare = name.strip_prefix("*.").unwrap_or(name);
     if name.is_empty() || name.len() > 253 {
         return Err("must be a DNS name of 1 to 253 characters".into());

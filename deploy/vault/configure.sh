@@ -3,6 +3,9 @@
 # tests) and docker-compose.yml: transit, a PKI root CA and the `certflow` role, KV v2 at
 # secret/, AppRole, the two policies, and a least-privilege token for the worker.
 # Usage: configure.sh OUTPUT_DIR [POLICY_DIR]; needs BAO_ADDR and BAO_TOKEN (root or admin).
+# The PKI role issues only names under CERTFLOW_PKI_ALLOWED_DOMAINS (comma-separated, default
+# example.com) and URI SANs matching CERTFLOW_PKI_ALLOWED_URI_SANS (default spiffe://example.com/*),
+# server certificates only: certflow's certificates can never log in as a client anywhere.
 # Writes OUTPUT_DIR/ca.pem and OUTPUT_DIR/worker-token (mode 600).
 set -eu
 out=$1
@@ -16,8 +19,11 @@ bao write pki/config/urls \
   issuing_certificates="$BAO_ADDR/v1/pki/ca" crl_distribution_points="$BAO_ADDR/v1/pki/crl" >/dev/null
 bao write -field=certificate pki/root/generate/internal \
   common_name="certflow dev root CA" issuer_name=root ttl=87600h >"$out/ca.pem"
-bao write pki/roles/certflow allow_any_name=true allow_wildcard_certificates=true enforce_hostnames=true \
-  allow_ip_sans=true allowed_uri_sans='*' key_type=any max_ttl=8760h not_before_duration=30s \
+bao write pki/roles/certflow allow_any_name=false \
+  allowed_domains="${CERTFLOW_PKI_ALLOWED_DOMAINS:-example.com}" allow_subdomains=true allow_bare_domains=true \
+  allow_glob_domains=false allow_localhost=false allow_wildcard_certificates=true enforce_hostnames=true \
+  allow_ip_sans=true allowed_uri_sans="${CERTFLOW_PKI_ALLOWED_URI_SANS:-spiffe://example.com/*}" \
+  server_flag=true client_flag=false key_type=any max_ttl=8760h not_before_duration=30s \
   use_csr_common_name=true use_csr_sans=true >/dev/null
 # Dev servers mount KV v2 at secret/ already; production servers may not.
 bao secrets list | grep -q '^secret/' || bao secrets enable -path=secret kv-v2 >/dev/null

@@ -50,7 +50,7 @@ pub async fn require_client(
             refuse_if_blocked(&state, &keys)?;
             None
         }
-        None => certificate.and_then(|cn| state.clients.authenticate_certificate(&cn)),
+        None => certificate.and_then(|peer| state.clients.authenticate_certificate(&peer)),
     };
     let Some(caller) = caller else {
         state.guard.failed(&keys);

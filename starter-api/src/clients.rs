@@ -11,11 +11,15 @@
 //! on all of them.
 
 use crate::error::ApiError;
+use crate::identity::{PeerIdentity, TlsClientEntry, TlsIdentity};
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use base64::Engine;
+use certflow_common::CertificateRequest;
+use certflow_common::policy::RequestPolicy;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// Tenant of certificates requested by a client that has none.
@@ -64,8 +68,12 @@ struct ClientEntry {
     basic: Option<BasicEntry>,
     #[serde(default)]
     bearer_token_sha256: Vec<String>,
-    /// Subject CN of this client's TLS certificate (mutual TLS; see `tls.rs`).
+    /// The issuer and subject (or SAN) of this client's TLS certificate (see `identity.rs`).
+    tls_client: Option<TlsClientEntry>,
+    /// Replaced by `tls_client`: a CN alone names no one safely.
     tls_client_cn: Option<String>,
+    /// What it may request; required with the `request` permission.
+    allow: Option<RequestPolicy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,7 +88,7 @@ struct Client {
     caller: Caller,
     basic: Option<(String, String)>,
     bearer_sha256: Vec<[u8; 32]>,
-    tls_client_cn: Option<String>,
+    tls_identity: Option<TlsIdentity>,
 }
 
 /// An authenticated caller.
@@ -91,6 +99,8 @@ pub struct Caller {
     pub tenant: Option<String>,
     permissions: BTreeSet<Permission>,
     pub may_approve_own_requests: bool,
+    /// What it may request (`None`: nothing).
+    policy: Option<Arc<RequestPolicy>>,
 }
 
 impl Caller {
@@ -102,6 +112,18 @@ impl Caller {
                 "client {:?} lacks the {permission:?} permission",
                 self.name
             )))
+        }
+    }
+
+    /// Whether this caller may request this certificate: issuer, application and every name
+    /// within its `allow` policy.
+    pub fn check_request(&self, request: &CertificateRequest) -> Result<(), ApiError> {
+        match &self.policy {
+            Some(policy) => policy.check(request).map_err(ApiError::OutsidePolicy),
+            None => Err(ApiError::Forbidden(format!(
+                "client {:?} has no allow policy",
+                self.name
+            ))),
         }
     }
 
@@ -169,10 +191,11 @@ impl Clients {
                     tenant: None,
                     permissions: ALL_PERMISSIONS.into(),
                     may_approve_own_requests: true,
+                    policy: Some(Arc::new(RequestPolicy::any())),
                 },
                 basic: None,
                 bearer_sha256: vec![Sha256::digest(token.as_bytes()).into()],
-                tls_client_cn: None,
+                tls_identity: None,
             });
         }
         anyhow::ensure!(
@@ -231,7 +254,30 @@ impl Clients {
                     ));
                 }
             };
-            if basic.is_none() && bearer_sha256.is_empty() && entry.tls_client_cn.is_none() {
+            if entry.tls_client_cn.is_some() {
+                return Err(format!(
+                    "clients.{name}.tls_client_cn is no longer accepted: a CN alone can be had from any certificate of the CA. Write tls_client = {{ issuer = \"<issuer DN>\", subject = \"<full subject DN>\" }} (or dns_san / uri_san instead of subject)"
+                ));
+            }
+            let tls_identity = match &entry.tls_client {
+                Some(t) => Some(t.identity().map_err(|e| format!("clients.{name}.{e}"))?),
+                None => None,
+            };
+            let policy = match entry.allow {
+                Some(policy) => {
+                    policy
+                        .validate()
+                        .map_err(|e| format!("clients.{name}.allow: {e}"))?;
+                    Some(Arc::new(policy))
+                }
+                None if permissions.contains(&Permission::Request) => {
+                    return Err(format!(
+                        "clients.{name}.allow is required with the request permission: list the issuers, applications and names it may request"
+                    ));
+                }
+                None => None,
+            };
+            if basic.is_none() && bearer_sha256.is_empty() && tls_identity.is_none() {
                 return Err(format!("clients.{name} has no credentials"));
             }
             clients.push(Client {
@@ -240,12 +286,14 @@ impl Clients {
                     tenant: entry.tenant,
                     permissions,
                     may_approve_own_requests: entry.may_approve_own_requests,
+                    policy,
                 },
                 basic,
                 bearer_sha256,
-                tls_client_cn: entry.tls_client_cn,
+                tls_identity,
             });
         }
+        refuse_shared_credentials(&clients)?;
         if clients.iter().any(|c| c.basic.is_some()) {
             // Made now, so the first unknown user is not slower than the rest.
             std::sync::LazyLock::force(&DUMMY_HASH);
@@ -253,13 +301,27 @@ impl Clients {
         Ok(Self(clients, HashingSlots::default()))
     }
 
-    /// The caller whose TLS client certificate (already verified against the client CA) has
-    /// this subject CN.
-    pub fn authenticate_certificate(&self, cn: &str) -> Option<Caller> {
-        self.0
+    /// The caller whose TLS client certificate (already verified against the client CA, and
+    /// the CRL if one is set) this is. A certificate without the clientAuth extended key usage
+    /// authenticates no one.
+    pub fn authenticate_certificate(&self, peer: &PeerIdentity) -> Option<Caller> {
+        if !peer.client_auth {
+            tracing::info!(peer = %peer.describe(), "client certificate without the clientAuth usage");
+            return None;
+        }
+        let found = self
+            .0
             .iter()
-            .find(|c| c.tls_client_cn.as_deref() == Some(cn))
-            .map(|c| c.caller.clone())
+            .find(|c| c.tls_identity.as_ref().is_some_and(|t| t.matches(peer)));
+        if found.is_none() {
+            tracing::info!(peer = %peer.describe(), "client certificate of no known client");
+        }
+        found.map(|c| c.caller.clone())
+    }
+
+    /// Whether any client authenticates with a TLS certificate.
+    pub fn use_tls_certificates(&self) -> bool {
+        self.0.iter().any(|c| c.tls_identity.is_some())
     }
 
     /// The caller presenting this bearer token, if any. Every hash is compared, so the time
@@ -314,6 +376,38 @@ impl Clients {
         .unwrap_or(false);
         Ok(caller.filter(|_| verified))
     }
+}
+
+/// Two clients with one user name, token or TLS identity would make one of them the other.
+fn refuse_shared_credentials(clients: &[Client]) -> Result<(), String> {
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    for client in clients {
+        let name = client.caller.name.as_str();
+        let mut claims = Vec::new();
+        if let Some((user, _)) = &client.basic {
+            claims.push(format!("Basic user name {user:?}"));
+        }
+        for hash in &client.bearer_sha256 {
+            claims.push(format!("bearer token {}", hex::encode(hash)));
+        }
+        for claim in claims {
+            if let Some(other) = seen.insert(claim.clone(), name) {
+                return Err(format!("clients {other} and {name} both claim the {claim}"));
+            }
+        }
+    }
+    let tls: Vec<(&str, &TlsIdentity)> = clients
+        .iter()
+        .filter_map(|c| Some((c.caller.name.as_str(), c.tls_identity.as_ref()?)))
+        .collect();
+    for (i, (name, identity)) in tls.iter().enumerate() {
+        if let Some((other, _)) = tls[..i].iter().find(|(_, t)| t.same(identity)) {
+            return Err(format!(
+                "clients {other} and {name} both claim the TLS identity {identity}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What an `Authorization` header carries.
@@ -386,6 +480,7 @@ mod tests {
             permissions = ["request", "read"]
             basic = {{ username = "sn", password_hash = "{hash}" }}
             bearer_token_sha256 = ["{token_hash}"]
+            allow = {{ issuers = ["*"], applications = ["payments"], dns_suffixes = ["acme.example"] }}
         "#
         );
         let clients = Clients::parse(&file).unwrap();
@@ -456,5 +551,47 @@ mod tests {
             Clients::parse("[clients.a]\npermissions = [\"delete\"]\nbearer_token_sha256 = []")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_requester_needs_a_policy_and_credentials_are_never_shared() {
+        let token = |n: u8| {
+            format!(
+                "bearer_token_sha256 = [\"{}\"]",
+                format!("{n:02x}").repeat(32)
+            )
+        };
+        let refusal = Clients::parse(&format!(
+            "[clients.a]\ntenant = \"x\"\npermissions = [\"request\"]\n{}",
+            token(1)
+        ))
+        .err()
+        .unwrap();
+        assert!(refusal.contains("clients.a.allow is required"), "{refusal}");
+        let refusal = Clients::parse(&format!(
+            "[clients.a]\ntenant = \"x\"\npermissions = [\"read\"]\n{}\n[clients.b]\ntenant = \"y\"\npermissions = [\"read\"]\n{}",
+            token(1),
+            token(1)
+        ))
+        .err()
+        .unwrap();
+        assert!(refusal.contains("both claim the bearer token"), "{refusal}");
+        let tls = |subject: &str| {
+            format!("tls_client = {{ issuer = \"CN=Clients CA\", subject = \"{subject}\" }}")
+        };
+        let refusal = Clients::parse(&format!(
+            "[clients.a]\ntenant = \"x\"\npermissions = [\"read\"]\n{}\n[clients.b]\ntenant = \"y\"\npermissions = [\"read\"]\n{}",
+            tls("CN=sn,O=Acme"),
+            tls("O=Acme, CN=sn")
+        ))
+        .err()
+        .unwrap();
+        assert!(refusal.contains("both claim the TLS identity"), "{refusal}");
+        let refusal = Clients::parse(
+            "[clients.a]\ntenant = \"x\"\npermissions = [\"read\"]\ntls_client_cn = \"sn\"",
+        )
+        .err()
+        .unwrap();
+        assert!(refusal.contains("no longer accepted"), "{refusal}");
     }
 }

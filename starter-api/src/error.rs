@@ -16,6 +16,9 @@ pub enum ApiError {
     TooManyFailures(std::time::Duration),
     #[error("{0}")]
     Forbidden(String),
+    /// A request outside the client's `allow` policy.
+    #[error("outside this client's policy: {0}")]
+    OutsidePolicy(certflow_common::policy::PolicyViolation),
     #[error("{0}")]
     BadJson(String, StatusCode),
     #[error("{0}")]
@@ -49,7 +52,7 @@ impl IntoResponse for ApiError {
         let status = match &self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::TooManyFailures(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::OutsidePolicy(_) => StatusCode::FORBIDDEN,
             ApiError::BadJson(_, status) => *status,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -63,6 +66,10 @@ impl IntoResponse for ApiError {
         }
         let fields = match &self {
             ApiError::Invalid(e) => e.0.clone(),
+            ApiError::OutsidePolicy(v) => vec![FieldError {
+                field: v.field.clone(),
+                message: format!("{} (rule allow.{})", v.message, v.rule),
+            }],
             _ => Vec::new(),
         };
         let mut response = (

@@ -42,8 +42,28 @@ async fn main() -> Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let tls = match certflow_starter_api::tls::TlsSettings::from_env()? {
-        Some(tls) => Some(tls.acceptor().context("TLS configuration")?),
-        None => None,
+        Some(tls) => {
+            let client_ca = tls.client_ca_certificates()?;
+            if !client_ca.is_empty() {
+                certflow_starter_api::own_issuers::refuse_own_issuer_as_client_ca(
+                    &client_ca,
+                    &state.issuers,
+                )
+                .await?;
+            }
+            anyhow::ensure!(
+                !client_ca.is_empty() || !state.clients.use_tls_certificates(),
+                "a client has tls_client but CERTFLOW_API_TLS_CLIENT_CA is not set"
+            );
+            Some(certflow_starter_api::tls::ReloadingAcceptor::start(tls)?)
+        }
+        None => {
+            anyhow::ensure!(
+                !state.clients.use_tls_certificates(),
+                "a client has tls_client but the API does not serve TLS (CERTFLOW_API_TLS_CERT, _KEY, _CLIENT_CA)"
+            );
+            None
+        }
     };
     let limits = certflow_starter_api::server::Limits::from_env()?;
     tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), max_connections = limits.max_connections, "certflow starter API listening");

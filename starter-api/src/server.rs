@@ -4,7 +4,8 @@
 //! one connection never stops the listener, and SIGTERM or SIGINT stops accepting and lets
 //! requests under way finish (up to 30 s).
 
-use crate::tls::{PeerCertificate, subject_cn};
+use crate::identity::PeerIdentity;
+use crate::tls::{PeerCertificate, ReloadingAcceptor};
 use anyhow::{Context, Result};
 use axum::{Extension, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -17,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 
 /// The client's address, for the handlers (throttling of failed authentication).
 #[derive(Clone, Copy, Debug)]
@@ -54,7 +54,7 @@ impl Limits {
 /// requests under way finish.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ReloadingAcceptor>>,
     app: Router,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
@@ -80,7 +80,7 @@ pub async fn serve(
             continue;
         };
         let app = app.clone().layer(Extension(ClientAddr(peer)));
-        let tls = tls.clone();
+        let tls = tls.as_ref().map(|t| t.current());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _slot = slot;
@@ -103,14 +103,14 @@ pub async fn serve(
                                 return;
                             }
                         };
-                    let cn = stream
+                    let peer = stream
                         .get_ref()
                         .1
                         .peer_certificates()
                         .and_then(|chain| chain.first())
-                        .and_then(|der| subject_cn(der));
+                        .and_then(|der| PeerIdentity::from_der(der));
                     let service =
-                        TowerToHyperService::new(app.layer(Extension(PeerCertificate(cn))));
+                        TowerToHyperService::new(app.layer(Extension(PeerCertificate(peer))));
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     watcher.watch(connection).await
                 }

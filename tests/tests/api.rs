@@ -332,6 +332,26 @@ async fn a_flood_of_wrong_passwords_is_throttled_and_stalls_nothing() {
         .parse()
         .unwrap();
     assert!((1..=61).contains(&retry), "Retry-After {retry}");
+    // Another address is not affected: the operator's token works from 127.0.0.2.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let response = elsewhere
+        .get(format!("{}/v1/certificates", stack.api_url))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    // From the throttled address, even a right token waits.
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/certificates", stack.api_url))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -405,4 +425,94 @@ async fn sigterm_lets_requests_under_way_finish_then_stops() {
         .unwrap()
         .expect("the request under way was cut off");
     assert_eq!(answer.status().as_u16(), 200, "{:?}", answer.text().await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_outside_a_clients_policy_get_403_naming_the_rule_and_start_nothing() {
+    use sha2::Digest;
+    const TOKEN: &str = "policy-client-token-0123456789";
+    let clients = format!(
+        r#"
+[clients.payments-team]
+tenant = "acme"
+permissions = ["request", "read"]
+bearer_token_sha256 = ["{}"]
+allow = {{ issuers = ["vault-pki"], applications = ["payments"], dns_suffixes = ["test.example.com"], ip_ranges = ["10.20.0.0/16"], uri_prefixes = ["spiffe://example.com/payments"] }}
+"#,
+        hex::encode(sha2::Sha256::digest(TOKEN))
+    );
+    let stack = Stack::start_with(
+        "api-policy",
+        common::StackOptions {
+            clients_toml: Some(clients),
+            // A second issuer, configured but not this client's.
+            issuers_toml: Some(format!(
+                "{}[issuers.team-b-pki]\nkind = \"vault-pki\"\n",
+                common::default_issuers()
+            )),
+            ..Default::default()
+        },
+    )
+    .await;
+    let auth = format!("Bearer {TOKEN}");
+    let post = |body: Value| {
+        let stack = &stack;
+        let auth = auth.clone();
+        async move {
+            stack
+                .call_as(
+                    Some(&auth),
+                    reqwest::Method::POST,
+                    "/v1/certificates",
+                    Some(&body),
+                    &[],
+                )
+                .await
+        }
+    };
+    // Inside every rule: issued.
+    let id = unique("inpolicy");
+    let (status, body) = post(request(&id, "payments")).await;
+    assert_eq!(status, 201, "{body}");
+
+    type Edit = fn(&mut Value);
+    let cases: [(&str, &str, Edit); 7] = [
+        ("application", "applications", |r| {
+            r["application"] = json!("billing");
+            r["uri_sans"] = json!(["spiffe://example.com/payments"]);
+        }),
+        ("issuer", "issuers", |r| r["issuer"] = json!("team-b-pki")),
+        ("common_name", "dns_suffixes", |r| {
+            r["common_name"] = json!("portal.other-tenant.example.org")
+        }),
+        ("dns_names[0]", "dns_suffixes", |r| {
+            r["dns_names"] = json!(["*.example.com"])
+        }),
+        ("ip_addresses[0]", "ip_ranges", |r| {
+            r["ip_addresses"] = json!(["10.21.0.1"])
+        }),
+        ("uri_sans[0]", "uri_prefixes", |r| {
+            r["uri_sans"] = json!(["spiffe://example.com/payments-admin"])
+        }),
+        ("uri_sans[0]", "uri_prefixes", |r| {
+            r["uri_sans"] = json!(["spiffe://example.com/payments/../admin"])
+        }),
+    ];
+    for (field, rule, edit) in cases {
+        let id = unique("outside");
+        let mut req = request(&id, "payments");
+        edit(&mut req);
+        let (status, body) = post(req).await;
+        assert_eq!(status, 403, "{field}: {body}");
+        assert_eq!(body["fields"][0]["field"], field, "{body}");
+        let message = body["fields"][0]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("allow.{rule}")), "{body}");
+        let (status, _) = stack
+            .get(&format!("/v1/certificates/{id}?tenant=acme"))
+            .await;
+        assert_eq!(
+            status, 404,
+            "{field}: a refused request started a lifecycle"
+        );
+    }
 }

@@ -454,6 +454,41 @@ async fn ca_refusal_fails_the_workflow_visibly() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_pki_role_issues_server_certificates_for_its_domains_only() {
+    let stack = Stack::start("shipped-role").await;
+    // Inside example.com: a server certificate, which cannot log in anywhere as a client.
+    let id = unique("role");
+    stack.issue(&request(&id, "payments")).await;
+    let record = stack.vault().certificate_record("payments", &id).await;
+    let pem = x509_parser::pem::parse_x509_pem(record["certificate"].as_str().unwrap().as_bytes())
+        .unwrap()
+        .1;
+    let cert = pem.parse_x509().unwrap();
+    let usage = cert.extended_key_usage().unwrap().expect("an EKU").value;
+    assert!(usage.server_auth && !usage.client_auth, "{usage:?}");
+
+    // Outside it: the CA refuses, even for the operator whose API policy allows any name.
+    let id = unique("role");
+    let mut req = request(&id, "payments");
+    req["common_name"] = json!(format!("{id}.example.org"));
+    req["dns_names"] = json!([]);
+    let (status, body) = stack.post("/v1/certificates", &req).await;
+    assert_eq!(status, 201, "{body}");
+    let state = stack
+        .wait_for(&id, Duration::from_secs(60), |s| s["phase"] == "failed")
+        .await;
+    let failure = state["failure"].as_str().unwrap();
+    assert!(failure.contains("not allowed"), "{failure}");
+    assert_eq!(
+        stack
+            .vault()
+            .issued_with_cn(&format!("{id}.example.org"))
+            .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn revocation_during_a_renewal_revokes_the_serial_it_names_and_the_renewal_too() {
     let stack = Stack::start("revoke-renewing").await;
     let id = unique("racing");

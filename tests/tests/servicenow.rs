@@ -51,11 +51,13 @@ fn clients_toml() -> String {
 tenant = "acme"
 permissions = ["request", "read", "approve", "renew", "revoke"]
 basic = {{ username = "sn-acme", password_hash = "{}" }}
+allow = {{ issuers = ["*"], applications = ["*"], dns_suffixes = ["test.example.com"], ip_ranges = ["10.0.0.0/8"], uri_prefixes = ["spiffe://example.com/"] }}
 
 [clients.globex]
 tenant = "globex"
 permissions = ["request", "read", "approve", "renew", "revoke"]
 bearer_token_sha256 = ["{}"]
+allow = {{ issuers = ["*"], applications = ["*"], dns_suffixes = ["test.example.com"], ip_ranges = ["10.0.0.0/8"], uri_prefixes = ["spiffe://example.com/"] }}
 
 [clients.acme-approver]
 tenant = "acme"
@@ -671,132 +673,6 @@ async fn approval_gate_approve_reject_and_expire() {
         )
         .await;
     assert_eq!(status, 409, "too late to approve");
-}
-
-/// A certificate authority for the mutual-TLS test, and leaf certificates from it.
-struct TestCa {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    pem: String,
-}
-
-impl TestCa {
-    fn new(name: &str) -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        Self {
-            issuer: rcgen::Issuer::new(params, key),
-            pem,
-        }
-    }
-
-    /// (certificate PEM, key PEM) for `cn`, valid for `localhost`.
-    fn leaf(&self, cn: &str, client: bool) -> (String, String) {
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        params.extended_key_usages = vec![if client {
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn mutual_tls_clients_authenticate_with_their_certificate() {
-    let server_ca = TestCa::new("API server CA");
-    let client_ca = TestCa::new("ServiceNow client CA");
-    let (server_cert, server_key) = server_ca.leaf("localhost", false);
-    let dir = common::Servers::from_env().log_dir;
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = |name: &str, contents: &str| {
-        let path = dir.join(format!("mtls-{name}"));
-        std::fs::write(&path, contents).unwrap();
-        path.display().to_string()
-    };
-    let clients = r#"
-[clients.servicenow-mtls]
-tenant = "initech"
-permissions = ["request", "read"]
-tls_client_cn = "servicenow.acme.example"
-"#;
-    let stack = Stack::start_with(
-        "sn-mtls",
-        StackOptions {
-            clients_toml: Some(clients.into()),
-            api_env: vec![
-                (
-                    "CERTFLOW_API_TLS_CERT".into(),
-                    file("server.pem", &server_cert),
-                ),
-                (
-                    "CERTFLOW_API_TLS_KEY".into(),
-                    file("server.key", &server_key),
-                ),
-                (
-                    "CERTFLOW_API_TLS_CLIENT_CA".into(),
-                    file("client-ca.pem", &client_ca.pem),
-                ),
-            ],
-            api_ca_pem: Some(server_ca.pem.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
-    let client_with = |identity: Option<(String, String)>| {
-        let mut builder = reqwest::Client::builder().add_root_certificate(
-            reqwest::Certificate::from_pem(server_ca.pem.as_bytes()).unwrap(),
-        );
-        if let Some((cert, key)) = identity {
-            let pem = format!("{cert}{key}");
-            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
-        }
-        builder.build().unwrap()
-    };
-    let id = unique("mtls");
-    let url = format!("{}/v1/certificates", stack.api_url);
-
-    // The right certificate authenticates the client: no password, no token.
-    let servicenow = client_with(Some(client_ca.leaf("servicenow.acme.example", true)));
-    let answer = servicenow
-        .post(&url)
-        .json(&request(&id, "payments"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 201, "{}", answer.text().await.unwrap());
-
-    // A certificate from the right CA but for no known client: 401.
-    let stranger = client_with(Some(client_ca.leaf("someone.else.example", true)));
-    let answer = stranger.get(&url).send().await.unwrap();
-    assert_eq!(answer.status(), 401);
-    // No certificate at all: 401 (Basic and bearer still work over TLS).
-    let anonymous = client_with(None);
-    assert_eq!(anonymous.get(&url).send().await.unwrap().status(), 401);
-    // The operator (every tenant) names the client's tenant.
-    let operator = anonymous
-        .get(format!("{url}/{id}?tenant=initech"))
-        .bearer_auth(common::API_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(operator.status(), 200);
-    // A certificate from another CA does not even complete the handshake.
-    let forged = TestCa::new("ServiceNow client CA");
-    let impostor = client_with(Some(forged.leaf("servicenow.acme.example", true)));
-    assert!(
-        impostor.get(&url).send().await.is_err(),
-        "a certificate from another CA was accepted"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

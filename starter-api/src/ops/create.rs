@@ -65,6 +65,7 @@ pub async fn create_certificate(
         .issuers
         .validate(&request)
         .map_err(ApiError::Invalid)?;
+    caller.check_request(&request)?;
     let idempotency_key = idempotency_key(&headers)?;
     let tenant = lookup::tenant_of(&caller, &scope)?;
     let approval = state.issuers.approval_gate(&request);

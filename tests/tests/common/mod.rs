@@ -124,12 +124,7 @@ impl Stack {
         let servers = Servers::from_env();
         let task_queue = format!("certflow-test-{name}-{}", std::process::id());
         std::fs::create_dir_all(&servers.log_dir).unwrap();
-        let issuers_toml = options.issuers_toml.clone().unwrap_or_else(default_issuers);
-        let issuers_file = Some({
-            let path = servers.log_dir.join(format!("{name}-issuers.toml"));
-            std::fs::write(&path, issuers_toml).unwrap();
-            path
-        });
+        let issuers_file = Some(write_issuers_file(&servers, name, &options));
         let audit_database_url = options.audit_database_url.clone().unwrap_or_else(|| {
             let path = servers.log_dir.join(format!("{name}-audit.db"));
             let _ = std::fs::remove_file(&path);
@@ -138,27 +133,18 @@ impl Stack {
         // Tests start in parallel: a free port can be taken again before the API binds it. An
         // API that exits (address in use) is started again on another port.
         let spawn_api = |port: u16| {
-            let mut api = Command::new(servers.bin_dir.join("certflow-starter-api"));
-            api.env("CERTFLOW_AUDIT_DATABASE_URL", &audit_database_url);
-            api.envs(options.api_env.iter().map(|(k, v)| (k, v)));
-            if let Some(path) = &issuers_file {
-                api.env("CERTFLOW_ISSUERS_FILE", path);
-            }
-            if let Some(toml) = &options.clients_toml {
-                let path = servers.log_dir.join(format!("{name}-clients.toml"));
-                std::fs::write(&path, toml).unwrap();
-                api.env("CERTFLOW_API_CLIENTS_FILE", path);
-            }
-            api.env("TEMPORAL_ADDRESS", &servers.temporal_address)
-                .env("CERTFLOW_TASK_QUEUE", &task_queue)
-                .env("CERTFLOW_API_TOKEN", API_TOKEN)
-                .env("CERTFLOW_API_LISTEN", format!("127.0.0.1:{port}"))
-                .stdout(Stdio::null())
-                .stderr(log_file(&servers, &format!("{name}-api.log")))
-                .spawn()
-                .expect(
-                    "starting certflow-starter-api (build it first: cargo build --workspace --bins)",
-                )
+            api_command(
+                &servers,
+                name,
+                &options,
+                &audit_database_url,
+                &task_queue,
+                port,
+            )
+            .spawn()
+            .expect(
+                "starting certflow-starter-api (build it first: cargo build --workspace --bins)",
+            )
         };
         // No call may hang a test: two minutes is far beyond any answer certflow gives.
         let http = match &options.api_ca_pem {
@@ -687,6 +673,79 @@ pub async fn allow_names(stack: &Stack, role: &str, allow: bool) {
         )
         .await;
     assert!(s == 200 || s == 204, "{b}");
+}
+
+fn write_issuers_file(servers: &Servers, name: &str, options: &StackOptions) -> PathBuf {
+    let issuers_toml = options.issuers_toml.clone().unwrap_or_else(default_issuers);
+    let path = servers.log_dir.join(format!("{name}-issuers.toml"));
+    std::fs::write(&path, issuers_toml).unwrap();
+    path
+}
+
+/// The starter API of a test stack, as `Stack` starts it.
+fn api_command(
+    servers: &Servers,
+    name: &str,
+    options: &StackOptions,
+    audit_database_url: &str,
+    task_queue: &str,
+    port: u16,
+) -> Command {
+    let mut api = Command::new(servers.bin_dir.join("certflow-starter-api"));
+    api.env("CERTFLOW_AUDIT_DATABASE_URL", audit_database_url);
+    api.env(
+        "CERTFLOW_ISSUERS_FILE",
+        write_issuers_file(servers, name, options),
+    );
+    if let Some(toml) = &options.clients_toml {
+        let path = servers.log_dir.join(format!("{name}-clients.toml"));
+        std::fs::write(&path, toml).unwrap();
+        api.env("CERTFLOW_API_CLIENTS_FILE", path);
+    }
+    api.env("TEMPORAL_ADDRESS", &servers.temporal_address)
+        .env("VAULT_ADDR", &servers.vault_addr)
+        .env("CERTFLOW_TASK_QUEUE", task_queue)
+        .env("CERTFLOW_API_TOKEN", API_TOKEN)
+        .env("CERTFLOW_API_LISTEN", format!("127.0.0.1:{port}"))
+        // The test's own settings last, so they can override any of the above.
+        .envs(options.api_env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .stderr(log_file(servers, &format!("{name}-api.log")));
+    api
+}
+
+/// Starts the API of a stack configured by `options`, expecting it to refuse to start; returns
+/// what it logged.
+pub async fn api_refuses_to_start(name: &str, options: StackOptions) -> String {
+    let servers = Servers::from_env();
+    std::fs::create_dir_all(&servers.log_dir).unwrap();
+    let audit = format!(
+        "sqlite://{}",
+        servers.log_dir.join(format!("{name}-audit.db")).display()
+    );
+    let mut api = api_command(
+        &servers,
+        name,
+        &options,
+        &audit,
+        "certflow-refused",
+        free_port(),
+    )
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = api.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            api.kill().unwrap();
+            panic!("the API started, but should have refused to");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success());
+    std::fs::read_to_string(servers.log_dir.join(format!("{name}-api.log"))).unwrap()
 }
 
 /// SIGTERM, then waits (at most 40 s) for the process to exit.
