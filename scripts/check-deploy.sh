@@ -31,6 +31,34 @@ registered = open("docker-compose.yml").read()
 for name, kind in re.findall(r'\("(Certflow\w+)", "(\w+)"\)', search):
     if f"{name}={kind}" not in registered:
         problems.append(f"search attribute {name}={kind} is not registered by temporal-setup")
+# What the stack protects (README "Deployment"): a change that loosens it fails CI.
+def env(name):
+    e = services[name].get("environment", {})
+    return e if isinstance(e, dict) else dict(x.split("=", 1) for x in e)
+for name in ("temporal", "vault", "postgresql", "worker"):
+    if services[name].get("ports"):
+        problems.append(f"{name} must not publish a port (compose network only)")
+for port in services["temporal-ui"].get("ports", []):
+    if not str(port).startswith("127.0.0.1:"):
+        problems.append(f"temporal-ui publishes {port} beyond the host's loopback")
+if str(env("temporal-ui").get("TEMPORAL_DISABLE_WRITE_ACTIONS")).lower() != "true":
+    problems.append("temporal-ui must be read-only (TEMPORAL_DISABLE_WRITE_ACTIONS)")
+if any("-dev" in str(arg) for arg in services["vault"].get("command", [])):
+    problems.append("vault runs in -dev mode")
+bao = open("deploy/vault/openbao.hcl").read()
+if "tls_disable" in bao or "tls_cert_file" not in bao or 'storage "raft"' not in bao:
+    problems.append("deploy/vault/openbao.hcl must serve TLS and store on raft")
+if not env("starter-api").get("CERTFLOW_API_TLS_CERT"):
+    problems.append("the starter API must serve HTTPS")
+for name, role in (("worker", "certflow_worker"), ("starter-api", "certflow_api")):
+    url = str(env(name).get("CERTFLOW_AUDIT_DATABASE_URL", ""))
+    if not url.startswith(f"postgres://{role}:"):
+        problems.append(f"{name} must use the {role} database role")
+if env("temporal").get("POSTGRES_USER") != "temporal":
+    problems.append("temporal must use its own database role")
+grace = str(services["worker"].get("stop_grace_period", "0s"))
+if not grace.endswith("s") or int(grace[:-1]) < 120:
+    problems.append("worker stop_grace_period must cover the 120 s activity bound")
 if "scripts/build-release.sh" not in open("Dockerfile").read():
     problems.append("the Dockerfile no longer builds with scripts/build-release.sh")
 if problems:

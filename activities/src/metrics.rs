@@ -49,6 +49,14 @@ pub fn issuance_counter(cycle: u32) -> &'static IntCounterVec {
     if cycle == 0 { &ISSUANCES } else { &RENEWALS }
 }
 
+pub static SERVICENOW_UPDATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "certflow_servicenow_updates_total",
+        "ServiceNow write-back attempts, by tenant and outcome (ok, refused, forbidden, unavailable).",
+        &["tenant", "outcome"],
+    )
+});
+
 pub static VAULT_AUTH: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "certflow_vault_auth_total",

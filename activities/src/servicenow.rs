@@ -5,12 +5,21 @@
 //! base URL), `SERVICENOW_USERNAME`/`SERVICENOW_PASSWORD` for Basic auth or
 //! `SERVICENOW_CLIENT_ID`/`SERVICENOW_CLIENT_SECRET` for OAuth client credentials (token from
 //! `{instance}/oauth_token.do`), `CERTFLOW_SERVICENOW_TABLE` and `CERTFLOW_SERVICENOW_FIELDS`.
+//!
+//! Tenants are kept apart: only the tenants in `CERTFLOW_SERVICENOW_TENANTS` (default: the
+//! `default` tenant alone) write back, and before every write the record is read to check that it
+//! is the one the request named (its `number`) and, with `CERTFLOW_SERVICENOW_TENANT_FIELD`, that
+//! it belongs to the tenant. Several tenants on one instance need that field: without it a tenant
+//! could name another tenant's `sys_id`.
 
 use crate::rest::{
     Auth, AuthError, ClientCredentials, MAX_RETRY_AFTER, Secret, backoff, retry_after,
 };
 use anyhow::{Context, anyhow, bail};
-use certflow_common::servicenow::RecordUpdate;
+use certflow_common::DEFAULT_TENANT;
+use certflow_common::servicenow::{
+    DEFAULT_GIVE_UP_SECONDS, DEFAULT_RETRY_REFUSED_SECONDS, RecordUpdate, WriteBack,
+};
 use reqwest::StatusCode;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -36,6 +45,9 @@ pub enum ServiceNowError {
     /// Credentials, permissions or the record itself are wrong: retrying will not help.
     #[error("{0}")]
     Refused(String),
+    /// The record is not the tenant's to write: never written.
+    #[error("{0}")]
+    Forbidden(String),
     /// Outage, throttling, network: retry later.
     #[error("ServiceNow is unavailable: {0:#}")]
     Unavailable(anyhow::Error),
@@ -48,6 +60,10 @@ pub struct ServiceNow {
     /// certflow fact → ServiceNow field name.
     fields: BTreeMap<String, String>,
     auth: Auth,
+    /// Tenant → the value its records hold in `tenant_field` (the tenant's name unless mapped).
+    tenants: BTreeMap<String, String>,
+    tenant_field: Option<String>,
+    write_back: WriteBack,
 }
 
 impl ServiceNow {
@@ -101,6 +117,36 @@ impl ServiceNow {
                 *slot = field.trim().to_string();
             }
         }
+        let tenant_field = var("CERTFLOW_SERVICENOW_TENANT_FIELD");
+        if let Some(field) = &tenant_field {
+            check_name("CERTFLOW_SERVICENOW_TENANT_FIELD", field)?;
+        }
+        let tenants = parse_tenants(
+            var("CERTFLOW_SERVICENOW_TENANTS").as_deref(),
+            tenant_field.is_some(),
+        )?;
+        let seconds = |name: &str, default: u64| -> anyhow::Result<u64> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=365 * 86_400).contains(n))
+                    .with_context(|| {
+                        format!("{name}: {v:?} is not a number of seconds (1 to a year)")
+                    }),
+            }
+        };
+        let write_back = WriteBack {
+            give_up_after_seconds: seconds(
+                "CERTFLOW_SERVICENOW_GIVE_UP_SECONDS",
+                DEFAULT_GIVE_UP_SECONDS,
+            )?,
+            retry_refused_seconds: seconds(
+                "CERTFLOW_SERVICENOW_RETRY_SECONDS",
+                DEFAULT_RETRY_REFUSED_SECONDS,
+            )?,
+        };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()?;
@@ -110,7 +156,17 @@ impl ServiceNow {
             table,
             fields,
             auth,
+            tenants,
+            tenant_field,
+            write_back,
         }))
+    }
+
+    /// How this worker writes back for `tenant`; `None` if it does not.
+    pub fn write_back_for(&self, tenant: &str) -> Option<WriteBack> {
+        self.tenants
+            .contains_key(tenant)
+            .then(|| self.write_back.clone())
     }
 
     /// The PATCH body: each fact under its configured field name; absent facts are cleared.
@@ -138,22 +194,71 @@ impl ServiceNow {
         Value::Object(body)
     }
 
-    /// Writes one report to the record.
+    /// Writes one report to the record, once the record is checked to be the tenant's.
     pub async fn update(&self, update: &RecordUpdate) -> Result<(), ServiceNowError> {
         let url = format!(
             "{}/api/now/table/{}/{}",
             self.base, self.table, update.record.sys_id
         );
+        self.check_owner(&url, update).await?;
         let body = self.body(update);
+        self.call(update, || self.http.patch(&url).json(&body))
+            .await
+            .map(drop)
+    }
+
+    /// The record must be the one the request named, and the tenant's.
+    async fn check_owner(&self, url: &str, update: &RecordUpdate) -> Result<(), ServiceNowError> {
+        let tenant = update.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
+        let Some(expected) = self.tenants.get(tenant) else {
+            return Err(ServiceNowError::Forbidden(format!(
+                "tenant {tenant} does not write back to ServiceNow on this worker \
+                 (CERTFLOW_SERVICENOW_TENANTS)"
+            )));
+        };
+        let mut fields = vec!["number"];
+        fields.extend(self.tenant_field.as_deref());
+        // Field names are checked identifiers (letters, digits, `_`): nothing to escape.
+        let read = format!(
+            "{url}?sysparm_fields={}&sysparm_exclude_reference_link=true",
+            fields.join(",")
+        );
+        let response = self.call(update, || self.http.get(&read)).await?;
+        let record: Value = response.json().await.map_err(|e| {
+            ServiceNowError::Unavailable(anyhow!("reading record {}: {e}", update.record.number))
+        })?;
+        let field = |name: &str| record["result"][name].as_str().unwrap_or("").to_string();
+        let number = field("number");
+        if number != update.record.number {
+            return Err(ServiceNowError::Forbidden(format!(
+                "ServiceNow record {} in table {} is {:?}, not {}: nothing written",
+                update.record.sys_id, self.table, number, update.record.number
+            )));
+        }
+        if let Some(name) = &self.tenant_field
+            && field(name) != *expected
+        {
+            return Err(ServiceNowError::Forbidden(format!(
+                "ServiceNow record {} does not belong to tenant {tenant} (field {name}): \
+                 nothing written",
+                update.record.number
+            )));
+        }
+        Ok(())
+    }
+
+    /// One Table API call, with authentication, retried on 429 and 5xx a few times; the
+    /// successful response.
+    async fn call(
+        &self,
+        update: &RecordUpdate,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ServiceNowError> {
         let mut refreshed = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let request = self
-                .http
-                .patch(&url)
-                .header("accept", "application/json")
-                .json(&body);
+            let request = request().header("accept", "application/json");
             let request = self
                 .auth
                 .apply(&self.http, request)
@@ -165,14 +270,14 @@ impl ServiceNow {
             let (failure, wait) = match request.send().await {
                 Err(e) => (format!("no answer ({e})"), backoff(attempt)),
                 Ok(response) => match response.status() {
-                    s if s.is_success() => return Ok(()),
+                    s if s.is_success() => return Ok(response),
                     StatusCode::UNAUTHORIZED if !refreshed && self.auth.refresh().await => {
                         refreshed = true;
                         continue;
                     }
                     s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
                         return Err(ServiceNowError::Refused(format!(
-                            "ServiceNow refused certflow's credentials or permissions (HTTP {s}) updating {} {}",
+                            "ServiceNow refused certflow's credentials or permissions (HTTP {s}) on {} {}",
                             self.table, update.record.number
                         )));
                     }
@@ -190,7 +295,7 @@ impl ServiceNow {
                     s => {
                         let text = response.text().await.unwrap_or_default();
                         return Err(ServiceNowError::Refused(format!(
-                            "ServiceNow answered HTTP {s} updating {}: {}",
+                            "ServiceNow answered HTTP {s} on {}: {}",
                             update.record.number,
                             text.chars().take(300).collect::<String>()
                         )));
@@ -205,6 +310,51 @@ impl ServiceNow {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// `CERTFLOW_SERVICENOW_TENANTS`: `tenant` or `tenant=value` (the value its records hold in the
+/// tenant field), comma-separated; unset means the default tenant alone.
+fn parse_tenants(
+    list: Option<&str>,
+    has_tenant_field: bool,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut tenants = BTreeMap::new();
+    for entry in list
+        .unwrap_or(DEFAULT_TENANT)
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        let (tenant, value) = match entry.split_once('=') {
+            Some((t, v)) => {
+                if !has_tenant_field {
+                    bail!(
+                        "CERTFLOW_SERVICENOW_TENANTS: {entry:?} maps a tenant to a value, \
+                         but CERTFLOW_SERVICENOW_TENANT_FIELD is not set"
+                    );
+                }
+                (t.trim(), v.trim())
+            }
+            None => (entry, entry),
+        };
+        if tenant.is_empty() || value.is_empty() {
+            bail!("CERTFLOW_SERVICENOW_TENANTS: {entry:?} needs a tenant (and a value after =)");
+        }
+        if tenants
+            .insert(tenant.to_string(), value.to_string())
+            .is_some()
+        {
+            bail!("CERTFLOW_SERVICENOW_TENANTS: tenant {tenant} is listed twice");
+        }
+    }
+    if tenants.len() > 1 && !has_tenant_field {
+        bail!(
+            "CERTFLOW_SERVICENOW_TENANTS lists {} tenants: set CERTFLOW_SERVICENOW_TENANT_FIELD \
+             so that each writes only to its own records",
+            tenants.len()
+        );
+    }
+    Ok(tenants)
 }
 
 /// Table and field names: ServiceNow's own identifiers (letters, digits, `_`).
@@ -234,6 +384,19 @@ mod tests {
     #[test]
     fn dates_use_the_glide_format() {
         assert_eq!(glide_date_time(1_796_000_000), "2026-11-30 00:53:20");
+    }
+
+    #[test]
+    fn tenants_default_to_the_default_tenant_and_several_need_a_field() {
+        let one = parse_tenants(None, false).unwrap();
+        assert_eq!(one.keys().collect::<Vec<_>>(), ["default"]);
+        assert!(parse_tenants(Some("acme,globex"), false).is_err());
+        let mapped = parse_tenants(Some("acme=c0ffee, globex"), true).unwrap();
+        assert_eq!(mapped["acme"], "c0ffee");
+        assert_eq!(mapped["globex"], "globex");
+        assert!(parse_tenants(Some("acme=c0ffee"), false).is_err());
+        assert!(parse_tenants(Some("acme,acme"), true).is_err());
+        assert!(parse_tenants(Some("=x"), true).is_err());
     }
 
     #[test]

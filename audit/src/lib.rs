@@ -7,15 +7,22 @@
 //! [`AuditStore::verify`] names the first broken one. Database triggers refuse UPDATE and
 //! DELETE, which stops accidents; the chain catches whoever drops the triggers. Appending is
 //! idempotent by `event_id`: a retried activity adds nothing.
+//!
+//! With a key ([`AuditKey`], `CERTFLOW_AUDIT_HMAC_KEY_FILE`) records are chained with
+//! HMAC-SHA-256 instead (`hash = "hmac-sha256:" + hex`), so someone with write access to the
+//! database but not the key cannot rewrite records and recompute the chain: verification with
+//! the key fails on every forged or unkeyed record from `keyed_from` on.
 
 mod schema;
 
 use anyhow::{Context, Result};
 use certflow_common::EventKind;
 use certflow_common::audit::{AuditEvent, AuditRecord};
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
+use std::sync::Arc;
 
 /// `prev_hash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -26,10 +33,66 @@ enum Backend {
     Postgres,
 }
 
+/// Prefix of a keyed record's hash.
+pub const KEYED_PREFIX: &str = "hmac-sha256:";
+
+/// The secret key of a keyed chain, and the first record that must be keyed.
+#[derive(Clone)]
+pub struct AuditKey {
+    key: Arc<[u8]>,
+    /// Records before this one may be unkeyed (written before the key was configured).
+    pub keyed_from: i64,
+}
+
+impl AuditKey {
+    /// `CERTFLOW_AUDIT_HMAC_KEY_FILE` (at least 32 bytes; surrounding whitespace ignored) and
+    /// `CERTFLOW_AUDIT_HMAC_FROM_SEQ` (default 1: every record keyed); `None` without a file.
+    pub fn from_env() -> Result<Option<Self>> {
+        let Some(path) = std::env::var_os("CERTFLOW_AUDIT_HMAC_KEY_FILE").filter(|p| !p.is_empty())
+        else {
+            return Ok(None);
+        };
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "reading CERTFLOW_AUDIT_HMAC_KEY_FILE ({})",
+                path.to_string_lossy()
+            )
+        })?;
+        let keyed_from = match std::env::var("CERTFLOW_AUDIT_HMAC_FROM_SEQ") {
+            Ok(v) if !v.is_empty() => {
+                v.parse::<i64>().ok().filter(|n| *n >= 1).with_context(|| {
+                    format!("CERTFLOW_AUDIT_HMAC_FROM_SEQ: {v:?} is not a record number")
+                })?
+            }
+            _ => 1,
+        };
+        Self::new(bytes.trim_ascii(), keyed_from).map(Some)
+    }
+
+    pub fn new(key: &[u8], keyed_from: i64) -> Result<Self> {
+        anyhow::ensure!(
+            key.len() >= 32,
+            "the audit HMAC key must be at least 32 bytes (it is {})",
+            key.len()
+        );
+        Ok(Self {
+            key: key.into(),
+            keyed_from,
+        })
+    }
+
+    fn mac(&self, prev_hash: &str, seq: i64, event: &AuditEvent) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
+        mac.update(&chained_bytes(prev_hash, seq, event));
+        format!("{KEYED_PREFIX}{}", hex::encode(mac.finalize().into_bytes()))
+    }
+}
+
 #[derive(Clone)]
 pub struct AuditStore {
     pool: AnyPool,
     backend: Backend,
+    key: Option<AuditKey>,
 }
 
 /// Filters of the audit listing; all optional.
@@ -61,8 +124,26 @@ pub struct Verification {
 }
 
 impl AuditStore {
-    /// `sqlite://path/to/audit.db` (created if missing) or `postgres://user@host/db`.
+    /// `sqlite://path/to/audit.db` (created if missing) or `postgres://user@host/db`; creates or
+    /// updates the schema, so on PostgreSQL the role must own the tables (the worker's).
     pub async fn connect(url: &str) -> Result<Self> {
+        let store = Self::open(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// For readers (the starter API): on PostgreSQL the schema is left alone, so a role that
+    /// may only `SELECT` is enough; the worker creates it. SQLite, a single local file without
+    /// roles, is set up as by [`AuditStore::connect`].
+    pub async fn connect_reader(url: &str) -> Result<Self> {
+        let store = Self::open(url).await?;
+        if store.backend == Backend::Sqlite {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    async fn open(url: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let (backend, url, connections) = if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.trim_start_matches("//");
@@ -86,9 +167,25 @@ impl AuditStore {
             .connect(&url)
             .await
             .context("connecting to the audit database")?;
-        let store = Self { pool, backend };
-        store.migrate().await?;
-        Ok(store)
+        Ok(Self {
+            pool,
+            backend,
+            key: None,
+        })
+    }
+
+    /// Chains new records with `key`, and verifies with it.
+    pub fn with_key(mut self, key: Option<AuditKey>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// The hash of a new record, keyed when the store has a key.
+    fn hash(&self, prev_hash: &str, seq: i64, event: &AuditEvent) -> String {
+        match &self.key {
+            Some(key) => key.mac(prev_hash, seq, event),
+            None => chain_hash(prev_hash, seq, event),
+        }
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -157,7 +254,7 @@ impl AuditStore {
                 continue;
             }
             seq += 1;
-            let hash = chain_hash(&prev, seq, event);
+            let hash = self.hash(&prev, seq, event);
             insert(&mut tx, seq, event, &prev, &hash).await?;
             added.push(AuditRecord {
                 seq,
@@ -242,10 +339,8 @@ impl AuditStore {
                 ))
             } else if record.prev_hash != prev {
                 Some("its link to the previous record does not match".to_string())
-            } else if chain_hash(&prev, record.seq, &record.event) != record.hash {
-                Some("its contents do not match its hash (edited)".to_string())
             } else {
-                None
+                self.check_hash(&prev, &record)
             };
             if let Some(reason) = problem {
                 return Ok(Verification {
@@ -259,6 +354,27 @@ impl AuditStore {
             records,
             first_broken: None,
         })
+    }
+
+    /// Why a record's own hash does not hold, if it does not.
+    fn check_hash(&self, prev: &str, record: &AuditRecord) -> Option<String> {
+        let keyed = record.hash.starts_with(KEYED_PREFIX);
+        let expected = match (&self.key, keyed) {
+            (Some(key), true) => key.mac(prev, record.seq, &record.event),
+            (Some(key), false) if record.seq >= key.keyed_from => {
+                return Some(format!(
+                    "it is not keyed, but every record from {} on must be (forged without the key?)",
+                    key.keyed_from
+                ));
+            }
+            (None, true) => {
+                return Some(
+                    "it is keyed: set CERTFLOW_AUDIT_HMAC_KEY_FILE to verify it".to_string(),
+                );
+            }
+            (_, false) => chain_hash(prev, record.seq, &record.event),
+        };
+        (expected != record.hash).then(|| "its contents do not match its hash (edited)".to_string())
     }
 
     /// The pool, for tests that tamper with the table behind the store's back.
@@ -348,13 +464,14 @@ fn kind_name(kind: EventKind) -> String {
 /// `SHA-256(prev_hash "\n" seq "\n" event-as-JSON)`, hex. The JSON of an event is canonical:
 /// fields in declaration order, no whitespace.
 pub fn chain_hash(prev_hash: &str, seq: i64, event: &AuditEvent) -> String {
-    let mut h = Sha256::new();
-    h.update(prev_hash.as_bytes());
-    h.update(b"\n");
-    h.update(seq.to_string().as_bytes());
-    h.update(b"\n");
-    h.update(serde_json::to_vec(event).expect("audit events serialize"));
-    hex::encode(h.finalize())
+    hex::encode(Sha256::digest(chained_bytes(prev_hash, seq, event)))
+}
+
+/// What a record's hash covers: `prev_hash "\n" seq "\n" event-as-JSON`.
+fn chained_bytes(prev_hash: &str, seq: i64, event: &AuditEvent) -> Vec<u8> {
+    let mut bytes = format!("{prev_hash}\n{seq}\n").into_bytes();
+    bytes.extend(serde_json::to_vec(event).expect("audit events serialize"));
+    bytes
 }
 
 /// The event as stored: PostgreSQL's text cannot hold NUL, so a NUL that got past validation
@@ -435,6 +552,54 @@ mod tests {
             .execute(store.pool())
             .await;
         assert!(refused.is_err());
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_keyed_chain_cannot_be_rewritten_without_the_key() {
+        let path =
+            std::env::temp_dir().join(format!("certflow-audit-hmac-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let url = format!("sqlite://{}", path.display());
+        let key = |from| Some(AuditKey::new(&[7u8; 32], from).unwrap());
+        // One record from before the key was configured, then keyed ones.
+        let plain = AuditStore::connect(&url).await.unwrap();
+        plain.append(&[event("a/1")]).await.unwrap();
+        let keyed = AuditStore::connect(&url).await.unwrap().with_key(key(2));
+        let added = keyed.append(&[event("a/2"), event("a/3")]).await.unwrap();
+        assert!(added.iter().all(|r| r.hash.starts_with(KEYED_PREFIX)));
+        assert_eq!(keyed.verify().await.unwrap().first_broken, None);
+        // Without the key keyed records cannot be vouched for; with a key that demands every
+        // record be keyed, the old one is named.
+        let broken = plain.verify().await.unwrap().first_broken.unwrap();
+        assert_eq!((broken.seq, broken.reason.contains("keyed")), (2, true));
+        let strict = AuditStore::connect(&url).await.unwrap().with_key(key(1));
+        assert_eq!(strict.verify().await.unwrap().first_broken.unwrap().seq, 1);
+
+        // A forger with the database but not the key: edits record 3 and rehashes it, unkeyed
+        // or with a key of their own. Both are caught.
+        sqlx::query("DROP TRIGGER certflow_audit_no_update")
+            .execute(plain.pool())
+            .await
+            .unwrap();
+        let mut forged = added[1].event.clone();
+        forged.actor = "mallory".into();
+        for hash in [
+            chain_hash(&added[0].hash, 3, &forged),
+            AuditKey::new(&[9u8; 32], 1)
+                .unwrap()
+                .mac(&added[0].hash, 3, &forged),
+        ] {
+            sqlx::query("UPDATE certflow_audit SET actor = 'mallory', hash = $1 WHERE seq = 3")
+                .bind(&hash)
+                .execute(plain.pool())
+                .await
+                .unwrap();
+            let broken = keyed.verify().await.unwrap().first_broken.unwrap();
+            assert_eq!(broken.seq, 3, "{hash}: {}", broken.reason);
+        }
+        // A key shorter than 32 bytes is refused.
+        assert!(AuditKey::new(b"short", 1).is_err());
         let _ = std::fs::remove_file(&path);
     }
 

@@ -7,7 +7,7 @@
 
 use crate::audit::AuditEvent;
 use crate::names::LifecycleNames;
-use crate::servicenow::RecordUpdate;
+use crate::servicenow::{RecordUpdate, WriteBack};
 use crate::status::{IssuerPolicy, Phase};
 use crate::{CertificateRequest, RevocationReason};
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,9 @@ pub mod error_types {
     pub const VERIFICATION_FAILED: &str = "VerificationFailed";
     /// ServiceNow refused the write-back (credentials, permissions, unknown record).
     pub const SERVICENOW_REFUSED: &str = "ServiceNowRefused";
+    /// The ServiceNow record is not the tenant's (another tenant's, or not the record the
+    /// request named): never written, and the reporter stops.
+    pub const SERVICENOW_FORBIDDEN: &str = "ServiceNowForbidden";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -237,6 +240,13 @@ impl CertificateActivities {
         unimplemented!()
     }
 
+    /// Whether this worker writes back to ServiceNow for `tenant`, and how (`None`: it does
+    /// not, and no reporter is started). A local activity: configuration, no I/O.
+    #[activity(name = "servicenow_write_back")]
+    pub fn servicenow_write_back(tenant: String) -> Result<Option<WriteBack>, ActivityError> {
+        unimplemented!()
+    }
+
     /// Revokes at the CA and marks the KV record revoked. Runs on the issuer's task queue.
     #[activity(name = "revoke_certificate")]
     pub fn revoke_certificate(input: RevokeInput) -> Result<RevocationResult, ActivityError> {
@@ -284,7 +294,7 @@ impl CertificateActivities {
 pub mod contract {
     pub use super::certificate_activities::{
         GenerateKeyAndCsr, InstallCertificate, OrderCertificate, RecordAuditEvents,
-        RetireLifecycle, RevokeCertificate, RevokeSerial, StoreCertificate, SubmitCsr,
-        UpdateServicenowRecord, VerifyCertificate, WithdrawOrder,
+        RetireLifecycle, RevokeCertificate, RevokeSerial, ServicenowWriteBack, StoreCertificate,
+        SubmitCsr, UpdateServicenowRecord, VerifyCertificate, WithdrawOrder,
     };
 }

@@ -196,6 +196,10 @@ pub struct CarriedState {
     /// An issuance attempt the CA still holds, to be checked on by the next run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingAttempt>,
+    /// The request names a ServiceNow record, but the worker does not write back for the
+    /// tenant: no reporter was started and none is signalled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub write_back_off: bool,
 }
 
 /// One issuance attempt: cycle and attempt number within it.

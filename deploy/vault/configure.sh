@@ -6,7 +6,8 @@
 # The PKI role issues only names under CERTFLOW_PKI_ALLOWED_DOMAINS (comma-separated, default
 # example.com) and URI SANs matching CERTFLOW_PKI_ALLOWED_URI_SANS (default spiffe://example.com/*),
 # server certificates only: certflow's certificates can never log in as a client anywhere.
-# Writes OUTPUT_DIR/ca.pem and OUTPUT_DIR/worker-token (mode 600).
+# Writes OUTPUT_DIR/ca.pem, OUTPUT_DIR/worker-token, and the worker's AppRole credentials
+# OUTPUT_DIR/worker-role-id and OUTPUT_DIR/worker-secret-id (mode 600).
 set -eu
 out=$1
 policies=${2:-$(dirname "$0")}
@@ -33,3 +34,10 @@ bao policy write certflow-orchestrator "$policies/certflow-orchestrator.hcl" >/d
 sed "s/APPROLE_ACCESSOR/$accessor/g" "$policies/certflow-application.hcl.tmpl" \
   | bao policy write certflow-application - >/dev/null
 (umask 077; bao token create -policy=certflow-orchestrator -period=768h -field=token >"$out/worker-token")
+# The worker's AppRole (the compose stack logs in with it): short-lived tokens, logged in again
+# by the worker when they reach their maximum TTL.
+bao write auth/approle/role/certflow-worker token_policies=certflow-orchestrator \
+  token_ttl=1h token_max_ttl=24h secret_id_ttl=0 token_no_default_policy=false >/dev/null
+(umask 077
+  bao read -field=role_id auth/approle/role/certflow-worker/role-id >"$out/worker-role-id"
+  bao write -f -field=secret_id auth/approle/role/certflow-worker/secret-id >"$out/worker-secret-id")

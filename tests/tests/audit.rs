@@ -28,10 +28,11 @@ async fn fresh_postgres_database(name: &str) -> String {
     format!("{}{database}", postgres_url().trim_end_matches("postgres"))
 }
 
-fn audit_verify(stack: &Stack) -> (bool, String) {
+fn audit_verify(stack: &Stack, env: &[(String, String)]) -> (bool, String) {
     let out = std::process::Command::new(stack.servers.bin_dir.join("certflow-worker"))
         .args(["audit", "verify"])
         .env("CERTFLOW_AUDIT_DATABASE_URL", &stack.audit_database_url)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
     (
@@ -50,11 +51,27 @@ fn kinds(records: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn lifecycle_is_audited_and_tampering_is_caught(name: &str, database: Option<String>) {
+/// With `keyed`, the worker chains with an HMAC key, and the forger also recomputes the
+/// chain after the edit (SHA-256 is public; the key is not).
+async fn lifecycle_is_audited_and_tampering_is_caught(
+    name: &str,
+    database: Option<String>,
+    keyed: bool,
+) {
+    let key_env: Vec<(String, String)> = if keyed {
+        let key = common::write_temp(&format!("{name}-hmac.key"), &"k".repeat(48));
+        vec![(
+            "CERTFLOW_AUDIT_HMAC_KEY_FILE".to_string(),
+            key.display().to_string(),
+        )]
+    } else {
+        Vec::new()
+    };
     let stack = Stack::start_with(
         name,
         StackOptions {
             audit_database_url: database,
+            worker_env: key_env.clone(),
             ..Default::default()
         },
     )
@@ -210,14 +227,19 @@ async fn lifecycle_is_audited_and_tampering_is_caught(name: &str, database: Opti
     }
 
     // The chain holds, until someone edits a row behind certflow's back.
-    let (ok, out) = audit_verify(&stack);
+    let (ok, out) = audit_verify(&stack, &key_env);
     assert!(ok, "{out}");
     assert!(out.contains("intact"), "{out}");
+    if keyed {
+        // Keyed records cannot be vouched for without the key.
+        let (ok, out) = audit_verify(&stack, &[]);
+        assert!(!ok && out.contains("keyed"), "{out}");
+    }
     let victim = by_kind("revocation_requested").next().unwrap()["seq"]
         .as_i64()
         .unwrap();
-    tamper(&stack.audit_database_url, victim).await;
-    let (ok, out) = audit_verify(&stack);
+    tamper(&stack.audit_database_url, victim, keyed).await;
+    let (ok, out) = audit_verify(&stack, &key_env);
     assert!(!ok, "tampering went unnoticed: {out}");
     assert!(
         out.contains(&format!("BROKEN at record {victim} ")),
@@ -227,7 +249,7 @@ async fn lifecycle_is_audited_and_tampering_is_caught(name: &str, database: Opti
 
 /// What a database administrator could do: drop the append-only guard and rewrite who
 /// revoked.
-async fn tamper(url: &str, seq: i64) {
+async fn tamper(url: &str, seq: i64, rehash: bool) {
     let store = AuditStore::connect(url).await.unwrap();
     let guards: &[&str] = if url.starts_with("sqlite") {
         &[
@@ -246,18 +268,41 @@ async fn tamper(url: &str, seq: i64) {
     .execute(store.pool())
     .await
     .unwrap();
+    if !rehash {
+        return;
+    }
+    // Then make every hash from there on agree again, as certflow computes unkeyed ones.
+    let records = store
+        .search(&certflow_audit::AuditFilter {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut prev = records[(seq - 2) as usize].hash.clone();
+    for record in records.iter().filter(|r| r.seq >= seq) {
+        let hash = certflow_audit::chain_hash(&prev, record.seq, &record.event);
+        sqlx::query("UPDATE certflow_audit SET prev_hash = $1, hash = $2 WHERE seq = $3")
+            .bind(&prev)
+            .bind(&hash)
+            .bind(record.seq)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        prev = hash;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_audit_trail() {
-    lifecycle_is_audited_and_tampering_is_caught("audit-sqlite", None).await;
+    lifecycle_is_audited_and_tampering_is_caught("audit-sqlite", None, false).await;
 }
 
 /// PostgreSQL: a database of this test's own inside the server scripts/test.sh started.
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_audit_trail() {
     let url = fresh_postgres_database("audit").await;
-    lifecycle_is_audited_and_tampering_is_caught("audit-postgres", Some(url)).await;
+    lifecycle_is_audited_and_tampering_is_caught("audit-postgres", Some(url), true).await;
 }
 
 /// Concurrent writers on PostgreSQL keep one unbroken chain, and retried batches add nothing.
@@ -315,6 +360,114 @@ async fn postgres_chain_survives_concurrent_and_repeated_appends() {
     let verification = store.verify().await.unwrap();
     assert_eq!(verification.records, 80);
     assert_eq!(verification.first_broken, None);
+}
+
+/// The compose stack's database roles (deploy/postgres/init-roles.sh, run here as it runs in
+/// PostgreSQL's init directory): the worker's role creates the schema and appends; the API's
+/// role reads and can do nothing else to the trail.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_database_role_can_only_read_the_trail() {
+    let _ = Servers::from_env();
+    let admin = reqwest::Url::parse(&postgres_url()).unwrap();
+    let database = format!("audit_roles_{}", std::process::id());
+    let psql_dirs = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().join("bin").display().to_string())
+                .collect::<Vec<_>>()
+                .join(":")
+        })
+        .unwrap_or_default();
+    let path = format!("{}:{psql_dirs}", std::env::var("PATH").unwrap_or_default());
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/postgres/init-roles.sh");
+    for run in 0..2 {
+        // Twice: a second run (new passwords) must work on what the first left.
+        let out = std::process::Command::new(&script)
+            .env("PATH", &path)
+            .env("PGHOST", admin.host_str().unwrap())
+            .env("PGPORT", admin.port().unwrap().to_string())
+            .env("PGUSER", admin.username())
+            .env("CERTFLOW_AUDIT_DB", &database)
+            .env("CERTFLOW_WORKER_DB_PASSWORD", format!("worker-pw-{run}"))
+            .env("CERTFLOW_API_DB_PASSWORD", format!("api-pw-{run}"))
+            .env("TEMPORAL_DB_PASSWORD", format!("temporal-pw-{run}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let as_role = |role: &str| {
+        let mut u = admin.clone();
+        u.set_username(role).unwrap();
+        u.set_path(&format!("/{database}"));
+        u.to_string()
+    };
+    let event = certflow_common::audit::AuditEvent {
+        event_id: "roles/1".into(),
+        certificate_id: "c".into(),
+        tenant: "t".into(),
+        at_unix: 1,
+        kind: certflow_common::EventKind::Issued,
+        actor: "certflow".into(),
+        cycle: 0,
+        detail: String::new(),
+        issuer: "vault-pki".into(),
+        serial: None,
+        not_after_unix: None,
+        sha256_fingerprint: None,
+        vault_path: None,
+        vault_version: None,
+        servicenow_record: None,
+        client: None,
+    };
+    // The API's role cannot create the schema, so it cannot start as a migrating writer.
+    assert!(AuditStore::connect(&as_role("certflow_api")).await.is_err());
+    // The worker's role creates it and appends.
+    let worker = AuditStore::connect(&as_role("certflow_worker"))
+        .await
+        .unwrap();
+    assert_eq!(
+        worker
+            .append(std::slice::from_ref(&event))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // The API reads the trail...
+    let api = AuditStore::connect_reader(&as_role("certflow_api"))
+        .await
+        .unwrap();
+    let found = api
+        .search(&certflow_audit::AuditFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    // ...and nothing else.
+    for statement in [
+        "INSERT INTO certflow_audit (seq) VALUES (999)",
+        "UPDATE certflow_audit SET actor = 'mallory'",
+        "DELETE FROM certflow_audit",
+        "TRUNCATE certflow_audit",
+        "ALTER TABLE certflow_audit ADD COLUMN note TEXT",
+        "DROP TRIGGER IF EXISTS certflow_audit_no_change ON certflow_audit",
+        "CREATE TABLE certflow_shadow (x TEXT)",
+    ] {
+        let error = sqlx::query(statement)
+            .execute(api.pool())
+            .await
+            .expect_err(statement)
+            .to_string();
+        assert!(
+            error.contains("permission denied") || error.contains("must be owner"),
+            "{statement}: {error}"
+        );
+    }
+    assert_eq!(worker.verify().await.unwrap().records, 1);
 }
 
 /// An audit database that goes away never holds up a revocation: the CA revokes, the caller is
@@ -381,6 +534,6 @@ async fn revocation_does_not_wait_for_the_audit_database() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     stack.wait_until_closed(&id, "COMPLETED").await;
-    let (ok, out) = audit_verify(&stack);
+    let (ok, out) = audit_verify(&stack, &[]);
     assert!(ok, "{out}");
 }

@@ -262,6 +262,157 @@ async fn servicenow_refusing_certflow_is_surfaced_and_the_certificate_lives_on()
     assert!(double.updates(&sys_id).is_empty());
 }
 
+/// Waits for the reporter of `state`'s lifecycle to close; its status and result or failure.
+fn reporter_outcome(stack: &Stack, state: &Value) -> (String, String) {
+    let reporter_id = format!(
+        "servicenow/{}/{}/{}",
+        state["tenant"].as_str().unwrap(),
+        state["certificate_id"].as_str().unwrap(),
+        state["lifecycle_id"].as_str().unwrap()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, out, _) = stack.temporal_output(&[
+            "workflow",
+            "describe",
+            "--workflow-id",
+            &reporter_id,
+            "--output",
+            "json",
+        ]);
+        if ok && !out.contains("WORKFLOW_EXECUTION_STATUS_RUNNING") {
+            let v: Value = serde_json::from_str(&out).unwrap_or_default();
+            let status = v["workflowExecutionInfo"]["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            return (status, out);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reporter {reporter_id} still running: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_writes_back_only_to_its_own_records() {
+    let double = ServiceNowDouble::start().await;
+    let mut worker_env = double.worker_env(servicenow_double::PASSWORD);
+    for (k, v) in [
+        (
+            "CERTFLOW_SERVICENOW_TENANTS",
+            "acme=ACME-CO,globex=GLOBEX-CO",
+        ),
+        ("CERTFLOW_SERVICENOW_TENANT_FIELD", "company"),
+    ] {
+        worker_env.push((k.into(), v.into()));
+    }
+    let stack = Stack::start_with(
+        "sn-tenants",
+        StackOptions {
+            clients_toml: Some(clients_toml()),
+            worker_env,
+            ..Default::default()
+        },
+    )
+    .await;
+    let acme = basic("sn-acme", SN_PASSWORD);
+    let globex = format!("Bearer {GLOBEX_TOKEN}");
+    let issue = |auth: String, body: Value| {
+        let stack = &stack;
+        async move {
+            let (status, created) = stack
+                .call_as(
+                    Some(&auth),
+                    Method::POST,
+                    "/v1/certificates",
+                    Some(&body),
+                    &[],
+                )
+                .await;
+            assert_eq!(status, 201, "{created}");
+            let id = body["certificate_id"].as_str().unwrap().to_string();
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let (_, state) = stack
+                    .call_as(
+                        Some(&auth),
+                        Method::GET,
+                        &format!("/v1/certificates/{id}"),
+                        None,
+                        &[],
+                    )
+                    .await;
+                if state["phase"] == "active" {
+                    return state;
+                }
+                assert!(std::time::Instant::now() < deadline, "{state}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    let acme_record = sys_id();
+    let globex_record = sys_id();
+    // Each record names its company, as the tenant field.
+    double.create_record_with(
+        &acme_record,
+        &format!("RITM{}", &acme_record[..7]),
+        &[("company", "ACME-CO")],
+    );
+    double.create_record_with(
+        &globex_record,
+        &format!("RITM{}", &globex_record[..7]),
+        &[("company", "GLOBEX-CO")],
+    );
+
+    // globex names acme's record: its certificate is issued, the record is never written.
+    let state = issue(
+        globex.clone(),
+        servicenow_request(&unique("sn-gx"), &acme_record),
+    )
+    .await;
+    let (status, out) = reporter_outcome(&stack, &state);
+    assert_eq!(status, "WORKFLOW_EXECUTION_STATUS_FAILED", "{out}");
+    let (_, failure, _) = stack.temporal_output(&[
+        "workflow",
+        "show",
+        "--workflow-id",
+        &format!(
+            "servicenow/globex/{}/{}",
+            state["certificate_id"].as_str().unwrap(),
+            state["lifecycle_id"].as_str().unwrap()
+        ),
+        "--output",
+        "json",
+    ]);
+    assert!(
+        failure.contains("does not belong to tenant globex"),
+        "{failure}"
+    );
+
+    // globex names its own record under another number: refused too.
+    let mut wrong_number = servicenow_request(&unique("sn-gx"), &globex_record);
+    wrong_number["servicenow"]["number"] = json!("RITM9999999");
+    let state = issue(globex.clone(), wrong_number).await;
+    let (status, out) = reporter_outcome(&stack, &state);
+    assert_eq!(status, "WORKFLOW_EXECUTION_STATUS_FAILED", "{out}");
+
+    // acme writes to its own record, and globex to its own.
+    issue(acme, servicenow_request(&unique("sn-ac"), &acme_record)).await;
+    issue(globex, servicenow_request(&unique("sn-gx"), &globex_record)).await;
+    for record in [&acme_record, &globex_record] {
+        wait_until("the write-back", Duration::from_secs(30), || {
+            states(&double, record) == ["issuing", "active"]
+        })
+        .await;
+    }
+    // Nothing else ever reached either record.
+    assert_eq!(double.updates(&acme_record).len(), 2);
+    assert_eq!(double.updates(&globex_record).len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_do_not_approve_their_own_requests() {
     let stack = Stack::start_with(
@@ -564,7 +715,7 @@ async fn approval_gate_approve_reject_and_expire() {
     // Approve: issued, and the state says who approved and when.
     let approved = unique("appr");
     let sys_id = sys_id();
-    double.create_record(&sys_id);
+    double.create_record_with(&sys_id, "RITM0000001", &[]);
     let mut r = gated(&approved, 600);
     r["servicenow"] = json!({"sys_id": sys_id, "number": "RITM0000001"});
     let (status, created) = stack.post("/v1/certificates", &r).await;

@@ -127,7 +127,9 @@ async fn serve_metrics(vault: std::sync::Arc<certflow_activities::vault::Vault>)
 async fn verify_audit_trail() -> Result<()> {
     let url = std::env::var("CERTFLOW_AUDIT_DATABASE_URL")
         .unwrap_or_else(|_| "sqlite://certflow-audit.db".into());
-    let store = certflow_audit::AuditStore::connect(&url).await?;
+    let store = certflow_audit::AuditStore::connect(&url)
+        .await?
+        .with_key(certflow_audit::AuditKey::from_env()?);
     let verification = store.verify().await?;
     match verification.first_broken {
         None => {

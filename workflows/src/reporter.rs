@@ -3,8 +3,12 @@
 //!
 //! The lifecycle signals each change here instead of calling ServiceNow itself, so a ServiceNow
 //! outage delays the write-back but never an issuance, renewal or revocation. The reporter ends
-//! once the final state (revoked, failed, rejected, expired) is delivered.
+//! once the final state (revoked, failed, rejected, expired) is delivered; it stops, failed, when
+//! the record is not its tenant's, or when ServiceNow has refused for longer than the worker's
+//! `give_up_after_seconds`. Its history stays bounded: it continues as new whenever it grows long,
+//! whether reports are landing or being refused.
 
+use crate::clock::now;
 use certflow_common::activities::{CertificateActivities, error_types};
 use certflow_common::servicenow::{RecordUpdate, ReporterInput, ReporterStatus, StateReport};
 use std::time::Duration;
@@ -12,15 +16,18 @@ use temporalio_common::RetryPolicy;
 use temporalio_common::error::{ActivityExecutionError, IncomingError};
 use temporalio_sdk::workflows::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, ContinueAsNewOptions, SyncWorkflowContext, WorkflowContext,
-    WorkflowContextView, WorkflowResult,
+    ActivityOptions, ApplicationFailure, ContinueAsNewOptions, SyncWorkflowContext,
+    WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
-/// Pause before trying again after ServiceNow refused (bad credentials, no permission): long
-/// enough not to hammer it, short enough that a fixed credential is picked up soon.
+/// Release 1's pause after a refusal, kept for reporters started before `REPORTER_V2`.
 const AFTER_REFUSAL: Duration = Duration::from_secs(600);
-/// Deliveries per run before continuing as new, to keep history bounded.
+/// Release 1's bound: deliveries per run before continuing as new.
 const DELIVERIES_PER_RUN: usize = 100;
+/// History events per run before continuing as new (refusals included).
+const HISTORY_LIMIT: u32 = 2_000;
+/// Patch: bounded history on refusals, giving up, tenant-checked writes.
+const REPORTER_V2: &str = "reporter-v2";
 
 #[workflow]
 pub struct ServiceNowReporter {
@@ -40,18 +47,13 @@ impl ServiceNowReporter {
 
     #[run(name = "ServiceNowReporter")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<u64> {
-        let mut delivered_this_run = 0;
+        if !ctx.patched(REPORTER_V2) {
+            return run_v1(ctx).await;
+        }
+        let settings = ctx.state(|s| s.input.write_back.clone().unwrap_or_default());
         loop {
             ctx.wait_condition(|s| !s.input.queue.is_empty()).await?;
-            let (report, update) = ctx.state(|s| {
-                let report = s.input.queue[0].clone();
-                let update = RecordUpdate {
-                    certificate_id: s.input.certificate_id.clone(),
-                    record: s.input.record.clone(),
-                    report: report.clone(),
-                };
-                (report, update)
-            });
+            let (report, update) = next_update(ctx);
             let result = ctx
                 .execute_activity(
                     CertificateActivities::update_servicenow_record,
@@ -63,20 +65,42 @@ impl ServiceNowReporter {
                 Ok(()) => ctx.state_mut(|s| {
                     s.input.queue.remove(0);
                     s.input.delivered = report.sequence;
+                    s.input.refusing_since_unix = None;
                     s.last_error = None;
                 }),
+                Err(e) if forbidden(&e) => {
+                    // Not the tenant's record: nothing will ever be written to it.
+                    return Err(ApplicationFailure::non_retryable(refused(&e)).into());
+                }
                 Err(e) => {
-                    let refused = refused(&e);
-                    ctx.state_mut(|s| s.last_error = Some(refused.clone()));
-                    ctx.timer(AFTER_REFUSAL).await;
-                    continue;
+                    let now = now(ctx);
+                    let message = refused(&e);
+                    let since = ctx.state_mut(|s| {
+                        s.last_error = Some(message.clone());
+                        *s.input.refusing_since_unix.get_or_insert(now)
+                    });
+                    let refusing_for = now.saturating_sub(since).max(0) as u64;
+                    if refusing_for >= settings.give_up_after_seconds {
+                        return Err(ApplicationFailure::non_retryable(format!(
+                            "gave up on ServiceNow record {} after {refusing_for} s of refusals; \
+                             {} report(s) undelivered; last refusal: {message}",
+                            ctx.state(|s| s.input.record.number.clone()),
+                            ctx.state(|s| s.input.queue.len()),
+                        ))
+                        .into());
+                    }
+                    let pause = Duration::from_secs(settings.retry_refused_seconds.max(1));
+                    ctx.timer(pause).await;
                 }
             }
-            if report.state.is_final() && ctx.state(|s| s.input.queue.is_empty()) {
+            if ctx.state(|s| s.input.queue.is_empty())
+                && report.state.is_final()
+                && ctx.state(|s| s.input.delivered == report.sequence)
+            {
                 return Ok(report.sequence);
             }
-            delivered_this_run += 1;
-            if delivered_this_run >= DELIVERIES_PER_RUN {
+            let limit = ctx.state(|s| s.input.history_limit.unwrap_or(HISTORY_LIMIT));
+            if ctx.history_length() > limit || ctx.continue_as_new_suggested() {
                 let input = ctx.state(|s| s.input.clone());
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
             }
@@ -113,7 +137,10 @@ fn delivery_options() -> ActivityOptions {
         .initial_interval(Duration::from_secs(1))
         .backoff_coefficient(2.0)
         .maximum_interval(Duration::from_secs(300))
-        .non_retryable_error_types(vec![error_types::SERVICENOW_REFUSED.to_string()])
+        .non_retryable_error_types(vec![
+            error_types::SERVICENOW_REFUSED.to_string(),
+            error_types::SERVICENOW_FORBIDDEN.to_string(),
+        ])
         .build();
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
         .retry_policy(retry)
@@ -126,4 +153,67 @@ fn refused(e: &ActivityExecutionError) -> String {
         Some(IncomingError::Application(failure)) => failure.to_string(),
         _ => e.to_string(),
     }
+}
+
+/// Release 1's loop, for reporters whose history predates `REPORTER_V2`. Replayed as it was
+/// recorded; at its first step past the recorded history it continues as new into the current
+/// loop (a patch id per step, since a patch answers once per run).
+async fn run_v1(ctx: &mut WorkflowContext<ServiceNowReporter>) -> WorkflowResult<u64> {
+    let mut delivered_this_run = 0;
+    for step in 0u64.. {
+        if ctx.patched(&format!("{REPORTER_V2}-from-v1-{step}")) {
+            let input = ctx.state(|s| s.input.clone());
+            ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
+        }
+        ctx.wait_condition(|s| !s.input.queue.is_empty()).await?;
+        let (report, update) = next_update(ctx);
+        let result = ctx
+            .execute_activity(
+                CertificateActivities::update_servicenow_record,
+                update,
+                delivery_options(),
+            )
+            .await;
+        match result {
+            Ok(()) => ctx.state_mut(|s| {
+                s.input.queue.remove(0);
+                s.input.delivered = report.sequence;
+                s.last_error = None;
+            }),
+            Err(e) => {
+                let refused = refused(&e);
+                ctx.state_mut(|s| s.last_error = Some(refused.clone()));
+                ctx.timer(AFTER_REFUSAL).await;
+                continue;
+            }
+        }
+        if report.state.is_final() && ctx.state(|s| s.input.queue.is_empty()) {
+            return Ok(report.sequence);
+        }
+        delivered_this_run += 1;
+        if delivered_this_run >= DELIVERIES_PER_RUN {
+            let input = ctx.state(|s| s.input.clone());
+            ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
+        }
+    }
+    unreachable!("the steps of a run outnumber u64")
+}
+
+/// The report at the head of the queue and the update that delivers it.
+fn next_update(ctx: &WorkflowContext<ServiceNowReporter>) -> (StateReport, RecordUpdate) {
+    ctx.state(|s| {
+        let report = s.input.queue[0].clone();
+        let update = RecordUpdate {
+            certificate_id: s.input.certificate_id.clone(),
+            tenant: s.input.tenant.clone(),
+            record: s.input.record.clone(),
+            report: report.clone(),
+        };
+        (report, update)
+    })
+}
+
+fn forbidden(e: &ActivityExecutionError) -> bool {
+    matches!(e.cause(), Some(IncomingError::Application(f))
+        if f.type_name() == Some(error_types::SERVICENOW_FORBIDDEN))
 }

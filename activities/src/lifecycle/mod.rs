@@ -27,7 +27,7 @@ use certflow_common::activities::{
     SubmitCsrInput, SubmitOutcome, VerifiedCertificate, VerifyInput, contract, error_types,
 };
 use certflow_common::audit::AuditEvent;
-use certflow_common::servicenow::RecordUpdate;
+use certflow_common::servicenow::{RecordUpdate, WriteBack};
 use certflow_common::{CertificateRequest, IssuerConfig, IssuersConfig};
 use std::future::Future;
 use std::sync::Arc;
@@ -101,7 +101,8 @@ impl LifecycleActivities {
         let servicenow = ServiceNow::from_env().context("ServiceNow configuration")?;
         let audit = AuditStore::connect(&config.audit_database_url)
             .await
-            .context("the audit database (CERTFLOW_AUDIT_DATABASE_URL)")?;
+            .context("the audit database (CERTFLOW_AUDIT_DATABASE_URL)")?
+            .with_key(certflow_audit::AuditKey::from_env()?);
         Ok(Self::new(
             vault,
             issuers,
@@ -252,6 +253,15 @@ impl LifecycleActivities {
             servicenow::run(&self, input),
         )
         .await
+    }
+
+    #[activity(definition = contract::ServicenowWriteBack)]
+    pub async fn servicenow_write_back(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        tenant: String,
+    ) -> Result<Option<WriteBack>, ActivityError> {
+        Ok(servicenow::write_back(&self, &tenant))
     }
 
     // Release 1's activities: lifecycles that release started call them until their next

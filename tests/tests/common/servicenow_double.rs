@@ -1,13 +1,14 @@
-//! A ServiceNow Table API double: `PATCH /api/now/table/{table}/{sys_id}` with Basic or OAuth
-//! (`/oauth_token.do`, client credentials), answering like the Table API (200 with the
-//! updated record under `result`, 401, 404 for an unknown record), plus 429 with Retry-After
-//! and 5xx on demand. It keeps each record's fields and every update in order.
+//! A ServiceNow Table API double: `GET` and `PATCH /api/now/table/{table}/{sys_id}` with Basic
+//! or OAuth (`/oauth_token.do`, client credentials), answering like the Table API (200 with the
+//! record under `result`, only the `sysparm_fields` asked for on GET; 401; 404 for an unknown
+//! record), plus 429 with Retry-After and 5xx on demand. It keeps each record's fields and every
+//! update in order.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{patch, post};
+use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use base64::Engine;
 use serde_json::{Map, Value, json};
@@ -57,7 +58,10 @@ impl ServiceNowDouble {
             url: format!("http://{}", listener.local_addr().unwrap()),
         };
         let app = Router::new()
-            .route("/api/now/table/{table}/{sys_id}", patch(update_record))
+            .route(
+                "/api/now/table/{table}/{sys_id}",
+                get(read_record).patch(update_record),
+            )
             .route("/oauth_token.do", post(token))
             .with_state(double.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -81,10 +85,19 @@ impl ServiceNowDouble {
         .collect()
     }
 
-    /// A record as ServiceNow holds it, with a fresh `sys_id`.
+    /// A record as ServiceNow holds it, numbered `RITM` + the first 7 characters of `sys_id`.
     pub fn create_record(&self, sys_id: &str) {
+        self.create_record_with(sys_id, &format!("RITM{}", &sys_id[..7]), &[]);
+    }
+
+    /// A record with this number and these further fields.
+    pub fn create_record_with(&self, sys_id: &str, number: &str, extra: &[(&str, &str)]) {
         let mut fields = Map::new();
         fields.insert("sys_id".into(), json!(sys_id));
+        fields.insert("number".into(), json!(number));
+        for (k, v) in extra {
+            fields.insert(k.to_string(), json!(v));
+        }
         self.inner
             .lock()
             .unwrap()
@@ -146,16 +159,14 @@ fn error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-async fn update_record(
-    State(d): State<ServiceNowDouble>,
-    Path((table, sys_id)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let mut inner = d.inner.lock().unwrap();
+/// Outage, injected faults, credentials, table: the answer if the call gets no further.
+fn refusal(inner: &mut Inner, headers: &HeaderMap, table: &str) -> Option<Response> {
     if inner.down {
         inner.refused += 1;
-        return error(StatusCode::SERVICE_UNAVAILABLE, "Instance unavailable");
+        return Some(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Instance unavailable",
+        ));
     }
     match inner.faults.pop_front() {
         Some(SnFault::TooManyRequests {
@@ -167,24 +178,60 @@ async fn update_record(
                 "retry-after",
                 retry_after_seconds.to_string().parse().unwrap(),
             );
-            return r;
+            return Some(r);
         }
         Some(SnFault::Unavailable) => {
             inner.refused += 1;
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error");
+            return Some(error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error"));
         }
         Some(SnFault::Unauthorized) => {
             inner.refused += 1;
-            return error(StatusCode::UNAUTHORIZED, "User Not Authenticated");
+            return Some(error(StatusCode::UNAUTHORIZED, "User Not Authenticated"));
         }
         None => {}
     }
-    if !authorized(&headers) {
+    if !authorized(headers) {
         inner.refused += 1;
-        return error(StatusCode::UNAUTHORIZED, "User Not Authenticated");
+        return Some(error(StatusCode::UNAUTHORIZED, "User Not Authenticated"));
     }
     if table != TABLE {
-        return error(StatusCode::BAD_REQUEST, "Invalid table");
+        return Some(error(StatusCode::BAD_REQUEST, "Invalid table"));
+    }
+    None
+}
+
+async fn read_record(
+    State(d): State<ServiceNowDouble>,
+    Path((table, sys_id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let mut inner = d.inner.lock().unwrap();
+    if let Some(r) = refusal(&mut inner, &headers, &table) {
+        return r;
+    }
+    let Some(record) = inner.records.get(&sys_id) else {
+        return error(StatusCode::NOT_FOUND, "No Record found");
+    };
+    let result: Map<String, Value> = match query.get("sysparm_fields") {
+        Some(fields) => fields
+            .split(',')
+            .filter_map(|f| record.get(f).map(|v| (f.to_string(), v.clone())))
+            .collect(),
+        None => record.clone(),
+    };
+    Json(json!({ "result": result })).into_response()
+}
+
+async fn update_record(
+    State(d): State<ServiceNowDouble>,
+    Path((table, sys_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut inner = d.inner.lock().unwrap();
+    if let Some(r) = refusal(&mut inner, &headers, &table) {
+        return r;
     }
     if headers.get("content-type").and_then(|v| v.to_str().ok()) != Some("application/json") {
         return error(

@@ -47,3 +47,15 @@ pub(crate) fn audit() -> LocalActivityOptions {
         .retry_policy(retry)
         .build()
 }
+
+/// Reading the worker's own configuration: a local activity, no I/O, tried a few times.
+pub(crate) fn configuration() -> LocalActivityOptions {
+    let retry = RetryPolicy::builder()
+        .initial_interval(Duration::from_millis(200))
+        .maximum_attempts(3)
+        .build();
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(Duration::from_secs(10))
+        .retry_policy(retry)
+        .build()
+}

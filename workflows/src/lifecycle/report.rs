@@ -3,8 +3,10 @@
 //! signals it every state change; signals are durable and return at once, so the lifecycle
 //! never waits on ServiceNow itself.
 
+use super::options;
 use super::state::{CertificateLifecycle, now};
 use crate::reporter::ServiceNowReporter;
+use certflow_common::activities::CertificateActivities;
 use certflow_common::search;
 use certflow_common::servicenow::{ReporterInput, StateReport};
 use temporalio_common::search_attributes::Timestamp;
@@ -12,14 +14,43 @@ use temporalio_sdk::{
     ChildWorkflowOptions, ParentClosePolicy, SignalWorkflowOptions, WorkflowContext, WorkflowResult,
 };
 
-/// Starts the reporter of a certificate that came from a ServiceNow record. It outlives this
-/// run (continue-as-new) and the lifecycle itself, until the final state is delivered.
+/// Patch: ask the worker whether it writes back for the tenant before starting a reporter.
+const WRITE_BACK_CHECKED: &str = "servicenow-write-back-checked";
+
+/// Starts the reporter of a certificate that came from a ServiceNow record, if the worker writes
+/// back for the tenant. It outlives this run (continue-as-new) and the lifecycle itself, until
+/// the final state is delivered.
 pub(crate) async fn start_reporter(ctx: &mut WorkflowContext<CertificateLifecycle>) {
     let Some(record) = ctx.state(|s| s.request.servicenow.clone()) else {
         return;
     };
-    let (certificate_id, id) =
-        ctx.state(|s| (s.request.certificate_id.clone(), s.names().reporter.clone()));
+    let tenant = ctx.state(|s| s.tenant.clone());
+    let write_back = if ctx.patched(WRITE_BACK_CHECKED) {
+        // Configuration read locally; an error (none expected) counts as "off": fail closed.
+        let answer = ctx
+            .execute_local_activity(
+                CertificateActivities::servicenow_write_back,
+                tenant.clone(),
+                options::configuration(),
+            )
+            .await;
+        match answer {
+            Ok(Some(w)) => Some(w),
+            _ => {
+                ctx.state_mut(|s| s.write_back_off = true);
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let (certificate_id, id, history_limit) = ctx.state(|s| {
+        (
+            s.request.certificate_id.clone(),
+            s.names().reporter.clone(),
+            s.history_limit,
+        )
+    });
     let options = ChildWorkflowOptions::builder()
         .workflow_id(id)
         .parent_close_policy(ParentClosePolicy::Abandon)
@@ -27,6 +58,10 @@ pub(crate) async fn start_reporter(ctx: &mut WorkflowContext<CertificateLifecycl
     let input = ReporterInput {
         certificate_id,
         record,
+        tenant: Some(tenant),
+        write_back,
+        refusing_since_unix: None,
+        history_limit,
         queue: Vec::new(),
         delivered: 0,
     };
@@ -50,7 +85,7 @@ pub(crate) async fn publish(ctx: &mut WorkflowContext<CertificateLifecycle>) -> 
         attributes.push(search::NOT_AFTER.value_set(Timestamp::new(c.not_after_unix, 0)));
     }
     ctx.upsert_search_attributes(attributes);
-    if ctx.state(|s| s.request.servicenow.is_none()) {
+    if ctx.state(|s| s.request.servicenow.is_none() || s.write_back_off) {
         return Ok(());
     }
     let at_unix = now(ctx);

@@ -62,6 +62,8 @@ pub struct CertificateLifecycle {
     pub(crate) decision: Option<(DecisionKind, Decision)>,
     pub(crate) approval: Option<ApprovalRecord>,
     pub(crate) report_sequence: u64,
+    /// The worker does not write back to ServiceNow for this tenant: no reporter.
+    pub(crate) write_back_off: bool,
     /// Phase and serial last published (search attributes, ServiceNow).
     pub(crate) reported: Option<(Phase, Option<String>)>,
     pub(crate) events: Vec<LifecycleEvent>,
@@ -192,6 +194,7 @@ impl CertificateLifecycle {
             decision: None,
             approval: carried.approval,
             report_sequence: carried.report_sequence,
+            write_back_off: carried.write_back_off,
             reported: None,
             events: carried.events,
             audit: Outbox::carried(carried.audit_sequence, carried.audit_outbox),
@@ -253,6 +256,7 @@ impl CertificateLifecycle {
                 renewal_failure: self.renewal_failure.clone(),
                 audit_outbox: self.audit.pending.clone(),
                 pending: self.resume,
+                write_back_off: self.write_back_off,
             }),
             approval: None,
             tenant: Some(self.tenant.clone()),
@@ -447,11 +451,7 @@ impl CertificateLifecycle {
 }
 
 /// Workflow time, in seconds since the Unix epoch.
-pub(crate) fn now<W>(ctx: &temporalio_sdk::WorkflowContext<W>) -> i64 {
-    ctx.workflow_time()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs() as i64)
-}
+pub(crate) use crate::clock::now;
 
 /// Records an event about `cycle` at the current workflow time.
 pub(crate) fn record(

@@ -10,7 +10,7 @@ use certflow_common::activities::{
     error_types,
 };
 use certflow_common::audit::AuditEvent;
-use certflow_common::servicenow::RecordUpdate;
+use certflow_common::servicenow::{RecordUpdate, WriteBack};
 use certflow_common::{IssuerPolicy, LifecycleInput, RevocationReason, ca_task_queue};
 use certflow_workflows::{CertificateLifecycle, ServiceNowReporter};
 use std::collections::{HashMap, VecDeque};
@@ -53,14 +53,35 @@ pub struct Script {
     pub retired: u32,
     /// Orders withdrawn because the lifecycle ended while the CA held them.
     pub withdrawn: u32,
+    /// ServiceNow refuses this many updates (credentials), then takes them.
+    pub servicenow_refusals: u32,
+    /// ServiceNow says the record is not the tenant's.
+    pub servicenow_forbidden: bool,
+    /// Update attempts, and the reports ServiceNow took, in order.
+    pub servicenow_attempts: u32,
+    pub servicenow_delivered: Vec<certflow_common::servicenow::StateReport>,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Fakes {
     scripts: Arc<Mutex<HashMap<String, Script>>>,
     audit_down: Arc<Mutex<bool>>,
     audited: Arc<Mutex<Vec<AuditEvent>>>,
     serials: Arc<Mutex<u64>>,
+    /// What `servicenow_write_back` answers (`None`: write-back off).
+    write_back: Arc<Mutex<Option<WriteBack>>>,
+}
+
+impl Default for Fakes {
+    fn default() -> Self {
+        Self {
+            scripts: Arc::default(),
+            audit_down: Arc::default(),
+            audited: Arc::default(),
+            serials: Arc::default(),
+            write_back: Arc::new(Mutex::new(Some(WriteBack::default()))),
+        }
+    }
 }
 
 impl Fakes {
@@ -80,6 +101,10 @@ impl Fakes {
             .unwrap()
             .entry(id.to_string())
             .or_default())
+    }
+
+    pub fn set_write_back(&self, write_back: Option<WriteBack>) {
+        *self.write_back.lock().unwrap() = write_back;
     }
 
     pub fn set_audit_down(&self, down: bool) {
@@ -268,12 +293,38 @@ impl Fakes {
         Ok(())
     }
 
+    #[activity(definition = contract::ServicenowWriteBack)]
+    pub async fn servicenow_write_back(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        _tenant: String,
+    ) -> Result<Option<WriteBack>, ActivityError> {
+        Ok(self.write_back.lock().unwrap().clone())
+    }
+
     #[activity(definition = contract::UpdateServicenowRecord)]
     pub async fn update_servicenow_record(
         self: Arc<Self>,
         _ctx: ActivityContext,
-        _input: RecordUpdate,
+        input: RecordUpdate,
     ) -> Result<(), ActivityError> {
+        let mut scripts = self.scripts.lock().unwrap();
+        let s = scripts.entry(input.certificate_id.clone()).or_default();
+        s.servicenow_attempts += 1;
+        if s.servicenow_forbidden {
+            return Err(refusal(
+                error_types::SERVICENOW_FORBIDDEN,
+                "the record does not belong to the tenant",
+            ));
+        }
+        if s.servicenow_refusals > 0 {
+            s.servicenow_refusals -= 1;
+            return Err(refusal(
+                error_types::SERVICENOW_REFUSED,
+                "ServiceNow refused certflow's credentials (HTTP 401)",
+            ));
+        }
+        s.servicenow_delivered.push(input.report);
         Ok(())
     }
 }

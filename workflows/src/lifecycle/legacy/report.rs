@@ -26,6 +26,10 @@ pub(super) async fn start_reporter(ctx: &mut WorkflowContext<CertificateLifecycl
     let input = ReporterInput {
         certificate_id,
         record,
+        tenant: None,
+        write_back: None,
+        refusing_since_unix: None,
+        history_limit: None,
         queue: Vec::new(),
         delivered: 0,
     };
