@@ -45,6 +45,10 @@ if str(env("temporal-ui").get("TEMPORAL_DISABLE_WRITE_ACTIONS")).lower() != "tru
     problems.append("temporal-ui must be read-only (TEMPORAL_DISABLE_WRITE_ACTIONS)")
 if any("-dev" in str(arg) for arg in services["vault"].get("command", [])):
     problems.append("vault runs in -dev mode")
+if any(str(arg).startswith("-config") for arg in services["vault"].get("command", [])):
+    # The openbao image's entrypoint adds -config=/openbao/config: the file would load twice
+    # and its listener bind twice.
+    problems.append("vault: leave -config to the image's entrypoint")
 bao = open("deploy/vault/openbao.hcl").read()
 if "tls_disable" in bao or "tls_cert_file" not in bao or 'storage "raft"' not in bao:
     problems.append("deploy/vault/openbao.hcl must serve TLS and store on raft")

@@ -347,6 +347,15 @@ fn parse_tenants(
             bail!("CERTFLOW_SERVICENOW_TENANTS: tenant {tenant} is listed twice");
         }
     }
+    // Two tenants expecting one value could each write the other's records.
+    let mut values: Vec<&String> = tenants.values().collect();
+    values.sort();
+    if let Some(shared) = values.windows(2).find(|w| w[0] == w[1]) {
+        bail!(
+            "CERTFLOW_SERVICENOW_TENANTS: two tenants expect the value {:?} in the tenant field",
+            shared[0]
+        );
+    }
     if tenants.len() > 1 && !has_tenant_field {
         bail!(
             "CERTFLOW_SERVICENOW_TENANTS lists {} tenants: set CERTFLOW_SERVICENOW_TENANT_FIELD \
@@ -397,6 +406,8 @@ mod tests {
         assert!(parse_tenants(Some("acme=c0ffee"), false).is_err());
         assert!(parse_tenants(Some("acme,acme"), true).is_err());
         assert!(parse_tenants(Some("=x"), true).is_err());
+        assert!(parse_tenants(Some("acme=x,globex=x"), true).is_err());
+        assert!(parse_tenants(Some("acme,globex=acme"), true).is_err());
     }
 
     #[test]

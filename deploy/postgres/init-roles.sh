@@ -16,9 +16,11 @@ set -euo pipefail
 : "${TEMPORAL_DB_PASSWORD:?set TEMPORAL_DB_PASSWORD}"
 db=${CERTFLOW_AUDIT_DB:-certflow_audit}
 
-psql -v ON_ERROR_STOP=1 --no-psqlrc --quiet --dbname "${POSTGRES_DB:-postgres}" \
-  -v worker_pw="$CERTFLOW_WORKER_DB_PASSWORD" -v api_pw="$CERTFLOW_API_DB_PASSWORD" \
-  -v temporal_pw="$TEMPORAL_DB_PASSWORD" -v db="$db" <<'SQL'
+# Passwords are read by psql from the environment (\getenv), never put on its command line.
+psql -v ON_ERROR_STOP=1 --no-psqlrc --quiet --dbname "${POSTGRES_DB:-postgres}" -v db="$db" <<'SQL'
+\getenv worker_pw CERTFLOW_WORKER_DB_PASSWORD
+\getenv api_pw CERTFLOW_API_DB_PASSWORD
+\getenv temporal_pw TEMPORAL_DB_PASSWORD
 SELECT 'CREATE ROLE temporal' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'temporal') \gexec
 SELECT 'CREATE ROLE certflow_worker' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'certflow_worker') \gexec
 SELECT 'CREATE ROLE certflow_api' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'certflow_api') \gexec

@@ -13,13 +13,16 @@ out=$1
 policies=${2:-$(dirname "$0")}
 mkdir -p "$out"
 
-bao secrets enable transit >/dev/null
-bao secrets enable pki >/dev/null
+# Safe to run again after a partial failure: what exists already is kept.
+mounted() { bao secrets list | grep -q "^$1/"; }
+mounted transit || bao secrets enable transit >/dev/null
+mounted pki || bao secrets enable pki >/dev/null
 bao secrets tune -max-lease-ttl=87600h pki >/dev/null
 bao write pki/config/urls \
   issuing_certificates="$BAO_ADDR/v1/pki/ca" crl_distribution_points="$BAO_ADDR/v1/pki/crl" >/dev/null
-bao write -field=certificate pki/root/generate/internal \
-  common_name="certflow dev root CA" issuer_name=root ttl=87600h >"$out/ca.pem"
+bao read -field=certificate pki/cert/ca >"$out/ca.pem" 2>/dev/null && [ -s "$out/ca.pem" ] \
+  || bao write -field=certificate pki/root/generate/internal \
+    common_name="certflow dev root CA" issuer_name=root ttl=87600h >"$out/ca.pem"
 bao write pki/roles/certflow allow_any_name=false \
   allowed_domains="${CERTFLOW_PKI_ALLOWED_DOMAINS:-example.com}" allow_subdomains=true allow_bare_domains=true \
   allow_glob_domains=false allow_localhost=false allow_wildcard_certificates=true enforce_hostnames=true \
@@ -27,8 +30,8 @@ bao write pki/roles/certflow allow_any_name=false \
   server_flag=true client_flag=false key_type=any max_ttl=8760h not_before_duration=30s \
   use_csr_common_name=true use_csr_sans=true >/dev/null
 # Dev servers mount KV v2 at secret/ already; production servers may not.
-bao secrets list | grep -q '^secret/' || bao secrets enable -path=secret kv-v2 >/dev/null
-bao auth enable approle >/dev/null
+mounted secret || bao secrets enable -path=secret kv-v2 >/dev/null
+bao auth list | grep -q '^approle/' || bao auth enable approle >/dev/null
 accessor=$(bao read -field=accessor sys/auth/approle)
 bao policy write certflow-orchestrator "$policies/certflow-orchestrator.hcl" >/dev/null
 sed "s/APPROLE_ACCESSOR/$accessor/g" "$policies/certflow-application.hcl.tmpl" \

@@ -29,7 +29,7 @@ pub async fn require_client(
     let certificate = request
         .extensions()
         .get::<PeerCertificate>()
-        .and_then(|p| p.0.clone());
+        .and_then(PeerCertificate::identity);
     let mut keys: Vec<Key> = source.map(Key::Source).into_iter().collect();
     let caller = match header.as_deref().map(Credentials::parse) {
         Some(Credentials::Bearer(token)) => {

@@ -309,14 +309,23 @@ impl Clients {
             tracing::info!(peer = %peer.describe(), "client certificate without the clientAuth usage");
             return None;
         }
-        let found = self
+        let mut found = self
             .0
             .iter()
-            .find(|c| c.tls_identity.as_ref().is_some_and(|t| t.matches(peer)));
-        if found.is_none() {
-            tracing::info!(peer = %peer.describe(), "client certificate of no known client");
+            .filter(|c| c.tls_identity.as_ref().is_some_and(|t| t.matches(peer)));
+        match (found.next(), found.next()) {
+            (Some(client), None) => Some(client.caller.clone()),
+            (None, _) => {
+                tracing::info!(peer = %peer.describe(), "client certificate of no known client");
+                None
+            }
+            // One certificate naming two clients (one by subject, one by a SAN): it is neither.
+            (Some(a), Some(b)) => {
+                tracing::warn!(peer = %peer.describe(), first = %a.caller.name, second = %b.caller.name,
+                    "client certificate matches more than one client; refused");
+                None
+            }
         }
-        found.map(|c| c.caller.clone())
     }
 
     /// Whether any client authenticates with a TLS certificate.

@@ -228,6 +228,26 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_that_names_two_clients_authenticates_neither() {
+        let peer = PeerIdentity::from_der(&certificate(&ca("Clients CA"), true)).unwrap();
+        let client = |name: &str, pin: &str| {
+            format!(
+                "[clients.{name}]\ntenant = \"acme\"\npermissions = [\"read\"]\n\
+                 tls_client = {{ issuer = \"CN=Clients CA\", {pin} }}\n"
+            )
+        };
+        let by_subject = client("by-subject", "subject = \"CN=servicenow,O=Acme\"");
+        let by_san = client("by-san", "dns_san = \"svc.acme.example\"");
+        let one = crate::clients::Clients::parse(&by_subject).unwrap();
+        assert_eq!(
+            one.authenticate_certificate(&peer).map(|c| c.name),
+            Some("by-subject".to_string())
+        );
+        let both = crate::clients::Clients::parse(&format!("{by_subject}{by_san}")).unwrap();
+        assert!(both.authenticate_certificate(&peer).is_none());
+    }
+
+    #[test]
     fn the_issuer_and_the_full_subject_or_a_san_must_match() {
         let peer = PeerIdentity::from_der(&certificate(&ca("Clients CA"), true)).unwrap();
         assert!(peer.client_auth);

@@ -55,7 +55,20 @@ async fn main() -> Result<()> {
                 !client_ca.is_empty() || !state.clients.use_tls_certificates(),
                 "a client has tls_client but CERTFLOW_API_TLS_CLIENT_CA is not set"
             );
-            Some(certflow_starter_api::tls::ReloadingAcceptor::start(tls)?)
+            // A client CA replaced later is checked the same way before it is used.
+            let issuers = state.issuers.clone();
+            let check = move |client_ca: Vec<rustls::pki_types::CertificateDer<'static>>| {
+                let issuers = issuers.clone();
+                async move {
+                    certflow_starter_api::own_issuers::refuse_own_issuer_as_client_ca(
+                        &client_ca, &issuers,
+                    )
+                    .await
+                }
+            };
+            Some(certflow_starter_api::tls::ReloadingAcceptor::start(
+                tls, check,
+            )?)
         }
         None => {
             anyhow::ensure!(

@@ -4,7 +4,6 @@
 //! one connection never stops the listener, and SIGTERM or SIGINT stops accepting and lets
 //! requests under way finish (up to 30 s).
 
-use crate::identity::PeerIdentity;
 use crate::tls::{PeerCertificate, ReloadingAcceptor};
 use anyhow::{Context, Result};
 use axum::{Extension, Router};
@@ -80,7 +79,7 @@ pub async fn serve(
             continue;
         };
         let app = app.clone().layer(Extension(ClientAddr(peer)));
-        let tls = tls.as_ref().map(|t| t.current());
+        let tls = tls.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _slot = slot;
@@ -90,7 +89,8 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.headers);
             let result = match tls {
-                Some(acceptor) => {
+                Some(tls) => {
+                    let (acceptor, generation) = tls.current();
                     let stream =
                         match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
                             Ok(Ok(stream)) => stream,
@@ -103,14 +103,14 @@ pub async fn serve(
                                 return;
                             }
                         };
-                    let peer = stream
+                    let chain = stream
                         .get_ref()
                         .1
                         .peer_certificates()
-                        .and_then(|chain| chain.first())
-                        .and_then(|der| PeerIdentity::from_der(der));
-                    let service =
-                        TowerToHyperService::new(app.layer(Extension(PeerCertificate(peer))));
+                        .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
+                        .unwrap_or_default();
+                    let peer = PeerCertificate::new(chain, generation, tls);
+                    let service = TowerToHyperService::new(app.layer(Extension(peer)));
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     watcher.watch(connection).await
                 }

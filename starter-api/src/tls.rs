@@ -14,15 +14,58 @@ use crate::identity::PeerIdentity;
 use anyhow::{Context, Result};
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio_rustls::TlsAcceptor;
 
-/// The verified client certificate of this connection, if one was presented.
-#[derive(Clone, Debug)]
-pub struct PeerCertificate(pub Option<PeerIdentity>);
+/// The client certificate of this connection, if one was presented and verified. A
+/// connection outlives a CRL reload (keep-alive, HTTP/2): each request asks [`Self::identity`],
+/// which checks the certificate again against the configuration now in use if it changed since
+/// the handshake, so a revoked certificate stops working on open connections too.
+#[derive(Clone)]
+pub struct PeerCertificate {
+    identity: Option<PeerIdentity>,
+    chain: Arc<Vec<CertificateDer<'static>>>,
+    generation: u64,
+    tls: Arc<ReloadingAcceptor>,
+}
+
+impl PeerCertificate {
+    /// The certificate of a handshake made with configuration `generation` of `tls`.
+    pub fn new(
+        chain: Vec<CertificateDer<'static>>,
+        generation: u64,
+        tls: Arc<ReloadingAcceptor>,
+    ) -> Self {
+        Self {
+            identity: chain.first().and_then(|der| PeerIdentity::from_der(der)),
+            chain: Arc::new(chain),
+            generation,
+            tls,
+        }
+    }
+
+    /// Who the certificate names, if it still verifies.
+    pub fn identity(&self) -> Option<PeerIdentity> {
+        let identity = self.identity.clone()?;
+        let (generation, verifier) = self.tls.verifier();
+        if generation == self.generation {
+            return Some(identity);
+        }
+        let (end_entity, intermediates) = self.chain.split_first()?;
+        let verifier = verifier?;
+        match verifier.verify_client_cert(end_entity, intermediates, UnixTime::now()) {
+            Ok(_) => Some(identity),
+            Err(e) => {
+                tracing::info!(error = %e, "client certificate no longer verifies (new CA or CRL)");
+                None
+            }
+        }
+    }
+}
 
 /// How often the files are checked for changes.
 const RELOAD_CHECK: Duration = Duration::from_secs(5);
@@ -81,7 +124,7 @@ impl TlsSettings {
         Ok(certs)
     }
 
-    fn acceptor(&self) -> Result<TlsAcceptor> {
+    fn acceptor(&self) -> Result<Loaded> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let certs = CertificateDer::pem_file_iter(&self.cert)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
@@ -117,13 +160,22 @@ impl TlsSettings {
                     .only_check_end_entity_revocation()
                     .enforce_revocation_expiration();
             }
-            builder.with_client_cert_verifier(verifier.build()?)
+            let verifier = verifier.build()?;
+            (
+                builder.with_client_cert_verifier(verifier.clone()),
+                Some(verifier),
+            )
         } else {
-            builder.with_no_client_auth()
+            (builder.with_no_client_auth(), None)
         };
+        let (builder, verifier) = builder;
         let mut config = builder.with_single_cert(certs, key)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(TlsAcceptor::from(Arc::new(config)))
+        Ok(Loaded {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            verifier,
+            generation: 0,
+        })
     }
 
     fn files(&self) -> impl Iterator<Item = &String> {
@@ -140,14 +192,27 @@ impl TlsSettings {
     }
 }
 
+/// One loaded configuration: the acceptor, its client certificate verifier, and its number.
+#[derive(Clone)]
+struct Loaded {
+    acceptor: TlsAcceptor,
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+    generation: u64,
+}
+
 /// The TLS configuration in use, loaded again when one of its files changes.
 pub struct ReloadingAcceptor {
-    current: RwLock<TlsAcceptor>,
+    current: RwLock<Loaded>,
 }
 
 impl ReloadingAcceptor {
-    /// Loads the files now (an error stops start-up) and watches them from then on.
-    pub fn start(settings: TlsSettings) -> Result<Arc<Self>> {
+    /// Loads the files now (an error stops start-up) and watches them from then on. A new client
+    /// CA passes `check` (that it is none of certflow's own CAs) before it is used.
+    pub fn start<F, Fut>(settings: TlsSettings, check: F) -> Result<Arc<Self>>
+    where
+        F: Fn(Vec<CertificateDer<'static>>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<()>> + Send,
+    {
         let mut stamp = settings.modified();
         let this = Arc::new(Self {
             current: RwLock::new(settings.acceptor().context("TLS configuration")?),
@@ -163,25 +228,46 @@ impl ReloadingAcceptor {
                 if now == stamp {
                     continue;
                 }
-                match settings.acceptor() {
-                    Ok(acceptor) => {
-                        *this.current.write().expect("TLS lock") = acceptor;
-                        stamp = now;
-                        tracing::info!(
-                            "TLS files changed: certificate, client CA and CRL reloaded"
-                        );
-                    }
+                let loaded = match settings.acceptor() {
+                    Ok(loaded) => loaded,
                     // Half-written files are normal while they are being replaced: try again.
                     Err(e) => {
-                        tracing::warn!(error = %format!("{e:#}"), "TLS files changed but do not load; keeping the previous ones")
+                        tracing::warn!(error = %format!("{e:#}"), "TLS files changed but do not load; keeping the previous ones");
+                        continue;
                     }
+                };
+                let client_ca = settings.client_ca_certificates().unwrap_or_default();
+                if !client_ca.is_empty()
+                    && let Err(e) = check(client_ca).await
+                {
+                    tracing::error!(error = %format!("{e:#}"), "the new client CA is refused; keeping the previous TLS configuration");
+                    stamp = now;
+                    continue;
                 }
+                let mut current = this.current.write().expect("TLS lock");
+                let generation = current.generation + 1;
+                *current = Loaded {
+                    generation,
+                    ..loaded
+                };
+                stamp = now;
+                tracing::info!(
+                    generation,
+                    "TLS files changed: certificate, client CA and CRL reloaded"
+                );
             }
         });
         Ok(this)
     }
 
-    pub fn current(&self) -> TlsAcceptor {
-        self.current.read().expect("TLS lock").clone()
+    /// The acceptor for a new connection, and the configuration's number.
+    pub fn current(&self) -> (TlsAcceptor, u64) {
+        let current = self.current.read().expect("TLS lock");
+        (current.acceptor.clone(), current.generation)
+    }
+
+    fn verifier(&self) -> (u64, Option<Arc<dyn ClientCertVerifier>>) {
+        let current = self.current.read().expect("TLS lock");
+        (current.generation, current.verifier.clone())
     }
 }

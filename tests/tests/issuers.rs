@@ -319,6 +319,41 @@ async fn sigterm_lets_the_worker_finish_a_ca_call_under_way() {
     assert_eq!(double.enrolments_started(), 1);
 }
 
+/// A worker killed (SIGKILL) while the CA is answering: the call heartbeats, so Temporal gives
+/// it to the next worker within seconds instead of after its 120 s start-to-close timeout; the
+/// ledger keeps the certificate to one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_ca_call_is_taken_over_within_seconds() {
+    let double = basic_double(3600).await;
+    let mut stack = keyfactor_stack("kf-sigkill", &double, 10.0, 3600).await;
+    // Longer than the heartbeat timeout: the call is still under way when the worker dies.
+    double.delay_next_enrolment(Duration::from_secs(30));
+    let id = unique("kfkill");
+    let (status, body) = stack
+        .post("/v1/certificates", &keyfactor_request(&id, 3600, None))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while double.enrolments_started() == 0 {
+        assert!(Instant::now() < deadline, "no enrolment reached the CA");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stack.kill_worker();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stack.start_worker();
+    let restarted = Instant::now();
+    let state = stack
+        .wait_for(&id, Duration::from_secs(60), |s| s["phase"] == "active")
+        .await;
+    let took = restarted.elapsed();
+    assert!(
+        took < Duration::from_secs(15),
+        "stored {took:?} after the new worker started"
+    );
+    assert_eq!(state["cycle"], 0);
+    assert_eq!(double.enrolments().len(), 1, "one certificate from the CA");
+}
+
 async fn oauth_token(double: &KeyfactorDouble) -> String {
     let answer: Value = reqwest::Client::new()
         .post(format!("{}/oauth/token", double.url))

@@ -360,6 +360,33 @@ async fn revoked_client_certificates_are_refused_and_a_new_crl_is_picked_up() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(status(&stack, &servicenow(8)).await, Some(200));
+    // The client that logged in before the reload still holds its connection (keep-alive):
+    // its certificate no longer authenticates on it either.
+    assert_eq!(status(&stack, &current).await, Some(401));
+
+    // A client CA replaced by one that includes certflow's own Vault PKI CA is refused at
+    // reload as at start-up: the previous configuration stays in use.
+    let vault_ca = stack.vault().ca_pem().await;
+    file(
+        &format!("{name}-client-ca.pem"),
+        &format!("{bundle}{vault_ca}"),
+    );
+    let log = common::Servers::from_env()
+        .log_dir
+        .join(format!("{name}-api.log"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("the new client CA is refused")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new client CA was not checked"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(status(&stack, &servicenow(8)).await, Some(200));
+    assert_eq!(status(&stack, &servicenow(7)).await, None);
 }
 
 #[tokio::test(flavor = "multi_thread")]

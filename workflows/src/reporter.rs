@@ -12,8 +12,8 @@ use crate::clock::now;
 use certflow_common::activities::{CertificateActivities, error_types};
 use certflow_common::servicenow::{RecordUpdate, ReporterInput, ReporterStatus, StateReport};
 use std::time::Duration;
-use temporalio_common::RetryPolicy;
 use temporalio_common::error::{ActivityExecutionError, IncomingError};
+use temporalio_common::{ActivityCloseTimeouts, RetryPolicy};
 use temporalio_sdk::workflows::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityOptions, ApplicationFailure, ContinueAsNewOptions, SyncWorkflowContext,
@@ -51,14 +51,23 @@ impl ServiceNowReporter {
             return run_v1(ctx).await;
         }
         let settings = ctx.state(|s| s.input.write_back.clone().unwrap_or_default());
+        // Reporters started before tenants were carried: the tenant is in the workflow id
+        // (`servicenow/<tenant>/…`); release 1's ids (`servicenow-<id>`) are the default
+        // tenant's.
+        if ctx.state(|s| s.input.tenant.is_none()) {
+            let tenant = tenant_of(ctx.workflow_id());
+            ctx.state_mut(|s| s.input.tenant = tenant);
+        }
         loop {
             ctx.wait_condition(|s| !s.input.queue.is_empty()).await?;
             let (report, update) = next_update(ctx);
+            // Outages are retried inside the activity, but not for longer than the give-up time.
+            let outages = Duration::from_secs(settings.give_up_after_seconds.max(1));
             let result = ctx
                 .execute_activity(
                     CertificateActivities::update_servicenow_record,
                     update,
-                    delivery_options(),
+                    delivery_options(Some(outages)),
                 )
                 .await;
             match result {
@@ -68,6 +77,16 @@ impl ServiceNowReporter {
                     s.input.refusing_since_unix = None;
                     s.last_error = None;
                 }),
+                Err(e) if out_of_time(&e) => {
+                    return Err(ApplicationFailure::non_retryable(format!(
+                        "gave up on ServiceNow record {}: still unavailable when its {} s to \
+                         deliver ran out; {} report(s) undelivered",
+                        ctx.state(|s| s.input.record.number.clone()),
+                        outages.as_secs(),
+                        ctx.state(|s| s.input.queue.len()),
+                    ))
+                    .into());
+                }
                 Err(e) if forbidden(&e) => {
                     // Not the tenant's record: nothing will ever be written to it.
                     return Err(ApplicationFailure::non_retryable(refused(&e)).into());
@@ -130,9 +149,10 @@ impl ServiceNowReporter {
     }
 }
 
-/// ServiceNow outages (429, 5xx, network) retry inside the activity's retry policy, forever,
-/// at most 5 minutes apart; only a refusal comes back to the workflow.
-fn delivery_options() -> ActivityOptions {
+/// ServiceNow outages (429, 5xx, network) retry inside the activity's retry policy, at most 5
+/// minutes apart, until `outages` have passed (release 1: for ever); a refusal comes back to the
+/// workflow at once.
+fn delivery_options(outages: Option<Duration>) -> ActivityOptions {
     let retry = RetryPolicy::builder()
         .initial_interval(Duration::from_secs(1))
         .backoff_coefficient(2.0)
@@ -142,7 +162,15 @@ fn delivery_options() -> ActivityOptions {
             error_types::SERVICENOW_FORBIDDEN.to_string(),
         ])
         .build();
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+    let attempt = Duration::from_secs(60);
+    let timeouts = match outages {
+        Some(total) => ActivityCloseTimeouts::ScheduleAndStartToClose {
+            schedule_to_close: total,
+            start_to_close: attempt,
+        },
+        None => ActivityCloseTimeouts::StartToClose(attempt),
+    };
+    ActivityOptions::with_close_timeouts(timeouts)
         .retry_policy(retry)
         .build()
 }
@@ -171,7 +199,7 @@ async fn run_v1(ctx: &mut WorkflowContext<ServiceNowReporter>) -> WorkflowResult
             .execute_activity(
                 CertificateActivities::update_servicenow_record,
                 update,
-                delivery_options(),
+                delivery_options(None),
             )
             .await;
         match result {
@@ -213,7 +241,25 @@ fn next_update(ctx: &WorkflowContext<ServiceNowReporter>) -> (StateReport, Recor
     })
 }
 
+/// The activity ran out of its schedule-to-close time: ServiceNow stayed unavailable (the
+/// server ends the retries with the last failure, or with a timeout).
+fn out_of_time(e: &ActivityExecutionError) -> bool {
+    use temporalio_common::protos::temporal::api::enums::v1::RetryState;
+    use temporalio_common::protos::temporal::api::failure::v1::failure::FailureInfo;
+    matches!(e.cause(), Some(IncomingError::Timeout(_)))
+        || matches!(
+            e.failure().and_then(|f| f.failure_info.as_ref()),
+            Some(FailureInfo::ActivityFailureInfo(info)) if info.retry_state == RetryState::Timeout as i32
+        )
+}
+
 fn forbidden(e: &ActivityExecutionError) -> bool {
     matches!(e.cause(), Some(IncomingError::Application(f))
         if f.type_name() == Some(error_types::SERVICENOW_FORBIDDEN))
+}
+
+/// The tenant named in a reporter's workflow id, if it names one.
+fn tenant_of(workflow_id: &str) -> Option<String> {
+    let rest = workflow_id.strip_prefix("servicenow/")?;
+    rest.split('/').next().map(str::to_string)
 }

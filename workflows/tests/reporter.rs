@@ -131,6 +131,31 @@ async fn a_refusing_servicenow_keeps_history_bounded_and_is_given_up() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_servicenow_that_stays_down_is_given_up_too() {
+    with_worker("sn-down", |env: Env| async move {
+        env.fakes.set_write_back(Some(WriteBack {
+            give_up_after_seconds: 8,
+            retry_refused_seconds: 1,
+        }));
+        let id = unique("sn-down");
+        env.fakes.script(&id, |s| s.servicenow_down = true);
+        let started = Instant::now();
+        let state = active(&env, input(&id, None)).await;
+        let failure = reporter_result(&env, &reporter_id(&state))
+            .await
+            .unwrap_err();
+        assert!(
+            failure.contains("still unavailable when its 8 s"),
+            "{failure}"
+        );
+        // Retried meanwhile, with backoff, until the next retry would have come too late.
+        assert!(started.elapsed() >= Duration::from_secs(4));
+        assert!(env.fakes.read(&id, |s| s.servicenow_attempts) >= 3);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_record_that_is_not_the_tenants_stops_the_reporter_at_once() {
     with_worker("sn-forbidden", |env: Env| async move {
         let id = unique("sn-forbidden");

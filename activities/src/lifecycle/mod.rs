@@ -159,14 +159,32 @@ impl LifecycleActivities {
     }
 }
 
-/// Runs one activity with every log line carrying the certificate it works on.
+/// How often a running activity tells Temporal it is alive. The CA calls' heartbeat timeout
+/// (10 s, in the workflow's options) is what a worker killed mid-call costs, instead of the
+/// whole start-to-close timeout; the SDK throttles the calls to what that timeout needs.
+const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs one activity with every log line carrying the certificate it works on, heartbeating
+/// while it runs.
 async fn traced<T>(
     activity: &'static str,
     certificate_id: &str,
+    ctx: &ActivityContext,
     work: impl Future<Output = Result<T, ActivityError>>,
 ) -> Result<T, ActivityError> {
-    work.instrument(tracing::info_span!("activity", activity, certificate_id))
-        .await
+    let beat = async {
+        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        loop {
+            tick.tick().await;
+            // Local activities and a worker shutting down have nobody to tell: nothing to do.
+            let _ = ctx.record_heartbeat(()).await;
+        }
+    };
+    let work = work.instrument(tracing::info_span!("activity", activity, certificate_id));
+    tokio::select! {
+        out = work => out,
+        never = beat => never,
+    }
 }
 
 fn now_unix() -> i64 {
@@ -184,72 +202,73 @@ impl LifecycleActivities {
         input: OrderInput,
     ) -> Result<OrderOutcome, ActivityError> {
         let id = input.request.certificate_id.clone();
-        traced("order_certificate", &id, order::run(&self, &ctx, input)).await
+        traced("order_certificate", &id, &ctx, order::run(&self, input)).await
     }
 
     #[activity(definition = contract::WithdrawOrder)]
     pub async fn withdraw_order(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: OrderInput,
     ) -> Result<Option<IssuedCertificate>, ActivityError> {
         let id = input.request.certificate_id.clone();
-        traced("withdraw_order", &id, order::withdraw(&self, input)).await
+        traced("withdraw_order", &id, &ctx, order::withdraw(&self, input)).await
     }
 
     #[activity(definition = contract::InstallCertificate)]
     pub async fn install_certificate(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: InstallInput,
     ) -> Result<StoredCertificate, ActivityError> {
         let id = input.request.certificate_id.clone();
-        traced("install_certificate", &id, install::run(&self, input)).await
+        traced("install_certificate", &id, &ctx, install::run(&self, input)).await
     }
 
     #[activity(definition = contract::RevokeSerial)]
     pub async fn revoke_serial(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: RevokeSerialInput,
     ) -> Result<RevocationResult, ActivityError> {
         let id = input.request.certificate_id.clone();
-        traced("revoke_serial", &id, revoke::run(&self, input)).await
+        traced("revoke_serial", &id, &ctx, revoke::run(&self, input)).await
     }
 
     #[activity(definition = contract::RetireLifecycle)]
     pub async fn retire_lifecycle(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: RetireInput,
     ) -> Result<(), ActivityError> {
         let id = input.request.certificate_id.clone();
-        traced("retire_lifecycle", &id, retire::run(&self, input)).await
+        traced("retire_lifecycle", &id, &ctx, retire::run(&self, input)).await
     }
 
     #[activity(definition = contract::RecordAuditEvents)]
     pub async fn record_audit_events(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         events: Vec<AuditEvent>,
     ) -> Result<(), ActivityError> {
         let id = events
             .first()
             .map(|e| e.certificate_id.clone())
             .unwrap_or_default();
-        traced("record_audit_events", &id, audit::run(&self, events)).await
+        traced("record_audit_events", &id, &ctx, audit::run(&self, events)).await
     }
 
     #[activity(definition = contract::UpdateServicenowRecord)]
     pub async fn update_servicenow_record(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: RecordUpdate,
     ) -> Result<(), ActivityError> {
         let id = input.certificate_id.clone();
         traced(
             "update_servicenow_record",
             &id,
+            &ctx,
             servicenow::run(&self, input),
         )
         .await
@@ -270,13 +289,14 @@ impl LifecycleActivities {
     #[activity(definition = contract::GenerateKeyAndCsr)]
     pub async fn generate_key_and_csr(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: KeyAndCsrInput,
     ) -> Result<KeyAndCsr, ActivityError> {
         let id = input.request.certificate_id.clone();
         traced(
             "generate_key_and_csr",
             &id,
+            &ctx,
             legacy::generate_key_and_csr(&self, input),
         )
         .await
@@ -285,33 +305,40 @@ impl LifecycleActivities {
     #[activity(definition = contract::SubmitCsr)]
     pub async fn submit_csr(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: SubmitCsrInput,
     ) -> Result<SubmitOutcome, ActivityError> {
         let id = input.request.certificate_id.clone();
-        traced("submit_csr", &id, legacy::submit_csr(&self, input)).await
+        traced("submit_csr", &id, &ctx, legacy::submit_csr(&self, input)).await
     }
 
     #[activity(definition = contract::VerifyCertificate)]
     pub async fn verify_certificate(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: VerifyInput,
     ) -> Result<VerifiedCertificate, ActivityError> {
         let id = input.request.certificate_id.clone();
-        traced("verify_certificate", &id, legacy::verify_certificate(input)).await
+        traced(
+            "verify_certificate",
+            &id,
+            &ctx,
+            legacy::verify_certificate(input),
+        )
+        .await
     }
 
     #[activity(definition = contract::StoreCertificate)]
     pub async fn store_certificate(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: StoreInput,
     ) -> Result<StoredCertificate, ActivityError> {
         let id = input.request.certificate_id.clone();
         traced(
             "store_certificate",
             &id,
+            &ctx,
             legacy::store_certificate(&self, input),
         )
         .await
@@ -320,13 +347,14 @@ impl LifecycleActivities {
     #[activity(definition = contract::RevokeCertificate)]
     pub async fn revoke_certificate(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: RevokeInput,
     ) -> Result<RevocationResult, ActivityError> {
         let id = input.request.certificate_id.clone();
         traced(
             "revoke_certificate",
             &id,
+            &ctx,
             legacy::revoke_certificate(&self, input),
         )
         .await

@@ -15,11 +15,10 @@ use certflow_common::IssuerPolicy;
 use certflow_common::activities::{
     IssuedCertificate, OrderInput, OrderOutcome, OrderedCertificate, error_types,
 };
-use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use temporalio_sdk::activities::ActivityError;
 
 pub(super) async fn run(
     acts: &LifecycleActivities,
-    ctx: &ActivityContext,
     input: OrderInput,
 ) -> Result<OrderOutcome, ActivityError> {
     let request = &input.request;
@@ -33,8 +32,6 @@ pub(super) async fn run(
         min_renewal_interval_seconds: issuer.limits().min_renewal_interval_seconds,
     };
     let (key_version, csr_pem) = key_and_csr(acts, &input).await?;
-    // Tell Temporal this attempt is alive between the Vault work and the CA call.
-    let _ = ctx.record_heartbeat(()).await;
 
     let order = IssueOrder {
         request,

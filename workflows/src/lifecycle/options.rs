@@ -15,9 +15,11 @@ fn until_it_works() -> RetryPolicy {
 }
 
 /// Calls to a CA (order, revoke) run on the issuer's own task queue, where its call ceiling
-/// applies.
+/// applies. They heartbeat, so a worker that dies mid-call is noticed after 10 s and the call
+/// is retried elsewhere (the ledger keeps it from issuing twice), not after 120 s.
 pub(crate) fn ca(main_queue: &str, issuer: &str) -> ActivityOptions {
     let mut options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
+        .heartbeat_timeout(Duration::from_secs(10))
         .retry_policy(until_it_works())
         .build();
     options.task_queue = Some(ca_task_queue(main_queue, issuer));

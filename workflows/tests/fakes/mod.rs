@@ -57,6 +57,8 @@ pub struct Script {
     pub servicenow_refusals: u32,
     /// ServiceNow says the record is not the tenant's.
     pub servicenow_forbidden: bool,
+    /// ServiceNow answers 503 (retryable) to everything.
+    pub servicenow_down: bool,
     /// Update attempts, and the reports ServiceNow took, in order.
     pub servicenow_attempts: u32,
     pub servicenow_delivered: Vec<certflow_common::servicenow::StateReport>,
@@ -316,6 +318,9 @@ impl Fakes {
                 error_types::SERVICENOW_FORBIDDEN,
                 "the record does not belong to the tenant",
             ));
+        }
+        if s.servicenow_down {
+            return Err(anyhow::anyhow!("ServiceNow answered HTTP 503").into());
         }
         if s.servicenow_refusals > 0 {
             s.servicenow_refusals -= 1;
