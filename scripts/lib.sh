@@ -126,3 +126,33 @@ app_role() {
   printf '%s %s\n' "$(bao read -field=role_id "auth/approle/role/$app/role-id")" \
     "$(bao write -f -field=secret_id "auth/approle/role/$app/secret-id")"
 }
+
+# start_test_servers DIR: Temporal, OpenBao (set up by configure.sh), moto and PostgreSQL on free
+# loopback ports, for the tests (scripts/test.sh) and the benchmark (scripts/bench.sh); exports
+# the CERTFLOW_TEST_* variables that tell the tests where they are. Stop with stop_servers DIR.
+start_test_servers() {
+  local dir=$1 temporal_port vault_port moto_port postgres_port root_token
+  temporal_port=$(free_port)
+  vault_port=$(free_port)
+  moto_port=$(free_port)
+  postgres_port=$(free_port)
+  root_token=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+  log "starting Temporal on 127.0.0.1:$temporal_port and OpenBao on 127.0.0.1:$vault_port"
+  start_temporal "$dir" "$temporal_port" 0
+  start_vault "$dir" "$vault_port" "$root_token"
+  log "starting moto (AWS Private CA) on 127.0.0.1:$moto_port"
+  start_moto "$dir" "$moto_port"
+  log "starting PostgreSQL on 127.0.0.1:$postgres_port"
+  CERTFLOW_TEST_POSTGRES_URL=$(start_postgres "$dir" "$postgres_port")
+  export CERTFLOW_TEST_POSTGRES_URL
+  export BAO_ADDR="http://127.0.0.1:$vault_port" BAO_TOKEN="$root_token"
+  configure_vault "$dir"
+
+  export CERTFLOW_TEST_TEMPORAL_ADDRESS="127.0.0.1:$temporal_port"
+  export CERTFLOW_TEST_VAULT_ADDR="$BAO_ADDR"
+  export CERTFLOW_TEST_VAULT_ROOT_TOKEN="$root_token"
+  export CERTFLOW_TEST_WORKER_TOKEN="$(cat "$dir/worker-token")"
+  export CERTFLOW_TEST_MOTO_URL="http://127.0.0.1:$moto_port"
+  export CERTFLOW_TEST_LOG_DIR="$CERTFLOW_ROOT/target/test-logs"
+  rm -rf "$CERTFLOW_TEST_LOG_DIR"
+}

@@ -271,3 +271,36 @@ async fn a_held_request_is_checked_on_never_resubmitted_and_times_out() {
     assert_eq!(ca.checks.load(Ordering::SeqCst), checks);
     assert_eq!(ca.submits.load(Ordering::SeqCst), 1);
 }
+
+/// Vault refuses to put an expired certificate on its CRL and answers with a warning and no
+/// data; the revocation must count as done (nothing is left to revoke), not fail and be retried
+/// for ever, holding up the lifecycle's end. Found by the state-machine test.
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_an_expired_certificate_is_done_not_retried() {
+    let id = unique("expired");
+    let (vault, mut request, csr) = setup(&id).await;
+    request.validity_seconds = 2;
+    let pki = pki(&vault);
+    let order = first_order(&id, &request, &csr);
+    let certificate = issued(pki.submit(&order).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let target = RevocationTarget {
+        serial: &certificate.serial,
+        ca_reference: None,
+    };
+    let at = pki
+        .revoke(&target, RevocationReason::Superseded)
+        .await
+        .expect("an expired certificate needs no revocation");
+    assert!(at >= now() - 5);
+    // A serial Vault does not know is still an error.
+    let unknown = RevocationTarget {
+        serial: "01:02:03:04",
+        ca_reference: None,
+    };
+    assert!(
+        pki.revoke(&unknown, RevocationReason::Superseded)
+            .await
+            .is_err()
+    );
+}

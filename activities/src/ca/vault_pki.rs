@@ -44,6 +44,30 @@ fn ca_error(e: impl Into<VaultError>) -> CaError {
     }
 }
 
+impl VaultPki {
+    /// Whether the certificate with this serial has expired (unknown: no).
+    async fn expired(&self, serial: &str) -> bool {
+        let Ok(cert) = vaultrs::pki::cert::read(&*self.vault.client(), &self.mount, serial).await
+        else {
+            return false;
+        };
+        x509_parser::pem::parse_x509_pem(cert.certificate.as_bytes())
+            .ok()
+            .and_then(|(_, pem)| {
+                pem.parse_x509()
+                    .ok()
+                    .map(|c| c.validity().not_after.timestamp())
+            })
+            .is_some_and(|not_after| not_after <= now_unix())
+    }
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 #[async_trait]
 impl CertificateAuthority for VaultPki {
     async fn submit(&self, order: &IssueOrder<'_>) -> Result<Submission, CaError> {
@@ -131,9 +155,21 @@ impl CertificateAuthority for VaultPki {
         _reason: RevocationReason,
     ) -> Result<i64, CaError> {
         self.pacer.ready().await;
-        let answer = vaultrs::pki::cert::revoke(&*self.vault.client(), &self.mount, target.serial)
-            .await
-            .map_err(ca_error)?;
-        Ok(answer.revocation_time as i64)
+        match vaultrs::pki::cert::revoke(&*self.vault.client(), &self.mount, target.serial).await {
+            Ok(answer) => Ok(answer.revocation_time as i64),
+            // Vault answers an expired certificate with a warning and no data ("already
+            // expired; refusing to add to CRL"): nothing is left to revoke, and retrying would
+            // hold the revocation up for ever.
+            Err(vaultrs::error::ClientError::ResponseDataEmptyError)
+                if self.expired(target.serial).await =>
+            {
+                tracing::info!(
+                    serial = target.serial,
+                    "already expired: Vault keeps expired certificates off its CRL"
+                );
+                Ok(now_unix())
+            }
+            Err(e) => Err(ca_error(e)),
+        }
     }
 }

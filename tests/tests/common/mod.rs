@@ -409,6 +409,7 @@ fn log_file(servers: &Servers, name: &str) -> Stdio {
 }
 
 /// Direct Vault HTTP access, as an admin or an application would have it.
+#[derive(Clone)]
 pub struct Vault {
     pub addr: String,
     pub token: String,

@@ -1,0 +1,488 @@
+//! The benchmark (`scripts/bench.sh`; ignored by the test suite). Everything is measured in one
+//! run on the same Temporal and OpenBao servers, so the ratios are what to compare:
+//!
+//! 1. issuance through the starter API: N certificates, C at a time, from POST to the record
+//!    in Vault KV: certificates per second, latency p50/p99;
+//! 2. the same server's floors: a no-op workflow with as many activities as certflow's
+//!    issuance schedules, and one with a single activity (in-process worker, default settings);
+//! 3. the same Vault work done directly (transit key, CSR, PKI sign, key export, KV write);
+//! 4. Temporal's cost per issuance and per renewal cycle, read from a real history;
+//! 5. a worker killed (SIGKILL) during 40 issuances and another started 3 s later: time until
+//!    the last certificate is stored, and CA issuances per certificate.
+//!
+//! It prints a table and writes the figures as JSON (`CERTFLOW_BENCH_OUT`).
+
+mod common;
+
+use common::{Servers, Stack, request, unique};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use temporalio_client::{
+    Client, ClientOptions, Connection, ConnectionOptions, WorkflowGetResultOptions,
+    WorkflowStartOptions,
+};
+use temporalio_sdk::activities::{ActivityContext, ActivityError, activities};
+use temporalio_sdk::workflows::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityOptions, Runtime, Worker, WorkerOptions, WorkflowContext, WorkflowContextView,
+    WorkflowResult,
+};
+use tokio::sync::Semaphore;
+
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs `jobs` jobs, `concurrency` at a time; each returns its own latency. Returns the wall
+/// time and the latencies.
+async fn run_jobs<F, Fut>(jobs: usize, concurrency: usize, job: F) -> (Duration, Vec<Duration>)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..jobs {
+        let permit = slots.clone().acquire_owned().await.unwrap();
+        let work = job(i);
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            work.await;
+            drop(permit);
+            t.elapsed()
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.push(t.await.unwrap());
+    }
+    (started.elapsed(), latencies)
+}
+
+fn percentile(latencies: &[Duration], p: f64) -> f64 {
+    let mut sorted: Vec<f64> = latencies.iter().map(Duration::as_secs_f64).collect();
+    sorted.sort_by(f64::total_cmp);
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn throughput(jobs: usize, wall: Duration) -> f64 {
+    jobs as f64 / wall.as_secs_f64()
+}
+
+/// Requests one certificate and waits until its record is in Vault KV (polling Vault, not
+/// Temporal, so the waiting adds no load to the server being measured).
+async fn issue_and_wait(api: &Stack, vault: &common::Vault, id: &str) {
+    let (status, body) = api.post("/v1/certificates", &request(id, "bench")).await;
+    assert_eq!(status, 201, "{body}");
+    let path = format!("secret/data/certflow/apps/bench/default/{id}");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (status, _) = vault.read(&path).await;
+        if status == 200 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id} never stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn temporal_client() -> Client {
+    let address = Servers::from_env().temporal_address;
+    let url = temporalio_client::Url::parse(&format!("http://{address}")).unwrap();
+    let connection = Connection::connect(ConnectionOptions::new(url).build())
+        .await
+        .unwrap();
+    Client::new(connection, ClientOptions::new("default").build()).unwrap()
+}
+
+struct NoopActivities;
+
+#[activities]
+impl NoopActivities {
+    #[activity]
+    async fn step(_ctx: ActivityContext, n: u32) -> Result<u32, ActivityError> {
+        Ok(n)
+    }
+}
+
+/// `steps` activities one after another, doing nothing: what the server costs per step.
+#[workflow]
+struct NoopWorkflow {
+    steps: u32,
+}
+
+#[workflow_methods]
+impl NoopWorkflow {
+    #[init]
+    fn new(_ctx: &WorkflowContextView, steps: u32) -> Self {
+        Self { steps }
+    }
+
+    #[run]
+    async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<u32> {
+        let steps = ctx.state(|s| s.steps);
+        for n in 0..steps {
+            ctx.execute_activity(
+                NoopActivities::step,
+                n,
+                ActivityOptions::start_to_close_timeout(Duration::from_secs(30)),
+            )
+            .await?;
+        }
+        Ok(steps)
+    }
+}
+
+/// Workflows per second of the no-op workflow with `steps` activities.
+async fn noop_floor(client: &Client, queue: &str, steps: u32, jobs: usize, c: usize) -> Value {
+    let (wall, latencies) = run_jobs(jobs, c, |_| {
+        let client = client.clone();
+        let queue = queue.to_string();
+        async move {
+            let options = WorkflowStartOptions::new(queue, unique("noop")).build();
+            let handle = client
+                .start_workflow(NoopWorkflow::run, steps, options)
+                .await
+                .unwrap();
+            handle
+                .get_result(WorkflowGetResultOptions::default())
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    json!({
+        "steps": steps,
+        "per_second": throughput(jobs, wall),
+        "p50_seconds": percentile(&latencies, 0.5),
+        "p99_seconds": percentile(&latencies, 0.99),
+    })
+}
+
+/// certflow's Vault work for one certificate, done directly: transit key, CSR in transit, PKI
+/// sign, key export, KV write.
+async fn direct_vault_work(vault: &common::Vault, i: usize) {
+    let name = format!("bench-direct-{}-{i}", std::process::id());
+    let cn = format!("{name}.test.example.com");
+    let post = |path: String, body: Value| {
+        let vault = vault.clone();
+        async move {
+            let (status, answer) = vault
+                .request(reqwest::Method::POST, &path, Some(body))
+                .await;
+            assert!(status < 300, "{path}: {status} {answer}");
+            answer
+        }
+    };
+    post(
+        format!("transit/keys/{name}"),
+        json!({"type": "ecdsa-p256", "exportable": true}),
+    )
+    .await;
+    let request: certflow_common::CertificateRequest =
+        serde_json::from_value(request(&name, "bench")).unwrap();
+    let template = certflow_activities::csr_template::template_csr(&request).unwrap();
+    let csr = post(
+        format!("transit/keys/{name}/csr"),
+        json!({"version": 1, "csr": template}),
+    )
+    .await;
+    let signed = post(
+        "pki/sign/certflow".to_string(),
+        json!({"csr": csr["data"]["csr"], "common_name": cn, "ttl": "3600s"}),
+    )
+    .await;
+    let (status, key) = vault
+        .read(&format!("transit/export/signing-key/{name}/1"))
+        .await;
+    assert_eq!(status, 200, "{key}");
+    post(
+        format!("secret/data/bench-direct/{name}"),
+        json!({"data": {
+            "certificate": signed["data"]["certificate"],
+            "private_key": key["data"]["keys"]["1"],
+        }}),
+    )
+    .await;
+}
+
+/// Counts by event type in a workflow's history, from `from` on.
+fn history_counts(events: &[Value], from: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for e in &events[from.min(events.len())..] {
+        let kind = e["eventType"].as_str().unwrap_or_default().to_string();
+        *counts.entry(kind).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn events_of(stack: &Stack, id: &str) -> Vec<Value> {
+    let out = stack.temporal(&[
+        "workflow",
+        "show",
+        "--workflow-id",
+        &common::workflow_id(id),
+        "--output",
+        "json",
+    ]);
+    let history: Value = serde_json::from_str(&out).unwrap();
+    history["events"].as_array().cloned().unwrap_or_default()
+}
+
+/// Temporal's cost of a stretch of history, and the actions Temporal Cloud bills for it:
+/// workflow start, each activity task scheduled, each group of local activities run in one
+/// workflow task, each timer, signal, update, search-attribute upsert and child workflow start.
+fn cost(counts: &HashMap<String, usize>, started: bool) -> Value {
+    let n = |kind: &str| {
+        counts
+            .iter()
+            .filter(|(k, _)| k.to_ascii_uppercase().replace('_', "").contains(kind))
+            .map(|(_, v)| *v)
+            .sum::<usize>()
+    };
+    let events: usize = counts.values().sum();
+    let activities = n("ACTIVITYTASKSCHEDULED");
+    let markers = n("MARKERRECORDED");
+    let workflow_tasks = n("WORKFLOWTASKCOMPLETED");
+    let upserts = n("UPSERTWORKFLOWSEARCHATTRIBUTES");
+    let timers = n("TIMERSTARTED");
+    let signals = n("WORKFLOWEXECUTIONSIGNALED");
+    let updates = n("WORKFLOWEXECUTIONUPDATEACCEPTED");
+    let children = n("STARTCHILDWORKFLOWEXECUTIONINITIATED");
+    let continued = n("WORKFLOWEXECUTIONCONTINUEDASNEW");
+    // Local activities are markers; Cloud bills those of one workflow task as one action, and
+    // at most one group per workflow task.
+    let local_groups = markers.min(workflow_tasks);
+    let actions = usize::from(started)
+        + activities
+        + local_groups
+        + upserts
+        + timers
+        + signals
+        + updates
+        + children
+        + continued;
+    json!({
+        "history_events": events,
+        "workflow_tasks": workflow_tasks,
+        "activities": activities,
+        "local_activities": markers,
+        "search_attribute_upserts": upserts,
+        "timers": timers,
+        "actions_estimate": actions,
+    })
+}
+
+/// CA issuances by common name, from one pass over the PKI's certificates.
+async fn issuances_by_cn(vault: &common::Vault) -> HashMap<String, usize> {
+    let (_, list) = vault
+        .request(
+            reqwest::Method::from_bytes(b"LIST").unwrap(),
+            "pki/certs",
+            None,
+        )
+        .await;
+    let mut counts = HashMap::new();
+    for serial in list["data"]["keys"].as_array().cloned().unwrap_or_default() {
+        let (_, cert) = vault
+            .read(&format!("pki/cert/{}", serial.as_str().unwrap()))
+            .await;
+        let pem = cert["data"]["certificate"].as_str().unwrap_or_default();
+        if let Ok((_, p)) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            && let Ok(c) = p.parse_x509()
+            && let Some(cn) = c.subject().iter_common_name().next()
+            && let Ok(cn) = cn.as_str()
+        {
+            *counts.entry(cn.to_string()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "the benchmark: run scripts/bench.sh"]
+async fn benchmark() {
+    let n = setting("CERTFLOW_BENCH_N", 200);
+    let c = setting("CERTFLOW_BENCH_CONCURRENCY", 16);
+    let stack = Stack::start("bench").await;
+    let vault = stack.vault();
+    // Warm up: connections, the PKI role, the worker's caches.
+    for _ in 0..4 {
+        issue_and_wait(&stack, &vault, &unique("warm")).await;
+    }
+
+    // 1. Issuance through the API.
+    let stack = Arc::new(stack);
+    let prefix = unique("b");
+    let (wall, latencies) = run_jobs(n, c, |i| {
+        let stack = stack.clone();
+        let vault = vault.clone();
+        let id = format!("{prefix}-{i}");
+        async move { issue_and_wait(&stack, &vault, &id).await }
+    })
+    .await;
+    let issuance = json!({
+        "certificates": n,
+        "concurrency": c,
+        "per_second": throughput(n, wall),
+        "p50_seconds": percentile(&latencies, 0.5),
+        "p99_seconds": percentile(&latencies, 0.99),
+    });
+
+    // 4. Cost of one issuance, then of one renewal cycle of the same certificate.
+    let sample = format!("{prefix}-0");
+    let events = events_of(&stack, &sample);
+    let issuance_cost = cost(&history_counts(&events, 0), true);
+    let before = events.len();
+    let (status, renewed) = stack
+        .post(&format!("/v1/certificates/{sample}/renew"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{renewed}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let renewal_cost = cost(&history_counts(&events_of(&stack, &sample), before), false);
+    let steps = issuance_cost["activities"].as_u64().unwrap()
+        + issuance_cost["local_activities"].as_u64().unwrap();
+
+    // 2. The server's floors, same server, same N and concurrency.
+    let client = temporal_client().await;
+    let queue = format!("bench-noop-{}", std::process::id());
+    let runtime = Runtime::from_current_tokio(Default::default()).unwrap();
+    let options = WorkerOptions::new(&queue)
+        .register_workflow::<NoopWorkflow>()
+        .unwrap()
+        .register_activities(NoopActivities)
+        .build();
+    let mut worker = Worker::new(&runtime, client.clone(), options).unwrap();
+    let stop = worker.shutdown_handle();
+    let measure = async {
+        let same_steps = noop_floor(&client, &queue, steps as u32, n, c).await;
+        let one_step = noop_floor(&client, &queue, 1, n, c).await;
+        stop();
+        (same_steps, one_step)
+    };
+    let (run, (same_steps, one_step)) = tokio::join!(worker.run(), measure);
+    run.unwrap();
+
+    // 3. The Vault work alone.
+    let (wall, latencies) = run_jobs(n, c, |i| {
+        let vault = vault.clone();
+        async move { direct_vault_work(&vault, i).await }
+    })
+    .await;
+    let direct = json!({
+        "per_second": throughput(n, wall),
+        "p50_seconds": percentile(&latencies, 0.5),
+        "p99_seconds": percentile(&latencies, 0.99),
+    });
+
+    // 5. A worker killed during 40 issuances, another started 3 s later.
+    let mut stack = Arc::try_unwrap(stack).ok().expect("no job holds the stack");
+    let crash = unique("crash");
+    let ids: Vec<String> = (0..40).map(|i| format!("{crash}-{i}")).collect();
+    for id in &ids {
+        let (status, body) = stack.post("/v1/certificates", &request(id, "bench")).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // Kill it once the first is stored: the others are in flight, at every step.
+    let first = format!("secret/data/certflow/apps/bench/default/{}", ids[0]);
+    while vault.read(&first).await.0 != 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stack.kill_worker();
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stack.start_worker();
+    let restarted = Instant::now();
+    for id in &ids {
+        let path = format!("secret/data/certflow/apps/bench/default/{id}");
+        while vault.read(&path).await.0 != 200 {
+            assert!(
+                killed.elapsed() < Duration::from_secs(600),
+                "{id} never stored"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let after_kill = killed.elapsed();
+    let after_restart = restarted.elapsed();
+    let by_cn = issuances_by_cn(&vault).await;
+    let per_certificate: Vec<usize> = ids
+        .iter()
+        .map(|id| {
+            by_cn
+                .get(&format!("{id}.test.example.com"))
+                .copied()
+                .unwrap_or(0)
+        })
+        .collect();
+    let recovery = json!({
+        "certificates": ids.len(),
+        "last_stored_after_kill_seconds": after_kill.as_secs_f64(),
+        "last_stored_after_restart_seconds": after_restart.as_secs_f64(),
+        "ca_issuances_min": per_certificate.iter().min(),
+        "ca_issuances_max": per_certificate.iter().max(),
+    });
+
+    let ratio = |a: &Value, b: &Value| {
+        a["per_second"].as_f64().unwrap() / b["per_second"].as_f64().unwrap()
+    };
+    let results = json!({
+        "issuance": issuance,
+        "noop_same_steps": same_steps,
+        "noop_one_step": one_step,
+        "vault_direct": direct,
+        "ratios": {
+            "issuance_vs_noop_same_steps": ratio(&issuance, &same_steps),
+            "issuance_vs_noop_one_step": ratio(&issuance, &one_step),
+            "issuance_vs_vault_direct": ratio(&issuance, &direct),
+        },
+        "temporal_cost_per_issuance": issuance_cost,
+        "temporal_cost_per_renewal_cycle": renewal_cost,
+        "crash_recovery": recovery,
+    });
+
+    let per_s = |v: &Value| v["per_second"].as_f64().unwrap();
+    println!("\ncertflow benchmark: {n} certificates, {c} at a time\n");
+    println!("| what | per second | p50 s | p99 s | ratio of certflow to it |");
+    println!("|---|---|---|---|---|");
+    for (name, v) in [
+        ("certflow issuance (API POST to KV record)", &issuance),
+        (
+            &*format!(
+                "no-op workflow, {steps} activities (certflow's activities and local activities, as activities)"
+            ),
+            &same_steps,
+        ),
+        ("no-op workflow, 1 activity (the floor)", &one_step),
+        ("the same Vault work, direct", &direct),
+    ] {
+        println!(
+            "| {name} | {:.1} | {:.3} | {:.3} | {:.2} |",
+            per_s(v),
+            v["p50_seconds"].as_f64().unwrap(),
+            v["p99_seconds"].as_f64().unwrap(),
+            per_s(&issuance) / per_s(v)
+        );
+    }
+    println!("\nTemporal per issuance: {issuance_cost}");
+    println!("Temporal per renewal cycle: {renewal_cost}");
+    println!("Crash recovery: {recovery}\n");
+    let out = std::env::var("CERTFLOW_BENCH_OUT")
+        .unwrap_or_else(|_| "target/bench/bench.json".to_string());
+    if let Some(dir) = std::path::Path::new(&out).parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&results).unwrap()).unwrap();
+    assert_eq!(
+        results["crash_recovery"]["ca_issuances_max"],
+        json!(1),
+        "a certificate was issued twice"
+    );
+}
