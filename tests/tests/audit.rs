@@ -41,6 +41,28 @@ fn audit_verify(stack: &Stack, env: &[(String, String)]) -> (bool, String) {
     )
 }
 
+/// A minimal `issued` event with this id, for tests of the store itself.
+fn issued_event(id: &str) -> certflow_common::audit::AuditEvent {
+    certflow_common::audit::AuditEvent {
+        event_id: id.into(),
+        certificate_id: "c".into(),
+        tenant: "t".into(),
+        at_unix: 1,
+        kind: certflow_common::EventKind::Issued,
+        actor: "certflow".into(),
+        cycle: 0,
+        detail: String::new(),
+        issuer: "vault-pki".into(),
+        serial: None,
+        not_after_unix: None,
+        sha256_fingerprint: None,
+        vault_path: None,
+        vault_version: None,
+        servicenow_record: None,
+        client: None,
+    }
+}
+
 fn kinds(records: &Value) -> Vec<String> {
     records
         .as_array()
@@ -321,24 +343,7 @@ async fn postgres_chain_survives_concurrent_and_repeated_appends() {
         start.await.unwrap().expect("concurrent start-up");
     }
     let store = AuditStore::connect(&url).await.unwrap();
-    let event = |id: String| certflow_common::audit::AuditEvent {
-        event_id: id,
-        certificate_id: "c".into(),
-        tenant: "t".into(),
-        at_unix: 1,
-        kind: certflow_common::EventKind::Issued,
-        actor: "certflow".into(),
-        cycle: 0,
-        detail: String::new(),
-        issuer: "vault-pki".into(),
-        serial: None,
-        not_after_unix: None,
-        sha256_fingerprint: None,
-        vault_path: None,
-        vault_version: None,
-        servicenow_record: None,
-        client: None,
-    };
+    let event = |id: String| issued_event(&id);
     let mut tasks = Vec::new();
     for writer in 0..8 {
         let store = store.clone();
@@ -406,24 +411,7 @@ async fn the_api_database_role_can_only_read_the_trail() {
         u.set_path(&format!("/{database}"));
         u.to_string()
     };
-    let event = certflow_common::audit::AuditEvent {
-        event_id: "roles/1".into(),
-        certificate_id: "c".into(),
-        tenant: "t".into(),
-        at_unix: 1,
-        kind: certflow_common::EventKind::Issued,
-        actor: "certflow".into(),
-        cycle: 0,
-        detail: String::new(),
-        issuer: "vault-pki".into(),
-        serial: None,
-        not_after_unix: None,
-        sha256_fingerprint: None,
-        vault_path: None,
-        vault_version: None,
-        servicenow_record: None,
-        client: None,
-    };
+    let event = issued_event("roles/1");
     // The API's role cannot create the schema, so it cannot start as a migrating writer.
     assert!(AuditStore::connect(&as_role("certflow_api")).await.is_err());
     // The worker's role creates it and appends.

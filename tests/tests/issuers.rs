@@ -252,12 +252,13 @@ async fn keyfactor_pending_approval_waits_then_issues_with_oauth() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_lets_the_worker_finish_a_ca_call_under_way() {
+/// A Keyfactor request whose enrolment the CA is answering slowly (`delay_seconds`), returned
+/// once the enrolment has reached the CA.
+async fn enrolment_under_way(name: &str, delay_seconds: u64) -> (KeyfactorDouble, Stack, String) {
     let double = basic_double(3600).await;
-    let mut stack = keyfactor_stack("kf-sigterm", &double, 10.0, 3600).await;
-    double.delay_next_enrolment(Duration::from_secs(6));
-    let id = unique("kfterm");
+    let stack = keyfactor_stack(name, &double, 10.0, 3600).await;
+    double.delay_next_enrolment(Duration::from_secs(delay_seconds));
+    let id = unique(name);
     let (status, body) = stack
         .post("/v1/certificates", &keyfactor_request(&id, 3600, None))
         .await;
@@ -267,6 +268,12 @@ async fn sigterm_lets_the_worker_finish_a_ca_call_under_way() {
         assert!(Instant::now() < deadline, "no enrolment reached the CA");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    (double, stack, id)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_worker_finish_a_ca_call_under_way() {
+    let (double, mut stack, id) = enrolment_under_way("kf-sigterm", 6).await;
     // The CA is answering: stop the worker now.
     let signalled = Instant::now();
     let exit = stack.terminate_worker().await;
@@ -326,20 +333,8 @@ async fn sigterm_lets_the_worker_finish_a_ca_call_under_way() {
 /// ledger keeps the certificate to one.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_mid_ca_call_is_taken_over_within_seconds() {
-    let double = basic_double(3600).await;
-    let mut stack = keyfactor_stack("kf-sigkill", &double, 10.0, 3600).await;
     // Longer than the heartbeat timeout: the call is still under way when the worker dies.
-    double.delay_next_enrolment(Duration::from_secs(30));
-    let id = unique("kfkill");
-    let (status, body) = stack
-        .post("/v1/certificates", &keyfactor_request(&id, 3600, None))
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while double.enrolments_started() == 0 {
-        assert!(Instant::now() < deadline, "no enrolment reached the CA");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (double, mut stack, id) = enrolment_under_way("kf-sigkill", 30).await;
     stack.kill_worker();
     tokio::time::sleep(Duration::from_secs(3)).await;
     stack.start_worker();
