@@ -4,6 +4,8 @@
 #
 #   scripts/bench.sh                       # 200 certificates, 16 at a time
 #   CERTFLOW_BENCH_N=1000 CERTFLOW_BENCH_CONCURRENCY=32 scripts/bench.sh
+#   CERTFLOW_BENCH_SLEEPING=100000 scripts/bench.sh       # the 100,000-certificate manual run
+#   CERTFLOW_BENCH_STORM=10000 CERTFLOW_BENCH_STORM_RATE=25 scripts/bench.sh
 #
 # Every figure is measured in the same run, on the same servers, so the ratios between them
 # are what to compare across machines.
@@ -20,6 +22,8 @@ trap 'stop_servers "$dir"; rm -rf "$dir"' EXIT
 start_test_servers "$dir"
 
 export CERTFLOW_BIN_DIR="$CERTFLOW_ROOT/target/release"
+export CERTFLOW_BENCH_TEMPORAL_PID="$(cat "$dir/temporal.pid")"
+export CERTFLOW_BENCH_TEMPORAL_DB="$dir/temporal.db"
 export CERTFLOW_BENCH_OUT="${CERTFLOW_BENCH_OUT:-$CERTFLOW_ROOT/target/bench/bench.json}"
 log "running the benchmark (worker and API logs: target/test-logs/)"
 cargo test --release -p certflow-tests --test bench -- --ignored --nocapture --test-threads 1

@@ -40,7 +40,7 @@ wait_for() {
 CERTFLOW_SEARCH_ATTRIBUTES=(
   CertflowTenant=Keyword CertflowApplication=Keyword CertflowIssuer=Keyword
   CertflowCommonName=Keyword CertflowServiceNowRecord=Keyword CertflowIdempotencyKey=Keyword
-  CertflowState=Keyword CertflowSerial=Keyword CertflowNotAfter=Datetime
+  CertflowState=Keyword CertflowSerial=Keyword CertflowNotAfter=Datetime CertflowChangedAt=Datetime
 )
 
 start_temporal() {

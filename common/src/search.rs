@@ -19,9 +19,13 @@ pub const STATE: SearchAttributeKey<String> = SearchAttributeKey::keyword("Certf
 pub const SERIAL: SearchAttributeKey<String> = SearchAttributeKey::keyword("CertflowSerial");
 pub const NOT_AFTER: SearchAttributeKey<Timestamp> =
     SearchAttributeKey::datetime("CertflowNotAfter");
+/// When the workflow last changed what it lists (workflow time): the API's metrics index
+/// reads only certificates changed since its last look.
+pub const CHANGED_AT: SearchAttributeKey<Timestamp> =
+    SearchAttributeKey::datetime("CertflowChangedAt");
 
 /// Every attribute with its type, as `temporal operator search-attribute create` wants them.
-pub const ALL: [(&str, &str); 9] = [
+pub const ALL: [(&str, &str); 10] = [
     ("CertflowTenant", "Keyword"),
     ("CertflowApplication", "Keyword"),
     ("CertflowIssuer", "Keyword"),
@@ -31,6 +35,7 @@ pub const ALL: [(&str, &str); 9] = [
     ("CertflowState", "Keyword"),
     ("CertflowSerial", "Keyword"),
     ("CertflowNotAfter", "Datetime"),
+    ("CertflowChangedAt", "Datetime"),
 ];
 
 #[cfg(test)]

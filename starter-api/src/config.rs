@@ -17,6 +17,12 @@ pub struct ApiConfig {
     /// `CERTFLOW_AUDIT_DATABASE_URL`, shared with the worker (default
     /// `sqlite://certflow-audit.db`).
     pub audit_database_url: String,
+    /// `CERTFLOW_METRICS_DETAIL_SECONDS` (default 30 days): active certificates expiring
+    /// later than this get no per-certificate series in `/metrics`, only the aggregates.
+    pub metrics_detail_seconds: i64,
+    /// `CERTFLOW_METRICS_RESYNC_SECONDS` (default 300): how often `/metrics`' index of the
+    /// fleet is reloaded in full; scrapes in between read only what changed.
+    pub metrics_resync_seconds: u64,
 }
 
 impl ApiConfig {
@@ -30,6 +36,25 @@ impl ApiConfig {
             issuers: IssuersConfig::from_env()?,
             audit_database_url: var("CERTFLOW_AUDIT_DATABASE_URL")
                 .unwrap_or_else(|| "sqlite://certflow-audit.db".into()),
+            metrics_detail_seconds: seconds(
+                "CERTFLOW_METRICS_DETAIL_SECONDS",
+                crate::metrics::DEFAULT_DETAIL_SECONDS as u64,
+            )? as i64,
+            metrics_resync_seconds: seconds("CERTFLOW_METRICS_RESYNC_SECONDS", 300)?.max(1),
         })
+    }
+}
+
+/// A number of seconds from the environment, at most ten years; a bad value is an error.
+fn seconds(name: &str, default: u64) -> Result<u64> {
+    match std::env::var(name).ok().filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n <= 10 * 365 * 86_400)
+            .ok_or_else(|| {
+                anyhow::anyhow!("{name} must be a number of seconds (at most ten years)")
+            }),
     }
 }

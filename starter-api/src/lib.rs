@@ -9,6 +9,7 @@ pub mod auth;
 pub mod clients;
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod guard;
 pub mod identity;
 pub mod listing;

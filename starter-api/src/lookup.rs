@@ -65,6 +65,15 @@ pub(crate) async fn find(
     if let Some(found) = describe(state, workflow_id(tenant, id)).await? {
         return Ok(Some(found));
     }
+    find_legacy(state, tenant, id).await
+}
+
+/// The lifecycle release 1 started for `id` under its old workflow id, if the tenant owns it.
+pub(crate) async fn find_legacy(
+    state: &AppState,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<Found>, ApiError> {
     let Some(found) = describe(state, legacy_workflow_id(id)).await? else {
         return Ok(None);
     };

@@ -1,17 +1,28 @@
-//! `/metrics` of the starter API: per-certificate expiry and readiness, in the spirit of
-//! cert-manager's `certmanager_certificate_expiration_timestamp_seconds`. They are read from
-//! Temporal visibility (the search attributes the workflows keep up to date) at each scrape,
-//! so they are right whichever worker handled a certificate and survive restarts. Scraping
-//! needs a client with `read`; a client with a tenant sees its tenant's certificates only.
+//! `/metrics` of the starter API: certificate expiry and readiness, in the spirit of
+//! cert-manager's `certmanager_certificate_expiration_timestamp_seconds`, read from the fleet
+//! index (`fleet.rs`), so a scrape costs the same at 100 certificates and at 100,000.
+//!
+//! Every certificate counts in the aggregate series (by tenant, issuer and state, and by how
+//! soon it expires). Per-certificate series are kept for the certificates an operator must
+//! act on: those not `active`, and those expiring within `CERTFLOW_METRICS_DETAIL_SECONDS`
+//! (default 30 days). An active certificate far from expiry renews on its own; a series for
+//! each of them would only make Prometheus store the fleet. Scraping needs a client with
+//! `read`; a client with a tenant sees its tenant's certificates only.
 
 use crate::clients::{Caller, Permission};
 use crate::error::ApiError;
-use crate::listing::{self, CertificateSummary};
+use crate::listing::CertificateSummary;
 use crate::routes::AppState;
 use axum::Extension;
 use axum::extract::State;
-use certflow_common::{Phase, WORKFLOW_TYPE, search};
-use prometheus::{GaugeVec, Opts, Registry, TextEncoder};
+use certflow_common::Phase;
+use prometheus::{GaugeVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::collections::BTreeMap;
+
+/// Default of `CERTFLOW_METRICS_DETAIL_SECONDS`.
+pub const DEFAULT_DETAIL_SECONDS: i64 = 30 * 86_400;
+/// The expiry horizons of `certflow_certificates_expiring`.
+const HORIZONS: [(&str, i64); 3] = [("1d", 86_400), ("7d", 7 * 86_400), ("30d", 30 * 86_400)];
 
 const LABELS: [&str; 5] = [
     "certificate_id",
@@ -26,57 +37,109 @@ pub async fn metrics(
     Extension(caller): Extension<Caller>,
 ) -> Result<String, ApiError> {
     caller.require(Permission::Read)?;
-    let mut query = format!("WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'");
-    if let Some(tenant) = &caller.tenant {
-        query.push_str(&format!(" AND {} = '{tenant}'", search::TENANT.name()));
-    }
-    let mut certificates = Vec::new();
-    let mut token = Vec::new();
-    loop {
-        let (page, next) = listing::list_page(&state, query.clone(), 1000, token).await?;
-        certificates.extend(page.into_iter().map(listing::summarize));
-        if next.is_empty() {
-            break;
-        }
-        token = next;
-    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    render(&certificates, now).map_err(|e| ApiError::Unavailable(format!("encoding metrics: {e}")))
+    let fleet = state.fleet.current(&state).await?;
+    let visible = fleet
+        .certificates
+        .values()
+        .filter(|c| caller.tenant.is_none() || c.tenant == caller.tenant);
+    render(
+        visible,
+        now,
+        state.metrics_detail_seconds,
+        now - fleet.loaded_at_unix,
+    )
+    .map_err(|e| ApiError::Unavailable(format!("encoding metrics: {e}")))
 }
 
-fn render(certificates: &[CertificateSummary], now: i64) -> prometheus::Result<String> {
+/// Whether a certificate gets its own series: it is not simply active, or it expires soon.
+fn needs_detail(c: &CertificateSummary, now: i64, detail_seconds: i64) -> bool {
+    let active = c.state.as_deref().and_then(Phase::parse) == Some(Phase::Active);
+    !active
+        || c.not_after_unix
+            .is_none_or(|t| t < now.saturating_add(detail_seconds))
+}
+
+fn render<'a>(
+    certificates: impl Iterator<Item = &'a CertificateSummary>,
+    now: i64,
+    detail_seconds: i64,
+    index_age_seconds: i64,
+) -> prometheus::Result<String> {
     let registry = Registry::new();
-    let expiry = GaugeVec::new(
-        Opts::new(
-            "certflow_certificate_expiration_timestamp_seconds",
-            "The date after which the current certificate expires, in seconds since the Unix epoch.",
-        ),
+    let gauge = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<GaugeVec> {
+        let g = GaugeVec::new(Opts::new(name, help), labels)?;
+        registry.register(Box::new(g.clone()))?;
+        Ok(g)
+    };
+    let count = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
+        let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+        registry.register(Box::new(g.clone()))?;
+        Ok(g)
+    };
+    let expiry = gauge(
+        "certflow_certificate_expiration_timestamp_seconds",
+        "The date after which the current certificate expires, in seconds since the Unix epoch (certificates not active, or expiring within the detail window).",
         &LABELS,
     )?;
-    let ready = GaugeVec::new(
-        Opts::new(
-            "certflow_certificate_ready_status",
-            "1 if an unexpired certificate is in force (active, renewing, or renewal_failed), else 0.",
-        ),
+    let ready = gauge(
+        "certflow_certificate_ready_status",
+        "1 if an unexpired certificate is in force (active, renewing, or renewal_failed), else 0 (certificates not active, or expiring within the detail window).",
         &LABELS,
     )?;
-    let renewal_failed = GaugeVec::new(
-        Opts::new(
-            "certflow_certificate_renewal_failed",
-            "1 while the certificate's renewal keeps failing (the current one stays in force until it expires), else 0.",
-        ),
+    let renewal_failed = gauge(
+        "certflow_certificate_renewal_failed",
+        "1 while the certificate's renewal keeps failing (the current one stays in force until it expires), else 0 (certificates not active, or expiring within the detail window).",
         &LABELS,
     )?;
-    registry.register(Box::new(expiry.clone()))?;
-    registry.register(Box::new(ready.clone()))?;
-    registry.register(Box::new(renewal_failed.clone()))?;
+    let by_state = count(
+        "certflow_certificates",
+        "Running certificate lifecycles, by tenant, issuer and state.",
+        &["tenant", "issuer", "state"],
+    )?;
+    let expiring = count(
+        "certflow_certificates_expiring",
+        "Running certificate lifecycles whose current certificate expires within the horizon (expired ones included).",
+        &["tenant", "issuer", "within"],
+    )?;
+    let window = IntGauge::new(
+        "certflow_metrics_detail_window_seconds",
+        "Active certificates expiring later than this get no per-certificate series.",
+    )?;
+    let age = IntGauge::new(
+        "certflow_metrics_index_age_seconds",
+        "Seconds since the fleet index was last reloaded in full (deltas bring it up to date at each scrape).",
+    )?;
+    registry.register(Box::new(window.clone()))?;
+    registry.register(Box::new(age.clone()))?;
+    window.set(detail_seconds);
+    age.set(index_age_seconds.max(0));
+
+    let mut tallies: BTreeMap<(&str, &str, &str), i64> = BTreeMap::new();
+    let mut soon: BTreeMap<(&str, &str, &str), i64> = BTreeMap::new();
     for c in certificates {
+        let tenant = c.tenant.as_deref().unwrap_or("");
+        let issuer = c.issuer.as_deref().unwrap_or("");
+        *tallies
+            .entry((tenant, issuer, c.state.as_deref().unwrap_or("requested")))
+            .or_default() += 1;
+        for (name, seconds) in HORIZONS {
+            let entry = soon.entry((tenant, issuer, name)).or_default();
+            if c.not_after_unix
+                .is_some_and(|t| t < now.saturating_add(seconds))
+            {
+                *entry += 1;
+            }
+        }
+        if !needs_detail(c, now, detail_seconds) {
+            continue;
+        }
         let labels = [
             c.certificate_id.as_str(),
-            c.tenant.as_deref().unwrap_or(""),
-            c.issuer.as_deref().unwrap_or(""),
+            tenant,
+            issuer,
             c.application.as_deref().unwrap_or(""),
             c.common_name.as_deref().unwrap_or(""),
         ];
@@ -94,5 +157,66 @@ fn render(certificates: &[CertificateSummary], now: i64) -> prometheus::Result<S
             .with_label_values(&labels)
             .set(if failing { 1.0 } else { 0.0 });
     }
+    for ((tenant, issuer, state), n) in tallies {
+        by_state.with_label_values(&[tenant, issuer, state]).set(n);
+    }
+    for ((tenant, issuer, within), n) in soon {
+        expiring.with_label_values(&[tenant, issuer, within]).set(n);
+    }
     TextEncoder::new().encode_to_string(&registry.gather())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn certificate(id: &str, state: &str, not_after_unix: Option<i64>) -> CertificateSummary {
+        CertificateSummary {
+            certificate_id: id.into(),
+            tenant: Some("acme".into()),
+            execution_status: "running".into(),
+            state: Some(state.into()),
+            application: Some("payments".into()),
+            issuer: Some("vault".into()),
+            common_name: Some(format!("{id}.example.com")),
+            serial: None,
+            not_after_unix,
+            servicenow_number: None,
+        }
+    }
+
+    #[test]
+    fn only_certificates_to_act_on_get_their_own_series_and_all_are_counted() {
+        let now = 1_000_000_000;
+        let day = 86_400;
+        let fleet = [
+            certificate("far", "active", Some(now + 60 * day)),
+            certificate("soon", "active", Some(now + 2 * day)),
+            certificate("failing", "renewal_failed", Some(now + 60 * day)),
+            certificate("waiting", "awaiting_approval", None),
+        ];
+        let text = render(fleet.iter(), now, 30 * day, 5).unwrap();
+        let has = |name: &str, id: &str| {
+            text.lines()
+                .any(|l| l.starts_with(name) && l.contains(&format!("certificate_id=\"{id}\"")))
+        };
+        assert!(!has("certflow_certificate_ready_status", "far"), "{text}");
+        for id in ["soon", "failing", "waiting"] {
+            assert!(has("certflow_certificate_ready_status", id), "{id}: {text}");
+        }
+        let line = |l: &str| text.lines().any(|x| x == l);
+        assert!(line(
+            r#"certflow_certificates{issuer="vault",state="active",tenant="acme"} 2"#
+        ));
+        assert!(line(
+            r#"certflow_certificates{issuer="vault",state="renewal_failed",tenant="acme"} 1"#
+        ));
+        assert!(line(
+            r#"certflow_certificates_expiring{issuer="vault",tenant="acme",within="7d"} 1"#
+        ));
+        assert!(line(
+            r#"certflow_certificates_expiring{issuer="vault",tenant="acme",within="30d"} 1"#
+        ));
+        assert!(line("certflow_metrics_index_age_seconds 5"), "{text}");
+    }
 }

@@ -32,6 +32,11 @@ pub struct AppState {
     pub audit: AuditStore,
     /// Failed authentications, per source and user.
     pub guard: Arc<crate::guard::FailureGuard>,
+    /// Running certificates for `/metrics`, kept up to date incrementally.
+    pub fleet: Arc<crate::fleet::FleetIndex>,
+    /// `CERTFLOW_METRICS_DETAIL_SECONDS`: active certificates expiring later get no
+    /// per-certificate series.
+    pub metrics_detail_seconds: i64,
 }
 
 pub fn router(state: AppState) -> Router {

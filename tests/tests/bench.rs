@@ -8,13 +8,19 @@
 //! 3. the same Vault work done directly (transit key, CSR, PKI sign, key export, KV write);
 //! 4. Temporal's cost per issuance and per renewal cycle, read from a real history;
 //! 5. a worker killed (SIGKILL) during 40 issuances and another started 3 s later: time until
-//!    the last certificate is stored, and CA issuances per certificate.
+//!    the last certificate is stored, and CA issuances per certificate;
+//! 6. scale: S sleeping certificates (`CERTFLOW_BENCH_SLEEPING`, default 1000): memory and idle
+//!    CPU of worker, API and Temporal, the database's size, `/metrics` and listing times;
+//! 7. a renewal storm: M certificates (`CERTFLOW_BENCH_STORM`, default 200) renewed at once
+//!    under an issuer limit of R calls per second (`CERTFLOW_BENCH_STORM_RATE`, default 20):
+//!    time to renew all against M/R, the most the CA issued in any one second, and how far
+//!    apart the fleet's next renewals are (jitter).
 //!
 //! It prints a table and writes the figures as JSON (`CERTFLOW_BENCH_OUT`).
 
 mod common;
 
-use common::{Servers, Stack, request, unique};
+use common::{Servers, Stack, StackOptions, TEST_LIMITS, request, unique};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -306,6 +312,171 @@ async fn issuances_by_cn(vault: &common::Vault) -> HashMap<String, usize> {
     counts
 }
 
+/// Resident memory of a process in MiB, from /proc.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// CPU seconds a process has used so far (user and system), from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Times one authenticated GET of the API; returns (seconds, bytes).
+async fn timed_get(stack: &Stack, path: &str) -> (f64, usize) {
+    let started = Instant::now();
+    let body = reqwest::Client::new()
+        .get(format!("{}{path}", stack.api_url))
+        .bearer_auth(common::API_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    (started.elapsed().as_secs_f64(), body.len())
+}
+
+/// 6. S certificates issued and left asleep: what holding them costs.
+async fn sleeping_fleet(stack: &Arc<Stack>, vault: &common::Vault, s: usize, c: usize) -> Value {
+    let prefix = unique("sleep");
+    let issued = Instant::now();
+    run_jobs(s, c, |i| {
+        let stack = stack.clone();
+        let vault = vault.clone();
+        let id = format!("{prefix}-{i}");
+        async move { issue_and_wait(&stack, &vault, &id).await }
+    })
+    .await;
+    let issue_seconds = issued.elapsed().as_secs_f64();
+    // Let the last workflow tasks and audit writes settle before measuring rest.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (worker, api) = stack.pids();
+    let worker = worker.expect("worker running");
+    let temporal: Option<u32> = std::env::var("CERTFLOW_BENCH_TEMPORAL_PID")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let pids = [Some(worker), Some(api), temporal];
+    let before: Vec<f64> = pids.iter().map(|p| p.map_or(0.0, cpu_seconds)).collect();
+    let idle = Duration::from_secs(10);
+    tokio::time::sleep(idle).await;
+    let idle_cpu: Vec<f64> = pids
+        .iter()
+        .zip(&before)
+        .map(|(p, b)| p.map_or(0.0, |p| (cpu_seconds(p) - b) / idle.as_secs_f64()))
+        .collect();
+    // The API's first scrape after its start loads the index in full (what every scrape cost
+    // before the index); later scrapes read only what changed.
+    let first = timed_get(stack, "/metrics").await;
+    let mut steady = Vec::new();
+    for _ in 0..5 {
+        steady.push(timed_get(stack, "/metrics").await);
+    }
+    let steady_seconds = steady.iter().map(|x| x.0).fold(0.0, f64::max);
+    let listing = timed_get(stack, "/v1/certificates?page_size=200").await;
+    let database = std::env::var("CERTFLOW_BENCH_TEMPORAL_DB")
+        .ok()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len());
+    json!({
+        "sleeping_certificates": s,
+        "issue_seconds": issue_seconds,
+        "worker_rss_mib": rss_mib(worker),
+        "api_rss_mib": rss_mib(api),
+        "temporal_rss_mib": temporal.map_or(0.0, rss_mib),
+        "worker_idle_cpu": idle_cpu[0],
+        "api_idle_cpu": idle_cpu[1],
+        "temporal_idle_cpu": idle_cpu[2],
+        "temporal_database_mib": database as f64 / 1048576.0,
+        "metrics_first_scrape_seconds": first.0,
+        "metrics_first_scrape_bytes": first.1,
+        "metrics_scrape_seconds": steady_seconds,
+        "metrics_scrape_bytes": steady.last().map_or(0, |x| x.1),
+        "listing_200_seconds": listing.0,
+    })
+}
+
+/// 7. M certificates of an issuer limited to R calls per second, all renewed at once.
+async fn renewal_storm(m: usize, rate: f64, c: usize) -> Value {
+    let issuers = format!(
+        "[issuers.vault-pki]\nkind = \"vault-pki\"\nlimits = {{ calls_per_second = {rate}, {TEST_LIMITS} }}\n"
+    );
+    let stack = Arc::new(
+        Stack::start_with(
+            "bench-storm",
+            StackOptions {
+                issuers_toml: Some(issuers),
+                ..Default::default()
+            },
+        )
+        .await,
+    );
+    let vault = stack.vault();
+    let prefix = unique("storm");
+    let ids: Vec<String> = (0..m).map(|i| format!("{prefix}-{i}")).collect();
+    run_jobs(m, c, |i| {
+        let stack = stack.clone();
+        let vault = vault.clone();
+        let id = ids[i].clone();
+        async move { issue_and_wait(&stack, &vault, &id).await }
+    })
+    .await;
+    // Every certificate due at the same moment (as after a CA compromise): renew_now for all.
+    let started = Instant::now();
+    let (wall, _) = run_jobs(m, m, |i| {
+        let stack = stack.clone();
+        let id = ids[i].clone();
+        async move {
+            let (status, body) = stack
+                .post(&format!("/v1/certificates/{id}/renew"), &json!({}))
+                .await;
+            assert_eq!(status, 200, "{id}: {body}");
+        }
+    })
+    .await;
+    let storm_seconds = wall.as_secs_f64();
+    let _ = started;
+    // The CA's own view: the new certificates' notBefore (a constant backdate from issuance).
+    let mut per_second: HashMap<i64, usize> = HashMap::new();
+    let mut next_renewals = Vec::new();
+    for id in &ids {
+        let (_, state) = stack.get(&format!("/v1/certificates/{id}")).await;
+        if let Some(t) = state["current"]["not_before_unix"].as_i64() {
+            *per_second.entry(t).or_default() += 1;
+        }
+        if let Some(t) = state["renew_at_unix"].as_i64() {
+            next_renewals.push(t);
+        }
+    }
+    let spread = next_renewals.iter().max().zip(next_renewals.iter().min());
+    let ideal = m as f64 / rate;
+    json!({
+        "certificates": m,
+        "calls_per_second": rate,
+        "storm_seconds": storm_seconds,
+        "ideal_seconds": ideal,
+        "storm_vs_ideal": storm_seconds / ideal,
+        "last_renewal_late_seconds": (storm_seconds - ideal).max(0.0),
+        "ca_max_issued_in_one_second": per_second.values().max(),
+        "next_renewals_spread_seconds": spread.map(|(a, b)| a - b),
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "the benchmark: run scripts/bench.sh"]
 async fn benchmark() {
@@ -382,6 +553,10 @@ async fn benchmark() {
         "p99_seconds": percentile(&latencies, 0.99),
     });
 
+    // 6. Scale: a sleeping fleet.
+    let sleeping = setting("CERTFLOW_BENCH_SLEEPING", 1000);
+    let scale = sleeping_fleet(&stack, &vault, sleeping, c).await;
+
     // 5. A worker killed during 40 issuances, another started 3 s later.
     let mut stack = Arc::try_unwrap(stack).ok().expect("no job holds the stack");
     let crash = unique("crash");
@@ -430,6 +605,15 @@ async fn benchmark() {
         "ca_issuances_max": per_certificate.iter().max(),
     });
 
+    // 7. A renewal storm under a CA limit, on a stack of its own.
+    drop(stack);
+    let storm = renewal_storm(
+        setting("CERTFLOW_BENCH_STORM", 200),
+        setting("CERTFLOW_BENCH_STORM_RATE", 20) as f64,
+        c,
+    )
+    .await;
+
     let ratio = |a: &Value, b: &Value| {
         a["per_second"].as_f64().unwrap() / b["per_second"].as_f64().unwrap()
     };
@@ -446,6 +630,8 @@ async fn benchmark() {
         "temporal_cost_per_issuance": issuance_cost,
         "temporal_cost_per_renewal_cycle": renewal_cost,
         "crash_recovery": recovery,
+        "scale": scale,
+        "renewal_storm": storm,
     });
 
     let per_s = |v: &Value| v["per_second"].as_f64().unwrap();
@@ -473,7 +659,9 @@ async fn benchmark() {
     }
     println!("\nTemporal per issuance: {issuance_cost}");
     println!("Temporal per renewal cycle: {renewal_cost}");
-    println!("Crash recovery: {recovery}\n");
+    println!("Crash recovery: {recovery}");
+    println!("Scale: {scale}");
+    println!("Renewal storm: {storm}\n");
     let out = std::env::var("CERTFLOW_BENCH_OUT")
         .unwrap_or_else(|_| "target/bench/bench.json".to_string());
     if let Some(dir) = std::path::Path::new(&out).parent() {

@@ -202,6 +202,16 @@ async fn metrics_report_expiry_readiness_and_counts() {
         },
     )
     .await;
+    let http = reqwest::Client::new();
+    let api = |auth: bool| {
+        let mut r = http.get(format!("{}/metrics", stack.api_url));
+        if auth {
+            r = r.bearer_auth(API_TOKEN);
+        }
+        r.send()
+    };
+    // A first scrape loads the index; what follows must arrive through its deltas.
+    assert_eq!(api(true).await.unwrap().status(), 200);
     let id = unique("metrics");
     let issued = stack.issue(&request(&id, "payments")).await;
     let revoked = unique("metrics-rev");
@@ -214,14 +224,6 @@ async fn metrics_report_expiry_readiness_and_counts() {
         .await;
     assert_eq!(status, 200);
 
-    let http = reqwest::Client::new();
-    let api = |auth: bool| {
-        let mut r = http.get(format!("{}/metrics", stack.api_url));
-        if auth {
-            r = r.bearer_auth(API_TOKEN);
-        }
-        r.send()
-    };
     assert_eq!(api(false).await.unwrap().status(), 401);
     let body = api(true).await.unwrap().text().await.unwrap();
     let line = |name: &str, certificate: &str| {
@@ -242,6 +244,13 @@ async fn metrics_report_expiry_readiness_and_counts() {
         line("certflow_certificate_ready_status", &revoked),
         Some(1.0)
     );
+    // Every running certificate is counted, by tenant, issuer and state.
+    let active: i64 = body
+        .lines()
+        .filter(|l| l.starts_with("certflow_certificates{") && l.contains("state=\"active\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert!(active >= 1, "{body}");
 
     let worker = http
         .get(format!("http://127.0.0.1:{metrics_port}/metrics"))

@@ -41,9 +41,19 @@ async fn main() -> Result<()> {
         .await
         .context("connecting to Temporal")?;
     let client = Client::new(connection, client_options).context("creating the Temporal client")?;
+    check_search_attributes(&client).await?;
 
     let runtime = Runtime::from_current_tokio(Default::default())?;
+    // Sleeping lifecycles beyond the cache are replayed when they wake: memory stays bounded
+    // whatever the fleet's size.
+    let cache = match std::env::var("CERTFLOW_WORKFLOW_CACHE") {
+        Ok(v) => v
+            .parse::<usize>()
+            .map_err(|_| anyhow!("CERTFLOW_WORKFLOW_CACHE must be a number of workflows"))?,
+        Err(_) => 1000,
+    };
     let main_options = WorkerOptions::new(&task_queue)
+        .max_cached_workflows(cache)
         .register_workflow::<CertificateLifecycle>()?
         .register_workflow::<ServiceNowReporter>()?
         .register_activities(activities.clone())
@@ -73,6 +83,36 @@ async fn main() -> Result<()> {
     futures::future::try_join_all(workers.iter_mut().map(|w| w.run()))
         .await
         .context("worker stopped with an error")?;
+    Ok(())
+}
+
+/// Refuses to start while a search attribute the workflows upsert is not registered: the
+/// server would fail every workflow task that upserts it, stalling every lifecycle.
+async fn check_search_attributes(client: &Client) -> Result<()> {
+    use temporalio_client::{NamespacedClient, tonic};
+    use temporalio_common::protos::temporal::api::operatorservice::v1::ListSearchAttributesRequest;
+    let request = ListSearchAttributesRequest {
+        namespace: client.namespace(),
+    };
+    let registered = client
+        .connection()
+        .operator_service()
+        .list_search_attributes(tonic::Request::new(request))
+        .await
+        .map_err(|e| anyhow!("listing search attributes: {}", e.message()))?
+        .into_inner()
+        .custom_attributes;
+    let missing: Vec<String> = certflow_common::search::ALL
+        .iter()
+        .filter(|(name, _)| !registered.contains_key(*name))
+        .map(|(name, kind)| format!("{name} ({kind})"))
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "search attributes not registered on the namespace: {}; register each with `temporal operator search-attribute create --name <name> --type <type>`",
+            missing.join(", ")
+        );
+    }
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Fast tests of the lifecycle workflow with fake activities (see `fakes/`): every path of a
 //! lifecycle, and the answer to every command in every phase, against a real Temporal server
 //! in seconds. With `CERTFLOW_RECORD_HISTORIES=<dir>`, each test also writes its histories
-//! there; `tests/histories/v2/` holds such a recording, replayed by `replay.rs`.
+//! there; `tests/histories/v3/` holds such a recording, replayed by `replay.rs`.
 
 mod fakes;
 

@@ -1,7 +1,8 @@
 //! Replay tests: every recorded history in `tests/histories/` must replay against today's
 //! workflow code without a nondeterminism error. `v1/` holds histories recorded from the
 //! previous release (running workflows that a new worker must finish correctly); `v2/` holds
-//! one history per lifecycle path of the current code. Recording: see `record_histories`.
+//! one history per lifecycle path before the `lean-cycle` patch, `v3/` after it (the current
+//! code). Recording: see `record_histories`.
 
 use certflow_workflows::{CertificateLifecycle, ServiceNowReporter};
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOption
 fn histories() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/histories");
     let mut files = Vec::new();
-    for dir in ["v1", "v2"] {
+    for dir in ["v1", "v2", "v3"] {
         let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
             continue;
         };

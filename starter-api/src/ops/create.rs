@@ -88,7 +88,9 @@ pub async fn create_certificate(
             })?;
         return same_request_or_conflict(found, created, &fingerprint);
     }
-    if let Some(found) = lookup::find(&state, &tenant, &request.certificate_id).await? {
+    // An id taken under today's workflow id is refused by the start itself (answered below);
+    // one of release 1 lives under its old id, which only a lookup finds.
+    if let Some(found) = lookup::find_legacy(&state, &tenant, &request.certificate_id).await? {
         return same_request_or_conflict(found, created, &fingerprint);
     }
     if let Some(replaced) = &request.replaces

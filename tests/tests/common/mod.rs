@@ -240,6 +240,11 @@ impl Stack {
         terminate(&mut child).await
     }
 
+    /// Process ids of the worker (while it runs) and the API, for measuring them.
+    pub fn pids(&self) -> (Option<u32>, u32) {
+        (self.worker.as_ref().map(Child::id), self.api.id())
+    }
+
     /// SIGKILL: no graceful shutdown, in-flight activities die mid-call.
     pub fn kill_worker(&mut self) {
         let mut child = self.worker.take().expect("worker running");

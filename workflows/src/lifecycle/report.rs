@@ -71,20 +71,53 @@ pub(crate) async fn start_reporter(ctx: &mut WorkflowContext<CertificateLifecycl
         .await;
 }
 
+/// Patch: a step on the way (issuing, renewing) is reported to ServiceNow but not upserted to
+/// the search attributes, and the audit outbox waits for the outcome, so a renewal cycle costs
+/// one upsert and one group of local activities (`lean_cycle`).
+pub(crate) const LEAN_CYCLE: &str = "lean-cycle";
+
+/// Whether this run follows `LEAN_CYCLE`; runs recorded before it keep their commands.
+pub(crate) fn lean_cycle(ctx: &mut WorkflowContext<CertificateLifecycle>) -> bool {
+    ctx.patched(LEAN_CYCLE)
+}
+
 /// Publishes the state if phase or current serial changed since it was last published.
 pub(crate) async fn publish(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
+    publish_as(ctx, true).await
+}
+
+/// Publishes a step on the way to ServiceNow only: the listing shows it once it settles, or
+/// when the CA holds the request (then `publish` lists it).
+pub(crate) async fn publish_progress(
+    ctx: &mut WorkflowContext<CertificateLifecycle>,
+) -> WorkflowResult<()> {
+    publish_as(ctx, false).await
+}
+
+async fn publish_as(
+    ctx: &mut WorkflowContext<CertificateLifecycle>,
+    list: bool,
+) -> WorkflowResult<()> {
     let (phase, current) = ctx.state(|s| (s.phase, s.current.clone()));
     let serial = current.as_ref().map(|c| c.serial.clone());
-    if ctx.state(|s| s.reported.as_ref() == Some(&(phase, serial.clone()))) {
+    let shown = Some((phase, serial.clone()));
+    if list && ctx.state(|s| s.listed != shown) {
+        ctx.state_mut(|s| s.listed = shown.clone());
+        let mut attributes = vec![
+            search::STATE.value_set(phase.as_str().to_string()),
+            // Lets the API's metrics index read only what changed since its last look.
+            search::CHANGED_AT.value_set(Timestamp::new(now(ctx), 0)),
+        ];
+        if let Some(c) = current {
+            attributes.push(search::SERIAL.value_set(c.serial));
+            attributes.push(search::NOT_AFTER.value_set(Timestamp::new(c.not_after_unix, 0)));
+        }
+        ctx.upsert_search_attributes(attributes);
+    }
+    if ctx.state(|s| s.reported == shown) {
         return Ok(());
     }
-    ctx.state_mut(|s| s.reported = Some((phase, serial)));
-    let mut attributes = vec![search::STATE.value_set(phase.as_str().to_string())];
-    if let Some(c) = current {
-        attributes.push(search::SERIAL.value_set(c.serial));
-        attributes.push(search::NOT_AFTER.value_set(Timestamp::new(c.not_after_unix, 0)));
-    }
-    ctx.upsert_search_attributes(attributes);
+    ctx.state_mut(|s| s.reported = shown);
     if ctx.state(|s| s.request.servicenow.is_none() || s.write_back_off) {
         return Ok(());
     }

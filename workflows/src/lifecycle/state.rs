@@ -66,6 +66,9 @@ pub struct CertificateLifecycle {
     pub(crate) write_back_off: bool,
     /// Phase and serial last published (search attributes, ServiceNow).
     pub(crate) reported: Option<(Phase, Option<String>)>,
+    /// Phase and serial the search attributes show (since `lean-cycle` a step on the way is
+    /// reported to ServiceNow without being listed).
+    pub(crate) listed: Option<(Phase, Option<String>)>,
     pub(crate) events: Vec<LifecycleEvent>,
     pub(crate) audit: Outbox,
     pub(crate) first_run: bool,
@@ -196,6 +199,7 @@ impl CertificateLifecycle {
             report_sequence: carried.report_sequence,
             write_back_off: carried.write_back_off,
             reported: None,
+            listed: None,
             events: carried.events,
             audit: Outbox::carried(carried.audit_sequence, carried.audit_outbox),
             first_run,
