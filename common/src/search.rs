@@ -38,8 +38,48 @@ pub const ALL: [(&str, &str); 10] = [
     ("CertflowChangedAt", "Datetime"),
 ];
 
+/// The attributes of `ALL` that `registered` (name to `IndexedValueType`, as the server's
+/// `ListSearchAttributes` answers) lacks or holds with another type, as `name (Type)`.
+/// Without them the server fails every workflow task that upserts one.
+pub fn missing(registered: &std::collections::HashMap<String, i32>) -> Vec<String> {
+    use temporalio_common::protos::temporal::api::enums::v1::IndexedValueType;
+    ALL.iter()
+        .filter(|(name, kind)| {
+            let wanted = match *kind {
+                "Datetime" => IndexedValueType::Datetime,
+                _ => IndexedValueType::Keyword,
+            };
+            registered.get(*name) != Some(&(wanted as i32))
+        })
+        .map(|(name, kind)| format!("{name} ({kind})"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_attribute_missing_or_of_another_type_is_named() {
+        use temporalio_common::protos::temporal::api::enums::v1::IndexedValueType;
+        let mut registered: std::collections::HashMap<String, i32> = super::ALL
+            .iter()
+            .map(|(name, kind)| {
+                let t = if *kind == "Datetime" {
+                    IndexedValueType::Datetime
+                } else {
+                    IndexedValueType::Keyword
+                };
+                (name.to_string(), t as i32)
+            })
+            .collect();
+        assert!(super::missing(&registered).is_empty());
+        registered.insert("CertflowChangedAt".into(), IndexedValueType::Keyword as i32);
+        registered.remove("CertflowTenant");
+        assert_eq!(
+            super::missing(&registered),
+            ["CertflowTenant (Keyword)", "CertflowChangedAt (Datetime)"]
+        );
+    }
+
     #[test]
     fn the_local_setup_registers_every_attribute() {
         let script = include_str!("../../scripts/lib.sh");

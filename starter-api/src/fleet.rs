@@ -17,8 +17,8 @@ use std::time::Duration;
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
 use tokio::sync::{Mutex, MutexGuard};
 
-/// How far back each delta reads before the previous look: covers the skew between workflow
-/// time and this host's clock, and visibility's indexing delay.
+/// How far back each delta reads before the latest change it has seen: covers visibility
+/// indexing rows out of order.
 const OVERLAP_SECONDS: i64 = 60;
 const PAGE_SIZE: i32 = 1000;
 
@@ -31,7 +31,7 @@ pub struct FleetIndex {
 #[derive(Default)]
 pub struct Fleet {
     pub certificates: HashMap<String, CertificateSummary>,
-    /// Where the next delta starts (Unix seconds); `None` until the first full load.
+    /// Where the next delta starts (server time, Unix seconds); `None` until the first load.
     since: Option<i64>,
     /// When the last full load started (Unix seconds).
     pub loaded_at_unix: i64,
@@ -45,40 +45,56 @@ impl FleetIndex {
         })
     }
 
-    /// The index, brought up to date: a full load the first time, a delta afterwards.
-    /// Concurrent scrapes wait for one another and share the work.
+    /// The index, brought up to date with what changed since the last look. Concurrent scrapes
+    /// wait for one another and share the work; before the first load has ended they wait
+    /// for it (and load it themselves if it failed).
     pub async fn current(&self, state: &AppState) -> Result<MutexGuard<'_, Fleet>, ApiError> {
         let mut fleet = self.inner.lock().await;
-        let started = unix_now();
         match fleet.since {
             None => {
-                fleet.certificates = load(state).await?;
-                fleet.loaded_at_unix = started;
+                let (certificates, latest) = load(state).await?;
+                fleet.certificates = certificates;
+                fleet.loaded_at_unix = unix_now();
+                fleet.since = Some(latest);
             }
             Some(since) => {
-                for (id, status, summary) in changes(state, since - OVERLAP_SECONDS).await? {
+                let (runs, latest) = changes(state, since - OVERLAP_SECONDS).await?;
+                for (id, status, summary) in runs {
                     apply(&mut fleet.certificates, id, status, summary);
                 }
+                fleet.since = Some(since.max(latest));
             }
         }
-        fleet.since = Some(started);
         Ok(fleet)
     }
 
-    /// Reloads the whole index every `resync`, without holding up scrapes while it lists.
+    /// Loads the index at start (scrapes wait for it, and a scrape that gives up does not
+    /// cancel it), then reloads it every `resync` without holding up scrapes while it lists.
     pub fn spawn_resync(self: &Arc<Self>, state: AppState) {
         let index = self.clone();
         tokio::spawn(async move {
+            {
+                let mut fleet = index.inner.lock().await;
+                match load(&state).await {
+                    Ok((certificates, latest)) => {
+                        fleet.certificates = certificates;
+                        fleet.loaded_at_unix = unix_now();
+                        fleet.since = Some(latest);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "loading the metrics index"),
+                }
+            }
             loop {
                 tokio::time::sleep(index.resync).await;
-                let started = unix_now();
+                let started = index.inner.lock().await.since;
                 match load(&state).await {
-                    Ok(certificates) => {
+                    Ok((certificates, latest)) => {
                         let mut fleet = index.inner.lock().await;
                         fleet.certificates = certificates;
-                        fleet.loaded_at_unix = started;
-                        // Changes made while the listing ran are read again by the next delta.
-                        fleet.since = Some(started);
+                        fleet.loaded_at_unix = unix_now();
+                        // Changes made while the listing ran are read again by the next delta:
+                        // it starts no later than where the index stood when the listing began.
+                        fleet.since = Some(started.map_or(latest, |s| s.min(latest)));
                     }
                     Err(e) => tracing::warn!(error = %e, "reloading the metrics index"),
                 }
@@ -87,21 +103,23 @@ impl FleetIndex {
     }
 }
 
-/// Every running certificate.
-async fn load(state: &AppState) -> Result<HashMap<String, CertificateSummary>, ApiError> {
+type Runs = Vec<(String, WorkflowExecutionStatus, CertificateSummary)>;
+
+/// Every running certificate, and the latest server time seen (where deltas start).
+async fn load(state: &AppState) -> Result<(HashMap<String, CertificateSummary>, i64), ApiError> {
     let query = format!("WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'");
+    let (runs, latest) = list_all(state, query).await?;
     let mut certificates = HashMap::new();
-    for (id, status, summary) in list_all(state, query).await? {
+    for (id, status, summary) in runs {
         apply(&mut certificates, id, status, summary);
     }
-    Ok(certificates)
+    Ok((certificates, latest))
 }
 
-/// Certificate runs that changed, started or closed at or after `since`.
-async fn changes(
-    state: &AppState,
-    since: i64,
-) -> Result<Vec<(String, WorkflowExecutionStatus, CertificateSummary)>, ApiError> {
+/// Certificate runs that changed, started or closed at or after `since` (server time), closed
+/// runs first: a workflow reset closes one run and starts another under the same id, and the
+/// running one must win.
+async fn changes(state: &AppState, since: i64) -> Result<(Runs, i64), ApiError> {
     let at = time::OffsetDateTime::from_unix_timestamp(since)
         .ok()
         .and_then(|t| {
@@ -113,14 +131,16 @@ async fn changes(
         "WorkflowType = '{WORKFLOW_TYPE}' AND ({changed} >= '{at}' OR StartTime >= '{at}' OR CloseTime >= '{at}')",
         changed = search::CHANGED_AT.name()
     );
-    list_all(state, query).await
+    let (mut runs, latest) = list_all(state, query).await?;
+    runs.sort_by_key(|(_, status, _)| *status == WorkflowExecutionStatus::Running);
+    Ok((runs, latest))
 }
 
-async fn list_all(
-    state: &AppState,
-    query: String,
-) -> Result<Vec<(String, WorkflowExecutionStatus, CertificateSummary)>, ApiError> {
+/// All pages of a query, and the latest server time among the rows' start, close and
+/// change times (0 if none). Deltas advance on the server's clock, never this host's.
+async fn list_all(state: &AppState, query: String) -> Result<(Runs, i64), ApiError> {
     let mut runs = Vec::new();
+    let mut latest = 0;
     let mut token = Vec::new();
     loop {
         let (page, next) = listing::list_page(state, query.clone(), PAGE_SIZE, token).await?;
@@ -132,10 +152,14 @@ async fn list_all(
                 .unwrap_or_default();
             let status = WorkflowExecutionStatus::try_from(info.status)
                 .unwrap_or(WorkflowExecutionStatus::Unspecified);
-            runs.push((id, status, listing::summarize(info)));
+            let times = [info.start_time.as_ref(), info.close_time.as_ref()];
+            latest = times.iter().flatten().fold(latest, |m, t| m.max(t.seconds));
+            let summary = listing::summarize(info);
+            latest = latest.max(summary.changed_at_unix.unwrap_or(0));
+            runs.push((id, status, summary));
         }
         if next.is_empty() {
-            return Ok(runs);
+            return Ok((runs, latest));
         }
         token = next;
     }
@@ -182,6 +206,7 @@ mod tests {
             serial: None,
             not_after_unix: None,
             servicenow_number: None,
+            changed_at_unix: None,
         }
     }
 
@@ -220,5 +245,19 @@ mod tests {
             row("a"),
         );
         assert!(fleet.is_empty());
+        // A reset: the old run closed and a new one runs; applied closed-first, it stays.
+        let mut runs = vec![
+            ("c".to_string(), WorkflowExecutionStatus::Running, row("c")),
+            (
+                "c".to_string(),
+                WorkflowExecutionStatus::Terminated,
+                row("c"),
+            ),
+        ];
+        runs.sort_by_key(|(_, status, _)| *status == WorkflowExecutionStatus::Running);
+        for (id, status, summary) in runs {
+            apply(&mut fleet, id, status, summary);
+        }
+        assert!(fleet.contains_key("c"));
     }
 }

@@ -56,6 +56,9 @@ pub struct CertificateSummary {
     pub serial: Option<String>,
     pub not_after_unix: Option<i64>,
     pub servicenow_number: Option<String>,
+    /// When the workflow last changed what it lists (server time, Unix seconds).
+    #[serde(skip)]
+    pub changed_at_unix: Option<i64>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -241,5 +244,6 @@ pub(crate) fn summarize(info: ExecutionInfo) -> CertificateSummary {
         serial: attributes.get(&search::SERIAL),
         not_after_unix: attributes.get(&search::NOT_AFTER).map(|t| t.seconds()),
         servicenow_number: attributes.get(&search::SERVICENOW_RECORD),
+        changed_at_unix: attributes.get(&search::CHANGED_AT).map(|t| t.seconds()),
     }
 }

@@ -27,6 +27,25 @@ async fn main() -> Result<()> {
     let namespace = client_options.namespace.clone();
     let temporal =
         Client::new(connection, client_options).context("creating the Temporal client")?;
+    // Listing and metrics query them: refuse to start without them, naming what is missing.
+    let registered = temporal
+        .connection()
+        .operator_service()
+        .list_search_attributes(temporalio_client::tonic::Request::new(
+            temporalio_common::protos::temporal::api::operatorservice::v1::ListSearchAttributesRequest {
+                namespace: namespace.clone(),
+            },
+        ))
+        .await
+        .map_err(|e| anyhow!("listing search attributes: {}", e.message()))?
+        .into_inner()
+        .custom_attributes;
+    let missing = certflow_common::search::missing(&registered);
+    anyhow::ensure!(
+        missing.is_empty(),
+        "search attributes missing or of another type on the namespace: {}; register each with `temporal operator search-attribute create --name <name> --type <type>`",
+        missing.join(", ")
+    );
     let state = AppState {
         temporal,
         namespace: namespace.into(),

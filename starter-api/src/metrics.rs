@@ -123,7 +123,8 @@ fn render<'a>(
         let tenant = c.tenant.as_deref().unwrap_or("");
         let issuer = c.issuer.as_deref().unwrap_or("");
         *tallies
-            .entry((tenant, issuer, c.state.as_deref().unwrap_or("requested")))
+            // Nothing listed yet: the first issuance is under way.
+            .entry((tenant, issuer, c.state.as_deref().unwrap_or("issuing")))
             .or_default() += 1;
         for (name, seconds) in HORIZONS {
             let entry = soon.entry((tenant, issuer, name)).or_default();
@@ -182,6 +183,7 @@ mod tests {
             serial: None,
             not_after_unix,
             servicenow_number: None,
+            changed_at_unix: None,
         }
     }
 

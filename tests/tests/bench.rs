@@ -352,6 +352,36 @@ async fn timed_get(stack: &Stack, path: &str) -> (f64, usize) {
     (started.elapsed().as_secs_f64(), body.len())
 }
 
+/// The slowest of five `/metrics` scrapes (the index is loaded; each reads what changed),
+/// and the size of the last.
+async fn scrapes(stack: &Stack) -> (f64, usize) {
+    let mut slowest = (0.0, 0);
+    for _ in 0..5 {
+        let (seconds, bytes) = timed_get(stack, "/metrics").await;
+        slowest = (f64::max(slowest.0, seconds), bytes);
+    }
+    slowest
+}
+
+/// Every running certificate listed through visibility, page by page: what each scrape cost
+/// before the index.
+async fn full_listing_seconds(stack: &Stack) -> f64 {
+    let started = Instant::now();
+    let mut token: Option<String> = None;
+    loop {
+        let path = match &token {
+            Some(t) => format!("/v1/certificates?page_size=200&page_token={t}"),
+            None => "/v1/certificates?page_size=200".to_string(),
+        };
+        let (status, page) = stack.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        match page["next_page_token"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => return started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 /// 6. S certificates issued and left asleep: what holding them costs.
 async fn sleeping_fleet(stack: &Arc<Stack>, vault: &common::Vault, s: usize, c: usize) -> Value {
     let prefix = unique("sleep");
@@ -380,15 +410,9 @@ async fn sleeping_fleet(stack: &Arc<Stack>, vault: &common::Vault, s: usize, c: 
         .zip(&before)
         .map(|(p, b)| p.map_or(0.0, |p| (cpu_seconds(p) - b) / idle.as_secs_f64()))
         .collect();
-    // The API's first scrape after its start loads the index in full (what every scrape cost
-    // before the index); later scrapes read only what changed.
-    let first = timed_get(stack, "/metrics").await;
-    let mut steady = Vec::new();
-    for _ in 0..5 {
-        steady.push(timed_get(stack, "/metrics").await);
-    }
-    let steady_seconds = steady.iter().map(|x| x.0).fold(0.0, f64::max);
+    let (scrape_seconds, scrape_bytes) = scrapes(stack).await;
     let listing = timed_get(stack, "/v1/certificates?page_size=200").await;
+    let full = full_listing_seconds(stack).await;
     let database = std::env::var("CERTFLOW_BENCH_TEMPORAL_DB")
         .ok()
         .and_then(|p| std::fs::metadata(p).ok())
@@ -403,10 +427,9 @@ async fn sleeping_fleet(stack: &Arc<Stack>, vault: &common::Vault, s: usize, c: 
         "api_idle_cpu": idle_cpu[1],
         "temporal_idle_cpu": idle_cpu[2],
         "temporal_database_mib": database as f64 / 1048576.0,
-        "metrics_first_scrape_seconds": first.0,
-        "metrics_first_scrape_bytes": first.1,
-        "metrics_scrape_seconds": steady_seconds,
-        "metrics_scrape_bytes": steady.last().map_or(0, |x| x.1),
+        "metrics_scrape_seconds": scrape_seconds,
+        "metrics_scrape_bytes": scrape_bytes,
+        "full_listing_seconds": full,
         "listing_200_seconds": listing.0,
     })
 }
@@ -553,9 +576,15 @@ async fn benchmark() {
         "p99_seconds": percentile(&latencies, 0.99),
     });
 
-    // 6. Scale: a sleeping fleet.
+    // 6. Scale: /metrics and listing with the fleet so far, then with a sleeping fleet.
+    let small = json!({
+        "certificates": n + 4,
+        "metrics_scrape_seconds": scrapes(&stack).await.0,
+        "full_listing_seconds": full_listing_seconds(&stack).await,
+    });
     let sleeping = setting("CERTFLOW_BENCH_SLEEPING", 1000);
-    let scale = sleeping_fleet(&stack, &vault, sleeping, c).await;
+    let mut scale = sleeping_fleet(&stack, &vault, sleeping, c).await;
+    scale["before"] = small;
 
     // 5. A worker killed during 40 issuances, another started 3 s later.
     let mut stack = Arc::try_unwrap(stack).ok().expect("no job holds the stack");

@@ -47,10 +47,10 @@ async fn main() -> Result<()> {
     // Sleeping lifecycles beyond the cache are replayed when they wake: memory stays bounded
     // whatever the fleet's size.
     let cache = match std::env::var("CERTFLOW_WORKFLOW_CACHE") {
-        Ok(v) => v
+        Ok(v) if !v.is_empty() => v
             .parse::<usize>()
             .map_err(|_| anyhow!("CERTFLOW_WORKFLOW_CACHE must be a number of workflows"))?,
-        Err(_) => 1000,
+        _ => 1000,
     };
     let main_options = WorkerOptions::new(&task_queue)
         .max_cached_workflows(cache)
@@ -86,8 +86,8 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// Refuses to start while a search attribute the workflows upsert is not registered: the
-/// server would fail every workflow task that upserts it, stalling every lifecycle.
+/// Refuses to start while a search attribute the workflows upsert is missing or of another
+/// type: the server would fail every workflow task that upserts it, stalling every lifecycle.
 async fn check_search_attributes(client: &Client) -> Result<()> {
     use temporalio_client::{NamespacedClient, tonic};
     use temporalio_common::protos::temporal::api::operatorservice::v1::ListSearchAttributesRequest;
@@ -102,17 +102,12 @@ async fn check_search_attributes(client: &Client) -> Result<()> {
         .map_err(|e| anyhow!("listing search attributes: {}", e.message()))?
         .into_inner()
         .custom_attributes;
-    let missing: Vec<String> = certflow_common::search::ALL
-        .iter()
-        .filter(|(name, _)| !registered.contains_key(*name))
-        .map(|(name, kind)| format!("{name} ({kind})"))
-        .collect();
-    if !missing.is_empty() {
-        anyhow::bail!(
-            "search attributes not registered on the namespace: {}; register each with `temporal operator search-attribute create --name <name> --type <type>`",
-            missing.join(", ")
-        );
-    }
+    let missing = certflow_common::search::missing(&registered);
+    anyhow::ensure!(
+        missing.is_empty(),
+        "search attributes missing or of another type on the namespace: {}; register each with `temporal operator search-attribute create --name <name> --type <type>`",
+        missing.join(", ")
+    );
     Ok(())
 }
 

@@ -445,7 +445,9 @@ async fn renew(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResul
 /// listing and the audit trail get it with the outcome, so a cycle costs one search-attribute
 /// upsert and one group of local activities.
 async fn announce(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
-    if report::lean_cycle(ctx) {
+    // A request leaving the approval gate is listed at once, so no one approves it again.
+    let gated = ctx.state(|s| matches!(s.listed, Some((Phase::AwaitingApproval, _))));
+    if report::lean_cycle(ctx) && !gated {
         return report::publish_progress(ctx).await;
     }
     report::publish(ctx).await?;

@@ -89,8 +89,14 @@ pub async fn create_certificate(
         return same_request_or_conflict(found, created, &fingerprint);
     }
     // An id taken under today's workflow id is refused by the start itself (answered below);
-    // one of release 1 lives under its old id, which only a lookup finds.
-    if let Some(found) = lookup::find_legacy(&state, &tenant, &request.certificate_id).await? {
+    // one of release 1 lives under its old id, which only a lookup finds. A replacement is
+    // looked up in full first, so that a taken id is a conflict before `replaces` is judged.
+    let taken = if request.replaces.is_some() {
+        lookup::find(&state, &tenant, &request.certificate_id).await?
+    } else {
+        lookup::find_legacy(&state, &tenant, &request.certificate_id).await?
+    };
+    if let Some(found) = taken {
         return same_request_or_conflict(found, created, &fingerprint);
     }
     if let Some(replaced) = &request.replaces
