@@ -6,13 +6,14 @@
 //! 2. the same server's floors: a no-op workflow with as many activities as certflow's
 //!    issuance schedules, and one with a single activity (in-process worker, default settings);
 //! 3. the same Vault work done directly (transit key, CSR, PKI sign, key export, KV write);
-//! 4. Temporal's cost per issuance and per renewal cycle, read from a real history;
+//! 4. Temporal's cost per issuance, per renewal cycle (timer-driven) and per `renew_now`, read
+//!    from a real history;
 //! 5. a worker killed (SIGKILL) during 40 issuances and another started 3 s later: time until
 //!    the last certificate is stored, and CA issuances per certificate;
 //! 6. scale: S sleeping certificates (`CERTFLOW_BENCH_SLEEPING`, default 1000): memory and idle
 //!    CPU of worker, API and Temporal, the database's size, `/metrics` and listing times;
-//! 7. a renewal storm: M certificates (`CERTFLOW_BENCH_STORM`, default 200) renewed at once
-//!    under an issuer limit of R calls per second (`CERTFLOW_BENCH_STORM_RATE`, default 20):
+//! 7. a renewal storm: M certificates (`CERTFLOW_BENCH_STORM`, default 500) renewed at once
+//!    under an issuer limit of R calls per second (`CERTFLOW_BENCH_STORM_RATE`, default 25):
 //!    time to renew all against M/R, the most the CA issued in any one second, and how far
 //!    apart the fleet's next renewals are (jitter).
 //!
@@ -85,7 +86,12 @@ fn throughput(jobs: usize, wall: Duration) -> f64 {
 /// Requests one certificate and waits until its record is in Vault KV (polling Vault, not
 /// Temporal, so the waiting adds no load to the server being measured).
 async fn issue_and_wait(api: &Stack, vault: &common::Vault, id: &str) {
-    let (status, body) = api.post("/v1/certificates", &request(id, "bench")).await;
+    send_and_wait(api, vault, id, request(id, "bench")).await;
+}
+
+/// Sends one request and waits until its record is in Vault KV.
+async fn send_and_wait(api: &Stack, vault: &common::Vault, id: &str, request: Value) {
+    let (status, body) = api.post("/v1/certificates", &request).await;
     assert_eq!(status, 201, "{body}");
     let path = format!("secret/data/certflow/apps/bench/default/{id}");
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -219,16 +225,6 @@ async fn direct_vault_work(vault: &common::Vault, i: usize) {
     .await;
 }
 
-/// Counts by event type in a workflow's history, from `from` on.
-fn history_counts(events: &[Value], from: usize) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for e in &events[from.min(events.len())..] {
-        let kind = e["eventType"].as_str().unwrap_or_default().to_string();
-        *counts.entry(kind).or_insert(0) += 1;
-    }
-    counts
-}
-
 fn events_of(stack: &Stack, id: &str) -> Vec<Value> {
     let out = stack.temporal(&[
         "workflow",
@@ -242,48 +238,75 @@ fn events_of(stack: &Stack, id: &str) -> Vec<Value> {
     history["events"].as_array().cloned().unwrap_or_default()
 }
 
-/// Temporal's cost of a stretch of history, and the actions Temporal Cloud bills for it:
-/// workflow start, each activity task scheduled, each group of local activities run in one
-/// workflow task, each timer, signal, update, search-attribute upsert and child workflow start.
-fn cost(counts: &HashMap<String, usize>, started: bool) -> Value {
-    let n = |kind: &str| {
-        counts
-            .iter()
-            .filter(|(k, _)| k.to_ascii_uppercase().replace('_', "").contains(kind))
-            .map(|(_, v)| *v)
-            .sum::<usize>()
+/// Temporal's cost of a stretch of history (events from `from` on), and the actions Temporal
+/// Cloud bills for it: the workflow start, each activity scheduled, each workflow task that
+/// ran local activities (one action for the group), and each timer, signal, update,
+/// search-attribute upsert (the SDK adds one with each patch marker), child workflow start
+/// and continue-as-new.
+fn cost(events: &[Value], from: usize) -> Value {
+    let kind = |e: &Value| {
+        e["eventType"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_uppercase()
+            .replace('_', "")
+            .trim_start_matches("EVENTTYPE")
+            .to_string()
     };
-    let events: usize = counts.values().sum();
-    let activities = n("ACTIVITYTASKSCHEDULED");
-    let markers = n("MARKERRECORDED");
-    let workflow_tasks = n("WORKFLOWTASKCOMPLETED");
-    let upserts = n("UPSERTWORKFLOWSEARCHATTRIBUTES");
-    let timers = n("TIMERSTARTED");
-    let signals = n("WORKFLOWEXECUTIONSIGNALED");
-    let updates = n("WORKFLOWEXECUTIONUPDATEACCEPTED");
-    let children = n("STARTCHILDWORKFLOWEXECUTIONINITIATED");
-    let continued = n("WORKFLOWEXECUTIONCONTINUEDASNEW");
-    // Local activities are markers; Cloud bills those of one workflow task as one action, and
-    // at most one group per workflow task.
-    let local_groups = markers.min(workflow_tasks);
-    let actions = usize::from(started)
-        + activities
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let (mut local_activities, mut local_groups, mut in_group) = (0, 0, false);
+    for e in &events[from.min(events.len())..] {
+        let k = kind(e);
+        if k == "WORKFLOWTASKCOMPLETED" {
+            in_group = false;
+        }
+        let marker = e["markerRecordedEventAttributes"]["markerName"].as_str();
+        if k == "MARKERRECORDED" && marker == Some("core_local_activity") {
+            local_activities += 1;
+            if !in_group {
+                local_groups += 1;
+                in_group = true;
+            }
+        }
+        *counts.entry(k).or_insert(0) += 1;
+    }
+    let n = |k: &str| counts.get(k).copied().unwrap_or(0);
+    let events_in_stretch: usize = counts.values().sum();
+    let actions = n("WORKFLOWEXECUTIONSTARTED")
+        + n("ACTIVITYTASKSCHEDULED")
         + local_groups
-        + upserts
-        + timers
-        + signals
-        + updates
-        + children
-        + continued;
+        + n("UPSERTWORKFLOWSEARCHATTRIBUTES")
+        + n("TIMERSTARTED")
+        + n("WORKFLOWEXECUTIONSIGNALED")
+        + n("WORKFLOWEXECUTIONUPDATEACCEPTED")
+        + n("STARTCHILDWORKFLOWEXECUTIONINITIATED")
+        + n("WORKFLOWEXECUTIONCONTINUEDASNEW");
     json!({
-        "history_events": events,
-        "workflow_tasks": workflow_tasks,
-        "activities": activities,
-        "local_activities": markers,
-        "search_attribute_upserts": upserts,
-        "timers": timers,
+        "history_events": events_in_stretch,
+        "workflow_tasks": n("WORKFLOWTASKCOMPLETED"),
+        "activities": n("ACTIVITYTASKSCHEDULED"),
+        "local_activities": local_activities,
+        "patch_markers": n("MARKERRECORDED") - local_activities,
+        "search_attribute_upserts": n("UPSERTWORKFLOWSEARCHATTRIBUTES"),
+        "timers": n("TIMERSTARTED"),
+        "updates": n("WORKFLOWEXECUTIONUPDATEACCEPTED"),
         "actions_estimate": actions,
     })
+}
+
+/// Waits until a certificate's record in Vault KV holds a serial other than `serial`.
+async fn wait_for_new_serial(vault: &common::Vault, id: &str, serial: &str) {
+    let path = format!("secret/data/certflow/apps/bench/default/{id}");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (_, record) = vault.read(&path).await;
+        let now = record["data"]["data"]["serial"].as_str().unwrap_or(serial);
+        if now != serial {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id} never renewed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// CA issuances by common name, from one pass over the PKI's certificates.
@@ -390,7 +413,10 @@ async fn sleeping_fleet(stack: &Arc<Stack>, vault: &common::Vault, s: usize, c: 
         let stack = stack.clone();
         let vault = vault.clone();
         let id = format!("{prefix}-{i}");
-        async move { issue_and_wait(&stack, &vault, &id).await }
+        // A day's validity: they sleep through the run, outside the metrics' detail window.
+        let mut body = request(&id, "bench");
+        body["validity_seconds"] = json!(86_400);
+        async move { send_and_wait(&stack, &vault, &id, body).await }
     })
     .await;
     let issue_seconds = issued.elapsed().as_secs_f64();
@@ -505,7 +531,16 @@ async fn renewal_storm(m: usize, rate: f64, c: usize) -> Value {
 async fn benchmark() {
     let n = setting("CERTFLOW_BENCH_N", 200);
     let c = setting("CERTFLOW_BENCH_CONCURRENCY", 16);
-    let stack = Stack::start("bench").await;
+    // Certificates expiring within two hours get their own metrics series: the short-lived
+    // ones issued to measure speed do, the sleeping fleet (a day) does not.
+    let stack = Stack::start_with(
+        "bench",
+        StackOptions {
+            api_env: vec![("CERTFLOW_METRICS_DETAIL_SECONDS".into(), "7200".into())],
+            ..Default::default()
+        },
+    )
+    .await;
     let vault = stack.vault();
     // Warm up: connections, the PKI role, the worker's caches.
     for _ in 0..4 {
@@ -530,17 +565,41 @@ async fn benchmark() {
         "p99_seconds": percentile(&latencies, 0.99),
     });
 
-    // 4. Cost of one issuance, then of one renewal cycle of the same certificate.
-    let sample = format!("{prefix}-0");
+    // 4. Cost of one issuance, then of one renewal cycle that its timer started (the
+    // certificate lives 60 s and renews at a quarter of it), then of a renew_now.
+    let sample = unique("cost");
+    let mut body = request(&sample, "bench");
+    body["validity_seconds"] = json!(60);
+    body["renewal"] = json!({"renew_at_fraction": 0.25});
+    let (status, created) = stack.post("/v1/certificates", &body).await;
+    assert_eq!(status, 201, "{created}");
+    let path = format!("secret/data/certflow/apps/bench/default/{sample}");
+    let serial = loop {
+        let (status, record) = vault.read(&path).await;
+        if status == 200 {
+            break record["data"]["data"]["serial"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Settle: the workflow task after the install (audit, listing, the renewal timer).
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let events = events_of(&stack, &sample);
-    let issuance_cost = cost(&history_counts(&events, 0), true);
+    let issuance_cost = cost(&events, 0);
+    let before = events.len();
+    wait_for_new_serial(&vault, &sample, &serial).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events = events_of(&stack, &sample);
+    let renewal_cost = cost(&events, before);
     let before = events.len();
     let (status, renewed) = stack
         .post(&format!("/v1/certificates/{sample}/renew"), &json!({}))
         .await;
     assert_eq!(status, 200, "{renewed}");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let renewal_cost = cost(&history_counts(&events_of(&stack, &sample), before), false);
+    let renew_now_cost = cost(&events_of(&stack, &sample), before);
     let steps = issuance_cost["activities"].as_u64().unwrap()
         + issuance_cost["local_activities"].as_u64().unwrap();
 
@@ -637,8 +696,8 @@ async fn benchmark() {
     // 7. A renewal storm under a CA limit, on a stack of its own.
     drop(stack);
     let storm = renewal_storm(
-        setting("CERTFLOW_BENCH_STORM", 200),
-        setting("CERTFLOW_BENCH_STORM_RATE", 20) as f64,
+        setting("CERTFLOW_BENCH_STORM", 500),
+        setting("CERTFLOW_BENCH_STORM_RATE", 25) as f64,
         c,
     )
     .await;
@@ -658,6 +717,7 @@ async fn benchmark() {
         },
         "temporal_cost_per_issuance": issuance_cost,
         "temporal_cost_per_renewal_cycle": renewal_cost,
+        "temporal_cost_per_renew_now": renew_now_cost,
         "crash_recovery": recovery,
         "scale": scale,
         "renewal_storm": storm,
@@ -688,6 +748,7 @@ async fn benchmark() {
     }
     println!("\nTemporal per issuance: {issuance_cost}");
     println!("Temporal per renewal cycle: {renewal_cost}");
+    println!("Temporal per renew_now: {renew_now_cost}");
     println!("Crash recovery: {recovery}");
     println!("Scale: {scale}");
     println!("Renewal storm: {storm}\n");

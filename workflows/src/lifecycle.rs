@@ -44,6 +44,12 @@ pub use state::CertificateLifecycle;
 
 /// Patch marking histories written by this release; histories without it are release 1's.
 pub const LIFECYCLE_V2: &str = "lifecycle-v2";
+/// Patch marking histories of the lean cycle: a step on the way (issuing, renewing) is reported
+/// to ServiceNow but not listed, and the audit outbox waits for the outcome, so a renewal cycle
+/// costs one search-attribute upsert and one group of local activities. It implies
+/// `LIFECYCLE_V2`: a new lifecycle records one patch marker, and the SDK's search-attribute
+/// upsert that comes with each.
+pub const LIFECYCLE_V3: &str = "lifecycle-v3";
 /// History events per run before continuing as new, unless the input says otherwise.
 const HISTORY_LIMIT: u32 = 2000;
 
@@ -56,7 +62,9 @@ impl CertificateLifecycle {
 
     #[run(name = "CertificateLifecycle")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<LifecycleOutcome> {
-        if !ctx.patched(LIFECYCLE_V2) {
+        if ctx.patched(LIFECYCLE_V3) {
+            ctx.state_mut(|s| s.lean = true);
+        } else if !ctx.patched(LIFECYCLE_V2) {
             ctx.state_mut(|s| s.legacy = true);
             return legacy::run(ctx).await;
         }
@@ -441,13 +449,12 @@ async fn renew(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResul
     Ok(())
 }
 
-/// Tells others a CA order starts. Since `lean-cycle` only ServiceNow hears of it at once; the
-/// listing and the audit trail get it with the outcome, so a cycle costs one search-attribute
-/// upsert and one group of local activities.
+/// Tells others a CA order starts. Since `LIFECYCLE_V3` only ServiceNow hears of it at once;
+/// the listing and the audit trail get it with the outcome.
 async fn announce(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
     // A request leaving the approval gate is listed at once, so no one approves it again.
     let gated = ctx.state(|s| matches!(s.listed, Some((Phase::AwaitingApproval, _))));
-    if report::lean_cycle(ctx) && !gated {
+    if ctx.state(|s| s.lean) && !gated {
         return report::publish_progress(ctx).await;
     }
     report::publish(ctx).await?;

@@ -1,7 +1,7 @@
 //! Replay tests: every recorded history in `tests/histories/` must replay against today's
 //! workflow code without a nondeterminism error. `v1/` holds histories recorded from the
 //! previous release (running workflows that a new worker must finish correctly); `v2/` holds
-//! one history per lifecycle path before the `lean-cycle` patch, `v3/` after it (the current
+//! one history per lifecycle path before the `lifecycle-v3` patch, `v3/` after it (the current
 //! code). Recording: see `record_histories`.
 
 use certflow_workflows::{CertificateLifecycle, ServiceNowReporter};

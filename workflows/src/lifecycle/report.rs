@@ -71,16 +71,6 @@ pub(crate) async fn start_reporter(ctx: &mut WorkflowContext<CertificateLifecycl
         .await;
 }
 
-/// Patch: a step on the way (issuing, renewing) is reported to ServiceNow but not upserted to
-/// the search attributes, and the audit outbox waits for the outcome, so a renewal cycle costs
-/// one upsert and one group of local activities (`lean_cycle`).
-pub(crate) const LEAN_CYCLE: &str = "lean-cycle";
-
-/// Whether this run follows `LEAN_CYCLE`; runs recorded before it keep their commands.
-pub(crate) fn lean_cycle(ctx: &mut WorkflowContext<CertificateLifecycle>) -> bool {
-    ctx.patched(LEAN_CYCLE)
-}
-
 /// Publishes the state if phase or current serial changed since it was last published.
 pub(crate) async fn publish(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
     publish_as(ctx, true).await

@@ -66,7 +66,7 @@ pub struct CertificateLifecycle {
     pub(crate) write_back_off: bool,
     /// Phase and serial last published (search attributes, ServiceNow).
     pub(crate) reported: Option<(Phase, Option<String>)>,
-    /// Phase and serial the search attributes show (since `lean-cycle` a step on the way is
+    /// Phase and serial the search attributes show (since `LIFECYCLE_V3` a step on the way is
     /// reported to ServiceNow without being listed).
     pub(crate) listed: Option<(Phase, Option<String>)>,
     pub(crate) events: Vec<LifecycleEvent>,
@@ -76,6 +76,8 @@ pub struct CertificateLifecycle {
     pub(crate) history_limit: Option<u32>,
     /// This run replays a history of release 1: `v1` holds its state.
     pub(crate) legacy: bool,
+    /// This run follows `LIFECYCLE_V3` (the lean cycle); runs recorded before it do not.
+    pub(crate) lean: bool,
     pub(crate) v1: Box<legacy::State>,
 }
 
@@ -205,6 +207,7 @@ impl CertificateLifecycle {
             first_run,
             history_limit: input.history_limit,
             legacy: false,
+            lean: false,
             v1,
         }
     }
