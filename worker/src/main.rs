@@ -14,6 +14,11 @@ use temporalio_client::envconfig::LoadClientConfigProfileOptions;
 use temporalio_client::{Client, ClientOptions, Connection};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
+/// mimalloc returns freed memory to the system: a worker that has cached and evicted many
+/// sleeping lifecycles stays small (glibc's allocator keeps what its arenas once held).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     init_tracing();
