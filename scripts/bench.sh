@@ -5,7 +5,7 @@
 #   scripts/bench.sh                       # 200 certificates, 16 at a time
 #   CERTFLOW_BENCH_N=1000 CERTFLOW_BENCH_CONCURRENCY=32 scripts/bench.sh
 #   CERTFLOW_BENCH_SLEEPING=100000 scripts/bench.sh       # the 100,000-certificate manual run
-#   CERTFLOW_BENCH_STORM=10000 CERTFLOW_BENCH_STORM_RATE=25 scripts/bench.sh
+#   CERTFLOW_BENCH_STORM=10000 CERTFLOW_BENCH_STORM_RATE=10 scripts/bench.sh  # about 17 min of storm
 #
 # Every figure is measured in the same run, on the same servers, so the ratios between them
 # are what to compare across machines.

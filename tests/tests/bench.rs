@@ -13,7 +13,7 @@
 //! 6. scale: S sleeping certificates (`CERTFLOW_BENCH_SLEEPING`, default 1000): memory and idle
 //!    CPU of worker, API and Temporal, the database's size, `/metrics` and listing times;
 //! 7. a renewal storm: M certificates (`CERTFLOW_BENCH_STORM`, default 500) renewed at once
-//!    under an issuer limit of R calls per second (`CERTFLOW_BENCH_STORM_RATE`, default 25):
+//!    under an issuer limit of R calls per second (`CERTFLOW_BENCH_STORM_RATE`, default 10):
 //!    time to renew all against M/R, the most the CA issued in any one second, and how far
 //!    apart the fleet's next renewals are (jitter).
 //!
@@ -727,7 +727,7 @@ async fn benchmark() {
     drop(stack);
     let storm = renewal_storm(
         setting("CERTFLOW_BENCH_STORM", 500),
-        setting("CERTFLOW_BENCH_STORM_RATE", 25) as f64,
+        setting("CERTFLOW_BENCH_STORM_RATE", 10) as f64,
         c,
     )
     .await;
