@@ -120,12 +120,7 @@ async fn load(state: &AppState) -> Result<(HashMap<String, CertificateSummary>, 
 /// runs first: a workflow reset closes one run and starts another under the same id, and the
 /// running one must win.
 async fn changes(state: &AppState, since: i64) -> Result<(Runs, i64), ApiError> {
-    let at = time::OffsetDateTime::from_unix_timestamp(since)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+    let at = listing::visibility_time(since)
         .ok_or_else(|| ApiError::Unavailable("the clock is out of range".into()))?;
     let query = format!(
         "WorkflowType = '{WORKFLOW_TYPE}' AND ({changed} >= '{at}' OR StartTime >= '{at}' OR CloseTime >= '{at}')",
@@ -145,13 +140,10 @@ async fn list_all(state: &AppState, query: String) -> Result<(Runs, i64), ApiErr
     loop {
         let (page, next) = listing::list_page(state, query.clone(), PAGE_SIZE, token).await?;
         for info in page {
-            let id = info
-                .execution
-                .as_ref()
-                .map(|e| e.workflow_id.clone())
-                .unwrap_or_default();
-            let status = WorkflowExecutionStatus::try_from(info.status)
-                .unwrap_or(WorkflowExecutionStatus::Unspecified);
+            let (id, status) = (
+                listing::workflow_id(&info),
+                listing::execution_status(&info),
+            );
             let times = [info.start_time.as_ref(), info.close_time.as_ref()];
             latest = times.iter().flatten().fold(latest, |m, t| m.max(t.seconds));
             let summary = listing::summarize(info);

@@ -204,13 +204,32 @@ fn build_query(caller: &Caller, f: &ListFilters) -> Result<String, ApiError> {
         }
     }
     if let Some(before) = f.expiring_before_unix {
-        let at = time::OffsetDateTime::from_unix_timestamp(before)
-            .map_err(|_| invalid("expiring_before_unix", "is out of range".into()))?
-            .format(&time::format_description::well_known::Rfc3339)
-            .map_err(|_| invalid("expiring_before_unix", "is out of range".into()))?;
+        let at = visibility_time(before)
+            .ok_or_else(|| invalid("expiring_before_unix", "is out of range".into()))?;
         clauses.push(format!("{} < '{at}'", search::NOT_AFTER.name()));
     }
     Ok(clauses.join(" AND "))
+}
+
+/// The workflow id of a listed run.
+pub(crate) fn workflow_id(info: &ExecutionInfo) -> String {
+    info.execution
+        .as_ref()
+        .map(|e| e.workflow_id.clone())
+        .unwrap_or_default()
+}
+
+/// Temporal's status of a listed run (`Unspecified` if the server sent an unknown one).
+pub(crate) fn execution_status(info: &ExecutionInfo) -> WorkflowExecutionStatus {
+    WorkflowExecutionStatus::try_from(info.status).unwrap_or(WorkflowExecutionStatus::Unspecified)
+}
+
+/// A Unix time as visibility queries write it (RFC 3339); `None` out of range.
+pub(crate) fn visibility_time(unix: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
 
 pub(crate) fn summarize(info: ExecutionInfo) -> CertificateSummary {
@@ -219,11 +238,7 @@ pub(crate) fn summarize(info: ExecutionInfo) -> CertificateSummary {
         .clone()
         .map(SearchAttributes::from)
         .unwrap_or_default();
-    let workflow_id = info
-        .execution
-        .as_ref()
-        .map(|e| e.workflow_id.clone())
-        .unwrap_or_default();
+    let workflow_id = workflow_id(&info);
     let status = WorkflowExecutionStatus::try_from(info.status)
         .map(|s| {
             s.as_str_name()
