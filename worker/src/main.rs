@@ -16,6 +16,7 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 /// mimalloc returns freed memory to the system: a worker that has cached and evicted many
 /// sleeping lifecycles stays small (glibc's allocator keeps what its arenas once held).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -4,6 +4,7 @@
 mod clock;
 pub mod lifecycle;
 pub mod reporter;
+mod scoped;
 
 pub use lifecycle::CertificateLifecycle;
 pub use reporter::ServiceNowReporter;

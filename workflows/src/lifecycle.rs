@@ -36,8 +36,8 @@ use state::{HandlerError, JobStatus, now, record};
 use std::time::Duration;
 use temporalio_sdk::workflows::{select, workflow_methods};
 use temporalio_sdk::{
-    ApplicationFailure, CancellableFuture, ContinueAsNewOptions, SyncWorkflowContext,
-    WorkflowContext, WorkflowContextView, WorkflowResult,
+    ApplicationFailure, ContinueAsNewOptions, SyncWorkflowContext, WorkflowContext,
+    WorkflowContextView, WorkflowResult,
 };
 
 pub use state::CertificateLifecycle;
@@ -536,7 +536,7 @@ async fn wait(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult
     });
     let mut fired = false;
     if !needs_attention(ctx) {
-        let timer = ctx.timer(Duration::from_secs((wake_at - at).max(0) as u64));
+        let timer = crate::scoped::timer(ctx, Duration::from_secs((wake_at - at).max(0) as u64));
         let mut timer = std::pin::pin!(timer);
         let mut attention = std::pin::pin!(ctx.wait_condition(attention));
         fired = select! {

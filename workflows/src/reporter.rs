@@ -63,13 +63,13 @@ impl ServiceNowReporter {
             let (report, update) = next_update(ctx);
             // Outages are retried inside the activity, but not for longer than the give-up time.
             let outages = Duration::from_secs(settings.give_up_after_seconds.max(1));
-            let result = ctx
-                .execute_activity(
-                    CertificateActivities::update_servicenow_record,
-                    update,
-                    delivery_options(Some(outages)),
-                )
-                .await;
+            let result = crate::scoped::activity(
+                ctx,
+                CertificateActivities::update_servicenow_record,
+                update,
+                delivery_options(Some(outages)),
+            )
+            .await;
             match result {
                 Ok(()) => ctx.state_mut(|s| {
                     s.input.queue.remove(0);
@@ -109,7 +109,7 @@ impl ServiceNowReporter {
                         .into());
                     }
                     let pause = Duration::from_secs(settings.retry_refused_seconds.max(1));
-                    ctx.timer(pause).await;
+                    crate::scoped::timer(ctx, pause).await;
                 }
             }
             if ctx.state(|s| s.input.queue.is_empty())
@@ -195,13 +195,13 @@ async fn run_v1(ctx: &mut WorkflowContext<ServiceNowReporter>) -> WorkflowResult
         }
         ctx.wait_condition(|s| !s.input.queue.is_empty()).await?;
         let (report, update) = next_update(ctx);
-        let result = ctx
-            .execute_activity(
-                CertificateActivities::update_servicenow_record,
-                update,
-                delivery_options(None),
-            )
-            .await;
+        let result = crate::scoped::activity(
+            ctx,
+            CertificateActivities::update_servicenow_record,
+            update,
+            delivery_options(None),
+        )
+        .await;
         match result {
             Ok(()) => ctx.state_mut(|s| {
                 s.input.queue.remove(0);
@@ -211,7 +211,7 @@ async fn run_v1(ctx: &mut WorkflowContext<ServiceNowReporter>) -> WorkflowResult
             Err(e) => {
                 let refused = refused(&e);
                 ctx.state_mut(|s| s.last_error = Some(refused.clone()));
-                ctx.timer(AFTER_REFUSAL).await;
+                crate::scoped::timer(ctx, AFTER_REFUSAL).await;
                 continue;
             }
         }

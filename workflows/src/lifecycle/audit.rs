@@ -120,7 +120,7 @@ pub(crate) async fn drain(ctx: &mut WorkflowContext<CertificateLifecycle>) -> Wo
             return Ok(());
         }
         let wait = retry_at.map_or(0, |at| (at - now(ctx)).max(1));
-        ctx.timer(Duration::from_secs(wait as u64)).await;
+        crate::scoped::timer(ctx, Duration::from_secs(wait as u64)).await;
         ctx.state_mut(|s| s.audit.retry_at = None);
     }
 }

@@ -7,7 +7,7 @@ use certflow_common::{
 };
 use std::time::Duration;
 use temporalio_sdk::workflows::select;
-use temporalio_sdk::{CancellableFuture, WorkflowContext, WorkflowResult};
+use temporalio_sdk::{WorkflowContext, WorkflowResult};
 
 /// Waits for the decision; returns the phase it leads to (`Issuing`, `Rejected`, `Expired`).
 pub(crate) async fn await_decision(
@@ -24,7 +24,7 @@ pub(crate) async fn await_decision(
     super::report::publish(ctx).await?;
     super::audit::flush(ctx).await?;
     {
-        let deadline = ctx.timer(Duration::from_secs(gate.deadline_seconds));
+        let deadline = crate::scoped::timer(ctx, Duration::from_secs(gate.deadline_seconds));
         let mut deadline = std::pin::pin!(deadline);
         let mut decided = std::pin::pin!(ctx.wait_condition(|s| s.decision.is_some()));
         let decision_arrived = select! {

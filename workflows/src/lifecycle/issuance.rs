@@ -16,7 +16,7 @@ use certflow_common::status::PendingAttempt;
 use certflow_common::{CertificateFacts, EventKind, RevocationReason, SerialRecord};
 use std::time::Duration;
 use temporalio_sdk::workflows::select;
-use temporalio_sdk::{CancellableFuture, WorkflowContext, WorkflowResult};
+use temporalio_sdk::{WorkflowContext, WorkflowResult};
 
 /// Pauses between checks on a request the CA holds: 5 s, doubling, at most 5 minutes.
 const PENDING_FIRST_PAUSE: Duration = Duration::from_secs(5);
@@ -79,13 +79,13 @@ async fn order_until_settled(
         });
         ctx.state_mut(|s| s.ordering = true);
         let task_queue = ctx.task_queue().to_string();
-        let outcome = ctx
-            .execute_activity(
-                CertificateActivities::order_certificate,
-                input,
-                options::ca(&task_queue, &issuer),
-            )
-            .await;
+        let outcome = crate::scoped::activity(
+            ctx,
+            CertificateActivities::order_certificate,
+            input,
+            options::ca(&task_queue, &issuer),
+        )
+        .await;
         ctx.state_mut(|s| s.ordering = false);
         let ending = ctx.state(|s| s.ending);
         match outcome {
@@ -148,7 +148,7 @@ async fn wait_or_end(
     ctx: &mut WorkflowContext<CertificateLifecycle>,
     pause: Duration,
 ) -> WorkflowResult<bool> {
-    let timer = ctx.timer(pause);
+    let timer = crate::scoped::timer(ctx, pause);
     let mut timer = std::pin::pin!(timer);
     let mut ending = std::pin::pin!(ctx.wait_condition(|s| s.ending.is_some()));
     let ended = select! {
@@ -285,13 +285,13 @@ async fn withdraw(
         (input, s.request.issuer.clone())
     });
     let task_queue = ctx.task_queue().to_string();
-    let withdrawn = ctx
-        .execute_activity(
-            CertificateActivities::withdraw_order,
-            input,
-            options::ca(&task_queue, &issuer),
-        )
-        .await;
+    let withdrawn = crate::scoped::activity(
+        ctx,
+        CertificateActivities::withdraw_order,
+        input,
+        options::ca(&task_queue, &issuer),
+    )
+    .await;
     let reason = ctx.state(|s| s.ending.map(|e| e.reason_for_others()));
     let reason = reason.unwrap_or(RevocationReason::CessationOfOperation);
     match withdrawn {

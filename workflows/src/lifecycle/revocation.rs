@@ -228,13 +228,13 @@ pub(crate) async fn revoke_one(
         (input, s.request.issuer.clone())
     });
     let task_queue = ctx.task_queue().to_string();
-    let result = ctx
-        .execute_activity(
-            CertificateActivities::revoke_serial,
-            input,
-            options::ca(&task_queue, &issuer),
-        )
-        .await;
+    let result = crate::scoped::activity(
+        ctx,
+        CertificateActivities::revoke_serial,
+        input,
+        options::ca(&task_queue, &issuer),
+    )
+    .await;
     Ok(match result {
         Ok(revoked) => {
             let at = now(ctx);

@@ -70,7 +70,8 @@ pub(super) async fn flush(ctx: &mut WorkflowContext<CertificateLifecycle>) -> Wo
     if events.is_empty() {
         return Ok(());
     }
-    ctx.execute_activity(
+    crate::scoped::activity(
+        ctx,
         CertificateActivities::record_audit_events,
         events.clone(),
         activity_options(),

@@ -10,7 +10,7 @@ use certflow_common::{
 };
 use std::time::Duration;
 use temporalio_sdk::workflows::select;
-use temporalio_sdk::{CancellableFuture, WorkflowContext, WorkflowResult};
+use temporalio_sdk::{WorkflowContext, WorkflowResult};
 
 /// Waits for the decision. `None`: approved, go on and issue. `Some`: the lifecycle ended
 /// (rejected, or the deadline passed) without anything reaching a CA.
@@ -27,7 +27,7 @@ pub(super) async fn await_decision(
     super::report::send(ctx).await?;
 
     {
-        let deadline = ctx.timer(Duration::from_secs(gate.deadline_seconds));
+        let deadline = crate::scoped::timer(ctx, Duration::from_secs(gate.deadline_seconds));
         let mut deadline = std::pin::pin!(deadline);
         let mut decided = std::pin::pin!(ctx.wait_condition(|w| w.v1.decision.is_some()));
         let decision_arrived = select! {

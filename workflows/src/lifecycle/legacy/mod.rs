@@ -30,9 +30,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use temporalio_common::RetryPolicy;
 use temporalio_common::error::{ActivityExecutionError, IncomingError};
 use temporalio_sdk::workflows::select;
-use temporalio_sdk::{
-    ActivityOptions, CancellableFuture, ContinueAsNewOptions, WorkflowContext, WorkflowResult,
-};
+use temporalio_sdk::{ActivityOptions, ContinueAsNewOptions, WorkflowContext, WorkflowResult};
 
 type HandlerError = Box<dyn Error + Send + Sync>;
 
@@ -357,16 +355,16 @@ async fn lifecycle(
 /// Issues certificate number `cycle`: key and CSR in Vault, CA, verification, storage.
 async fn issue(ctx: &mut WorkflowContext<CertificateLifecycle>, cycle: u32) -> WorkflowResult<()> {
     let request = st(ctx, |s| s.request.clone());
-    let key = ctx
-        .execute_activity(
-            CertificateActivities::generate_key_and_csr,
-            KeyAndCsrInput {
-                request: request.clone(),
-                cycle,
-            },
-            activity_options(),
-        )
-        .await;
+    let key = crate::scoped::activity(
+        ctx,
+        CertificateActivities::generate_key_and_csr,
+        KeyAndCsrInput {
+            request: request.clone(),
+            cycle,
+        },
+        activity_options(),
+    )
+    .await;
     let key = or_fail(ctx, key, "generate key and CSR")?;
     record(
         ctx,
@@ -391,13 +389,13 @@ async fn issue(ctx: &mut WorkflowContext<CertificateLifecycle>, cycle: u32) -> W
         csr_pem: key.csr_pem,
         issued: issued.clone(),
     };
-    let verified = ctx
-        .execute_activity(
-            CertificateActivities::verify_certificate,
-            verify,
-            activity_options(),
-        )
-        .await;
+    let verified = crate::scoped::activity(
+        ctx,
+        CertificateActivities::verify_certificate,
+        verify,
+        activity_options(),
+    )
+    .await;
     let verified = or_fail(ctx, verified, "verify the issued certificate")?;
     let mut facts = AuditFacts {
         serial: verified.serial.clone(),
@@ -421,13 +419,13 @@ async fn issue(ctx: &mut WorkflowContext<CertificateLifecycle>, cycle: u32) -> W
         issued,
         verified: verified.clone(),
     };
-    let stored = ctx
-        .execute_activity(
-            CertificateActivities::store_certificate,
-            store,
-            activity_options(),
-        )
-        .await;
+    let stored = crate::scoped::activity(
+        ctx,
+        CertificateActivities::store_certificate,
+        store,
+        activity_options(),
+    )
+    .await;
     let stored = or_fail(ctx, stored, "store the certificate in Vault")?;
     facts.vault_path = Some(stored.vault_path.clone());
     facts.vault_version = Some(stored.vault_version);
@@ -478,13 +476,13 @@ async fn submit_until_issued(
     let mut pause = PENDING_FIRST_PAUSE;
     let mut reported = false;
     loop {
-        let outcome = ctx
-            .execute_activity(
-                CertificateActivities::submit_csr,
-                submit.clone(),
-                ca_activity_options(ctx, &submit.request.issuer),
-            )
-            .await;
+        let outcome = crate::scoped::activity(
+            ctx,
+            CertificateActivities::submit_csr,
+            submit.clone(),
+            ca_activity_options(ctx, &submit.request.issuer),
+        )
+        .await;
         match or_fail(ctx, outcome, "submit CSR to the CA")? {
             SubmitOutcome::Issued(issued) => return Ok(issued),
             SubmitOutcome::Pending { detail } => {
@@ -492,7 +490,7 @@ async fn submit_until_issued(
                     record(ctx, EventKind::PendingAtCa, detail);
                     reported = true;
                 }
-                ctx.timer(pause).await;
+                crate::scoped::timer(ctx, pause).await;
                 pause = (pause * 2).min(PENDING_MAX_PAUSE);
             }
         }
@@ -541,7 +539,7 @@ async fn sleep_until_renewal(
         (None, None) => unreachable!("the first certificate is issued before the first sleep"),
     };
     let delay = (renew_at - unix_time(ctx.workflow_time())).max(0) as u64;
-    let timer = ctx.timer(Duration::from_secs(delay));
+    let timer = crate::scoped::timer(ctx, Duration::from_secs(delay));
     let mut timer = std::pin::pin!(timer);
     let mut command = std::pin::pin!(
         ctx.wait_condition(|w| w.v1.revoke_request.is_some() || w.v1.renew_request.is_some())
@@ -606,13 +604,13 @@ async fn revoke(
         reason: revoke.reason,
         requested_by: revoke.requested_by,
     };
-    let result = ctx
-        .execute_activity(
-            CertificateActivities::revoke_certificate,
-            input,
-            ca_activity_options(ctx, &request.issuer),
-        )
-        .await;
+    let result = crate::scoped::activity(
+        ctx,
+        CertificateActivities::revoke_certificate,
+        input,
+        ca_activity_options(ctx, &request.issuer),
+    )
+    .await;
     let result = match result {
         Err(e) if refused_by_ca(&e) => {
             let message = format!("revocation refused: {}", with_causes(&e));
