@@ -36,8 +36,8 @@ use state::{HandlerError, JobStatus, now, record};
 use std::time::Duration;
 use temporalio_sdk::workflows::{select, workflow_methods};
 use temporalio_sdk::{
-    ApplicationFailure, ContinueAsNewOptions, SyncWorkflowContext, WorkflowContext,
-    WorkflowContextView, WorkflowResult,
+    ApplicationFailure, ContinueAsNewOptions, SyncWorkflowContext, WorkflowCancellationToken,
+    WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
 pub use state::CertificateLifecycle;
@@ -270,8 +270,10 @@ async fn lifecycle(
     ctx: &mut WorkflowContext<CertificateLifecycle>,
 ) -> WorkflowResult<LifecycleOutcome> {
     begin(ctx);
+    // The reporter's start stays cancellable with this run, and no longer (scoped.rs).
+    let mut reporter = None;
     if ctx.state(|s| s.current.is_none())
-        && let Some(ended) = first_certificate(ctx).await?
+        && let Some(ended) = first_certificate(ctx, &mut reporter).await?
     {
         return end(ctx, ended).await;
     }
@@ -315,6 +317,7 @@ fn begin(ctx: &mut WorkflowContext<CertificateLifecycle>) {
 /// Request, approval and first issuance. `Some(phase)`: the lifecycle ended there.
 async fn first_certificate(
     ctx: &mut WorkflowContext<CertificateLifecycle>,
+    reporter: &mut Option<WorkflowCancellationToken>,
 ) -> WorkflowResult<Option<Phase>> {
     if ctx.state(|s| s.first_run) {
         let request = ctx.state(|s| s.request.clone());
@@ -325,7 +328,7 @@ async fn first_certificate(
         }
         let who = request.requested_by.as_deref().unwrap_or("unknown");
         record(ctx, EventKind::Requested, 0, format!("requested by {who}"));
-        report::start_reporter(ctx).await;
+        *reporter = report::start_reporter(ctx).await;
         if let Some(gate) = ctx.state(|s| s.gate.clone()) {
             let phase = gate::await_decision(ctx, gate).await?;
             if phase != Phase::Issuing {

@@ -1,14 +1,19 @@
-//! Timers and activities whose cancel callback goes when they go.
+//! Timers, activities, signals and child workflows whose cancel callback goes when they go.
 //!
-//! The SDK (temporalio-workflow 1.1) registers the cancel callback of every timer and activity
-//! on the workflow's cancellation token, and removes it only when the operation completes. The
-//! callback holds the workflow's context, which owns that token. So an operation dropped before
-//! it completes (the timer that loses a `select!`, the renewal timer of a sleeping lifecycle
-//! evicted from the worker's cache, an activity in flight at eviction) made a reference cycle
-//! that kept the whole context, about 20 KB, for the life of the worker: the worker grew with
-//! every certificate it had ever seen. Here each operation gets a child token that it owns, so
-//! the callback is dropped with the operation; cancelling the workflow still reaches it
-//! through the child. The commands are the SDK's own: histories replay unchanged.
+//! The SDK (temporalio-workflow 1.1) registers the cancel callback of every such operation on
+//! the workflow's cancellation token, and removes it only when the operation's future
+//! completes. The callback holds the workflow's context, which owns that token. So an
+//! operation dropped before it completes (the timer that loses a `select!`, the renewal timer
+//! of a sleeping lifecycle evicted from the worker's cache, an activity or signal in flight at
+//! eviction, a child workflow whose result nobody awaits) made a reference cycle that kept the
+//! whole context, about 20 KB, for the life of the worker: the worker grew with every
+//! certificate it had ever seen. Here each operation's callback sits on a child token held
+//! exactly as long as the operation (by [`Scoped`], or by the caller); cancelling the
+//! workflow still reaches it through the child. The commands are the SDK's own: histories
+//! replay unchanged.
+//!
+//! Local activities cannot be helped this way: the SDK's retry backoff keeps its own clone of
+//! the token, so one evicted while it waits out a backoff (a Vault outage) still leaks.
 
 use futures::future::FusedFuture;
 use std::future::Future;
@@ -18,8 +23,8 @@ use std::time::Duration;
 use temporalio_common::ActivityDefinition;
 use temporalio_common::data_converters::TemporalDeserializable;
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, CancellableFuture, TimerOptions, TimerResult,
-    WorkflowCancellationToken, WorkflowContext,
+    ActivityExecutionError, ActivityOptions, CancellableFuture, SignalWorkflowOptions,
+    TimerOptions, TimerResult, WorkflowCancellationToken, WorkflowContext,
 };
 
 /// A timer or activity holding the token its cancel callback is registered on.
@@ -28,9 +33,25 @@ pub(crate) struct Scoped<'a, T> {
     _token: WorkflowCancellationToken,
 }
 
+/// A child of the workflow's token, for an operation whose future the caller keeps or drops
+/// itself: keep the token exactly as long as the operation may be cancelled with the workflow.
+pub(crate) fn token<W>(ctx: &WorkflowContext<W>) -> WorkflowCancellationToken {
+    ctx.cancellation_token().child_token()
+}
+
+/// Options for a signal to another workflow, and the token to hold until the signal is sent.
+pub(crate) fn signal_options<W>(
+    ctx: &WorkflowContext<W>,
+) -> (SignalWorkflowOptions, WorkflowCancellationToken) {
+    let token = token(ctx);
+    let mut options = SignalWorkflowOptions::default();
+    options.cancellation_token = Some(token.clone());
+    (options, token)
+}
+
 /// Starts a timer; use it instead of `ctx.timer`.
 pub(crate) fn timer<W>(ctx: &WorkflowContext<W>, duration: Duration) -> Scoped<'_, TimerResult> {
-    let token = ctx.cancellation_token().child_token();
+    let token = token(ctx);
     let mut options = TimerOptions::from(duration);
     options.cancellation_token = Some(token.clone());
     Scoped {
@@ -51,7 +72,12 @@ where
     AD::Output: TemporalDeserializable + 'a,
     I: Into<AD::Input> + 'a,
 {
-    let token = ctx.cancellation_token().child_token();
+    // A token the caller set (a detached one, say) keeps its meaning: the child is of it.
+    let token = options
+        .cancellation_token
+        .take()
+        .unwrap_or_else(|| ctx.cancellation_token())
+        .child_token();
     options.cancellation_token = Some(token.clone());
     Scoped {
         inner: Box::pin(ctx.execute_activity(activity, input, options)),

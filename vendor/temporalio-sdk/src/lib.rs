@@ -821,6 +821,19 @@ struct ActivityHalf {
     task_tokens_to_cancels: Arc<parking_lot::Mutex<HashMap<TaskToken, CancellationToken>>>,
 }
 
+/// certflow patch: removes a running activity's entry from `task_tokens_to_cancels` when
+/// dropped, which its task does once the result is ready (or by unwinding).
+struct RunningActivity {
+    running: Arc<parking_lot::Mutex<HashMap<TaskToken, CancellationToken>>>,
+    task_token: TaskToken,
+}
+
+impl Drop for RunningActivity {
+    fn drop(&mut self) {
+        self.running.lock().remove(&self.task_token);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum ActivityTaskHandlerError {
     #[error("{source}")]
@@ -1517,10 +1530,13 @@ impl ActivityHalf {
                 let ct = CancellationToken::new();
                 let task_token = activity.task_token;
                 self.task_tokens_to_cancels
-                    .lock()
+                    .lock() // certflow patch
                     .insert(task_token.clone().into(), ct.clone());
-                let running = self.task_tokens_to_cancels.clone();
-                let running_token: TaskToken = task_token.clone().into();
+                // certflow patch: the entry goes when the task ends, however it ends.
+                let running = RunningActivity {
+                    running: self.task_tokens_to_cancels.clone(),
+                    task_token: task_token.clone().into(),
+                };
 
                 let (ctx, args) = ActivityContext::new(
                     worker.clone(),
@@ -1568,7 +1584,7 @@ impl ActivityHalf {
                         result: Some(result),
                     };
                     encode_activity_completion(&mut completion, &codec_data_converter).await;
-                    running.lock().remove(&running_token);
+                    drop(running);
                     worker.complete_activity_task(completion).await?;
                     Ok::<_, anyhow::Error>(())
                 });
@@ -1576,7 +1592,7 @@ impl ActivityHalf {
             Some(activity_task::Variant::Cancel(_)) => {
                 if let Some(ct) = self
                     .task_tokens_to_cancels
-                    .lock()
+                    .lock() // certflow patch
                     .get(activity.task_token.as_slice())
                 {
                     ct.cancel();

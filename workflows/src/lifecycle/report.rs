@@ -11,7 +11,8 @@ use certflow_common::search;
 use certflow_common::servicenow::{ReporterInput, StateReport};
 use temporalio_common::search_attributes::Timestamp;
 use temporalio_sdk::{
-    ChildWorkflowOptions, ParentClosePolicy, SignalWorkflowOptions, WorkflowContext, WorkflowResult,
+    ChildWorkflowOptions, ParentClosePolicy, WorkflowCancellationToken, WorkflowContext,
+    WorkflowResult,
 };
 
 /// Patch: ask the worker whether it writes back for the tenant before starting a reporter.
@@ -19,11 +20,12 @@ const WRITE_BACK_CHECKED: &str = "servicenow-write-back-checked";
 
 /// Starts the reporter of a certificate that came from a ServiceNow record, if the worker writes
 /// back for the tenant. It outlives this run (continue-as-new) and the lifecycle itself, until
-/// the final state is delivered.
-pub(crate) async fn start_reporter(ctx: &mut WorkflowContext<CertificateLifecycle>) {
-    let Some(record) = ctx.state(|s| s.request.servicenow.clone()) else {
-        return;
-    };
+/// the final state is delivered. Returns the token its start stays cancellable by, for the
+/// caller to keep for the rest of the run.
+pub(crate) async fn start_reporter(
+    ctx: &mut WorkflowContext<CertificateLifecycle>,
+) -> Option<WorkflowCancellationToken> {
+    let record = ctx.state(|s| s.request.servicenow.clone())?;
     let tenant = ctx.state(|s| s.tenant.clone());
     let write_back = if ctx.patched(WRITE_BACK_CHECKED) {
         // Configuration read locally; an error (none expected) counts as "off": fail closed.
@@ -38,7 +40,7 @@ pub(crate) async fn start_reporter(ctx: &mut WorkflowContext<CertificateLifecycl
             Ok(Some(w)) => Some(w),
             _ => {
                 ctx.state_mut(|s| s.write_back_off = true);
-                return;
+                return None;
             }
         }
     } else {
@@ -51,10 +53,14 @@ pub(crate) async fn start_reporter(ctx: &mut WorkflowContext<CertificateLifecycl
             s.history_limit,
         )
     });
-    let options = ChildWorkflowOptions::builder()
+    let mut options = ChildWorkflowOptions::builder()
         .workflow_id(id)
         .parent_close_policy(ParentClosePolicy::Abandon)
         .build();
+    // Nobody awaits the reporter's result: its cancel callback sits on a token the caller
+    // keeps for the rest of the run (scoped.rs).
+    let token = crate::scoped::token(ctx);
+    options.cancellation_token = Some(token.clone());
     let input = ReporterInput {
         certificate_id,
         record,
@@ -69,6 +75,7 @@ pub(crate) async fn start_reporter(ctx: &mut WorkflowContext<CertificateLifecycl
     let _ = ctx
         .start_child_workflow(ServiceNowReporter::run, input, options)
         .await;
+    Some(token)
 }
 
 /// Publishes the state if phase or current serial changed since it was last published.
@@ -130,13 +137,10 @@ async fn publish_as(
         (s.names().reporter.clone(), report)
     });
     let reporter = ctx.external_workflow(id, None);
+    let (options, _token) = crate::scoped::signal_options(ctx);
     // A reporter that has already finished cannot take more; the lifecycle goes on regardless.
     let _ = reporter
-        .signal(
-            ServiceNowReporter::report,
-            report,
-            SignalWorkflowOptions::default(),
-        )
+        .signal(ServiceNowReporter::report, report, options)
         .await;
     Ok(())
 }

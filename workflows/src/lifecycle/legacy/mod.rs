@@ -305,6 +305,8 @@ async fn lifecycle(
         let id = format!("{a:016x}{b:016x}");
         st_mut(ctx, |s| s.lifecycle_id = id);
     }
+    // The reporter's start stays cancellable with this run, and no longer (scoped.rs).
+    let mut _reporter = None;
     if st(ctx, |s| s.current.is_none()) {
         let request = st(ctx, |s| s.request.clone());
         // The issuer list is the worker's concern; everything else is checked before any I/O.
@@ -313,7 +315,7 @@ async fn lifecycle(
         }
         let detail = requested_by(request.requested_by.as_deref());
         record(ctx, EventKind::Requested, detail);
-        report::start_reporter(ctx).await;
+        _reporter = report::start_reporter(ctx).await;
         if let Some(gate) = st(ctx, |s| s.gate.clone())
             && let Some(ended) = gate::await_decision(ctx, gate).await?
         {

@@ -9,20 +9,26 @@ use certflow_common::search;
 use certflow_common::servicenow::{ReporterInput, StateReport, reporter_workflow_id};
 use temporalio_common::search_attributes::Timestamp;
 use temporalio_sdk::{
-    ChildWorkflowOptions, ParentClosePolicy, SignalWorkflowOptions, WorkflowContext, WorkflowResult,
+    ChildWorkflowOptions, ParentClosePolicy, WorkflowCancellationToken, WorkflowContext,
+    WorkflowResult,
 };
 
 /// Starts the reporter of a certificate that came from a ServiceNow record. It outlives this
 /// run (continue-as-new) and the lifecycle itself, until the final state is delivered.
-pub(super) async fn start_reporter(ctx: &mut WorkflowContext<CertificateLifecycle>) {
-    let Some(record) = st(ctx, |s| s.request.servicenow.clone()) else {
-        return;
-    };
+/// Returns the token its start stays cancellable by, for the caller to keep for the run.
+pub(super) async fn start_reporter(
+    ctx: &mut WorkflowContext<CertificateLifecycle>,
+) -> Option<WorkflowCancellationToken> {
+    let record = st(ctx, |s| s.request.servicenow.clone())?;
     let certificate_id = st(ctx, |s| s.request.certificate_id.clone());
-    let options = ChildWorkflowOptions::builder()
+    let mut options = ChildWorkflowOptions::builder()
         .workflow_id(reporter_workflow_id(&certificate_id))
         .parent_close_policy(ParentClosePolicy::Abandon)
         .build();
+    // Nobody awaits the reporter's result: its cancel callback sits on a token the caller
+    // keeps for the rest of the run (scoped.rs).
+    let token = crate::scoped::token(ctx);
+    options.cancellation_token = Some(token.clone());
     let input = ReporterInput {
         certificate_id,
         record,
@@ -37,6 +43,7 @@ pub(super) async fn start_reporter(ctx: &mut WorkflowContext<CertificateLifecycl
     let _ = ctx
         .start_child_workflow(ServiceNowReporter::run, input, options)
         .await;
+    Some(token)
 }
 
 /// Publishes the current state: audit trail, search attributes, and the ServiceNow record if
@@ -69,13 +76,10 @@ pub(super) async fn send(ctx: &mut WorkflowContext<CertificateLifecycle>) -> Wor
         (s.request.certificate_id.clone(), report)
     });
     let reporter = ctx.external_workflow(reporter_workflow_id(&id), None);
+    let (options, _token) = crate::scoped::signal_options(ctx);
     // A reporter that has already finished cannot take more; the lifecycle goes on regardless.
     let _ = reporter
-        .signal(
-            ServiceNowReporter::report,
-            report,
-            SignalWorkflowOptions::default(),
-        )
+        .signal(ServiceNowReporter::report, report, options)
         .await;
     Ok(())
 }
