@@ -23,6 +23,7 @@ start_test_servers "$dir"
 
 export CERTFLOW_BIN_DIR="$CERTFLOW_ROOT/target/release"
 export CERTFLOW_BENCH_TEMPORAL_PID="$(cat "$dir/temporal.pid")"
+export CERTFLOW_BENCH_VAULT_PID="$(cat "$dir/vault.pid")"
 export CERTFLOW_BENCH_TEMPORAL_DB="$dir/temporal.db"
 export CERTFLOW_BENCH_OUT="${CERTFLOW_BENCH_OUT:-$CERTFLOW_ROOT/target/bench/bench.json}"
 log "running the benchmark (worker and API logs: target/test-logs/)"

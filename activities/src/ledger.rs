@@ -70,18 +70,33 @@ fn order_fingerprint(order: &IssueOrder<'_>, public_key: &[u8]) -> String {
 
 /// Submits `order` to `ca` unless the ledger at `path` shows it was already submitted: then it
 /// returns the certificate recorded, or checks on the request the CA holds.
+///
+/// `first_try`: the activity's first try, whose ledger entry is most likely new: the intent is
+/// then written create-only without reading first, and only if an entry exists after all (a
+/// request the CA holds, checked on again; a workflow reset) is it read.
 pub async fn submit_once(
     vault: &Vault,
     ca: &dyn CertificateAuthority,
     path: &str,
     order: &IssueOrder<'_>,
     now_unix: i64,
+    first_try: bool,
 ) -> Result<Submission, SubmitError> {
     let key = crate::verify::csr_public_key(order.csr_pem)
         .map_err(|e| CaError::Rejected(e.to_string()))?;
     let fingerprint = order_fingerprint(order, &key);
-    let existing = vault.kv_read::<Entry>(path).await?;
-    let mut version = existing.as_ref().map_or(0, |(_, v)| *v);
+    let intent = Entry::Submitting {
+        order: fingerprint.clone(),
+    };
+    let created = match first_try {
+        true => vault.kv_create(path, &intent).await?,
+        false => None,
+    };
+    let existing = match created {
+        Some(_) => None,
+        None => vault.kv_read::<Entry>(path).await?,
+    };
+    let mut version = created.or(existing.as_ref().map(|(_, v)| *v)).unwrap_or(0);
     match existing {
         Some((Entry::Issued { order, certificate }, _)) if order == fingerprint => {
             tracing::info!(path, serial = %certificate.serial, "already issued; not asking the CA again");
@@ -122,12 +137,8 @@ pub async fn submit_once(
                 return settle(vault, path, &fingerprint, answer, v, now_unix).await;
             }
         }
-        _ => {
-            let intent = Entry::Submitting {
-                order: fingerprint.clone(),
-            };
-            version = vault.kv_write_cas(path, &intent, version).await?;
-        }
+        _ if created.is_some() => {}
+        _ => version = vault.kv_write_cas(path, &intent, version).await?,
     }
     let answer = {
         let _timer = crate::metrics::ca_timer(&order.request.issuer, "submit");

@@ -83,25 +83,72 @@ fn throughput(jobs: usize, wall: Duration) -> f64 {
     jobs as f64 / wall.as_secs_f64()
 }
 
-/// Requests one certificate and waits until its record is in Vault KV (polling Vault, not
-/// Temporal, so the waiting adds no load to the server being measured).
-async fn issue_and_wait(api: &Stack, vault: &common::Vault, id: &str) {
-    send_and_wait(api, vault, id, request(id, "bench")).await;
+/// Requests one certificate and waits until it is stored.
+async fn issue_and_wait(api: &Stack, stored: &StoredWatch, id: &str) {
+    send_and_wait(api, stored, id, request(id, "bench")).await;
 }
 
-/// Sends one request and waits until its record is in Vault KV.
-async fn send_and_wait(api: &Stack, vault: &common::Vault, id: &str, request: Value) {
+/// Sends one request and waits until its certificate is stored.
+async fn send_and_wait(api: &Stack, stored: &StoredWatch, id: &str, request: Value) {
+    let done = stored.expect(id);
     let (status, body) = api.post("/v1/certificates", &request).await;
     assert_eq!(status, 201, "{body}");
-    let path = format!("secret/data/certflow/apps/bench/default/{id}");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let (status, _) = vault.read(&path).await;
-        if status == 200 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{id} never stored");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    tokio::time::timeout(Duration::from_secs(600), done)
+        .await
+        .unwrap_or_else(|_| panic!("{id} never stored"))
+        .unwrap();
+}
+
+/// Tells each waiting job when its certificate is stored: the worker's `stored` record in the
+/// audit trail (written in the workflow task that installs it, after the KV write). One query
+/// of the audit database every 10 ms serves every job; reading each certificate's KV path every
+/// few milliseconds instead cost OpenBao more CPU than the issuances themselves on 2 cores.
+struct StoredWatch {
+    waiting: std::sync::Mutex<HashMap<String, tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl StoredWatch {
+    async fn start(stack: &Stack) -> Arc<Self> {
+        let store = certflow_audit::AuditStore::connect_reader(&stack.audit_database_url)
+            .await
+            .unwrap();
+        let watch = Arc::new(Self {
+            waiting: Default::default(),
+        });
+        let weak = Arc::downgrade(&watch);
+        tokio::spawn(async move {
+            let mut after = 0;
+            while let Some(watch) = weak.upgrade() {
+                let filter = certflow_audit::AuditFilter {
+                    kind: Some(certflow_common::EventKind::Stored),
+                    after_seq: Some(after),
+                    limit: 1000,
+                    ..Default::default()
+                };
+                let records = store.search(&filter).await.unwrap_or_default();
+                {
+                    let mut waiting = watch.waiting.lock().unwrap();
+                    for r in &records {
+                        after = after.max(r.seq);
+                        if let Some(done) = waiting.remove(&r.event.certificate_id) {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+                drop(watch);
+                if records.len() < 1000 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        });
+        watch
+    }
+
+    /// Resolves once `id` is stored; call it before the request is sent.
+    fn expect(&self, id: &str) -> tokio::sync::oneshot::Receiver<()> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.waiting.lock().unwrap().insert(id.to_string(), done);
+        wait
     }
 }
 
@@ -360,6 +407,45 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// The processes whose CPU time a phase is charged with: the servers, certflow's worker and API,
+/// and this process (which runs the no-op floors' worker and every client).
+struct CpuMeter {
+    pids: Vec<(&'static str, u32)>,
+    start: Vec<f64>,
+}
+
+impl CpuMeter {
+    fn start(stack: &Stack) -> Self {
+        let (worker, api) = stack.pids();
+        let env_pid = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+        let pids: Vec<(&'static str, u32)> = [
+            ("temporal", env_pid("CERTFLOW_BENCH_TEMPORAL_PID")),
+            ("vault", env_pid("CERTFLOW_BENCH_VAULT_PID")),
+            ("worker", worker),
+            ("api", Some(api)),
+            ("bench", Some(std::process::id())),
+        ]
+        .into_iter()
+        .filter_map(|(name, pid)| pid.map(|p| (name, p)))
+        .collect();
+        let start = pids.iter().map(|(_, p)| cpu_seconds(*p)).collect();
+        Self { pids, start }
+    }
+
+    /// CPU milliseconds each process used since `start`, per item of `items`, and in total.
+    fn per_item(&self, items: usize) -> Value {
+        let mut out = serde_json::Map::new();
+        let mut total = 0.0;
+        for ((name, pid), start) in self.pids.iter().zip(&self.start) {
+            let ms = (cpu_seconds(*pid) - start) * 1000.0 / items as f64;
+            total += ms;
+            out.insert(name.to_string(), json!(ms));
+        }
+        out.insert("total".into(), json!(total));
+        Value::Object(out)
+    }
+}
+
 /// Times one authenticated GET of the API; returns (seconds, bytes).
 async fn timed_get(stack: &Stack, path: &str) -> (f64, usize) {
     let started = Instant::now();
@@ -413,7 +499,7 @@ async fn full_listing_seconds(stack: &Stack) -> f64 {
 }
 
 /// 6. S certificates issued and left asleep: what holding them costs.
-async fn sleeping_fleet(stack: &Arc<Stack>, vault: &common::Vault, s: usize, c: usize) -> Value {
+async fn sleeping_fleet(stack: &Arc<Stack>, watch: &Arc<StoredWatch>, s: usize, c: usize) -> Value {
     let prefix = unique("sleep");
     let issued = Instant::now();
     // The worker's memory as the fleet grows, every tenth of it.
@@ -424,13 +510,13 @@ async fn sleeping_fleet(stack: &Arc<Stack>, vault: &common::Vault, s: usize, c: 
     run_jobs(s, c, |i| {
         let (stored, curve) = (stored.clone(), curve.clone());
         let stack = stack.clone();
-        let vault = vault.clone();
+        let watch = watch.clone();
         let id = format!("{prefix}-{i}");
         // A day's validity: they sleep through the run, outside the metrics' detail window.
         let mut body = request(&id, "bench");
         body["validity_seconds"] = json!(86_400);
         async move {
-            send_and_wait(&stack, &vault, &id, body).await;
+            send_and_wait(&stack, &watch, &id, body).await;
             let done = stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if done % (s / 10).max(1) == 0 {
                 curve.lock().unwrap().push(json!([done, rss_mib(worker)]));
@@ -494,14 +580,14 @@ async fn renewal_storm(m: usize, rate: f64, c: usize) -> Value {
         )
         .await,
     );
-    let vault = stack.vault();
+    let stored = StoredWatch::start(&stack).await;
     let prefix = unique("storm");
     let ids: Vec<String> = (0..m).map(|i| format!("{prefix}-{i}")).collect();
     run_jobs(m, c, |i| {
         let stack = stack.clone();
-        let vault = vault.clone();
+        let stored = stored.clone();
         let id = ids[i].clone();
-        async move { issue_and_wait(&stack, &vault, &id).await }
+        async move { issue_and_wait(&stack, &stored, &id).await }
     })
     .await;
     // Every certificate due at the same moment (as after a CA compromise): renew_now for all,
@@ -566,19 +652,21 @@ async fn benchmark() {
     )
     .await;
     let vault = stack.vault();
+    let stored = StoredWatch::start(&stack).await;
     // Warm up: connections, the PKI role, the worker's caches.
     for _ in 0..4 {
-        issue_and_wait(&stack, &vault, &unique("warm")).await;
+        issue_and_wait(&stack, &stored, &unique("warm")).await;
     }
 
     // 1. Issuance through the API.
     let stack = Arc::new(stack);
     let prefix = unique("b");
+    let meter = CpuMeter::start(&stack);
     let (wall, latencies) = run_jobs(n, c, |i| {
         let stack = stack.clone();
-        let vault = vault.clone();
+        let stored = stored.clone();
         let id = format!("{prefix}-{i}");
-        async move { issue_and_wait(&stack, &vault, &id).await }
+        async move { issue_and_wait(&stack, &stored, &id).await }
     })
     .await;
     let issuance = json!({
@@ -587,6 +675,7 @@ async fn benchmark() {
         "per_second": throughput(n, wall),
         "p50_seconds": percentile(&latencies, 0.5),
         "p99_seconds": percentile(&latencies, 0.99),
+        "cpu_ms_per_certificate": meter.per_item(n),
     });
 
     // 4. Cost of one issuance, then of one renewal cycle that its timer started, then of a
@@ -648,8 +737,12 @@ async fn benchmark() {
     let mut worker = Worker::new(&runtime, client.clone(), options).unwrap();
     let stop = worker.shutdown_handle();
     let measure = async {
-        let same_steps = noop_floor(&client, &queue, steps as u32, n, c).await;
-        let one_step = noop_floor(&client, &queue, 1, n, c).await;
+        let meter = CpuMeter::start(&stack);
+        let mut same_steps = noop_floor(&client, &queue, steps as u32, n, c).await;
+        same_steps["cpu_ms_per_workflow"] = meter.per_item(n);
+        let meter = CpuMeter::start(&stack);
+        let mut one_step = noop_floor(&client, &queue, 1, n, c).await;
+        one_step["cpu_ms_per_workflow"] = meter.per_item(n);
         stop();
         (same_steps, one_step)
     };
@@ -657,6 +750,7 @@ async fn benchmark() {
     run.unwrap();
 
     // 3. The Vault work alone.
+    let meter = CpuMeter::start(&stack);
     let (wall, latencies) = run_jobs(n, c, |i| {
         let vault = vault.clone();
         async move { direct_vault_work(&vault, i).await }
@@ -666,6 +760,7 @@ async fn benchmark() {
         "per_second": throughput(n, wall),
         "p50_seconds": percentile(&latencies, 0.5),
         "p99_seconds": percentile(&latencies, 0.99),
+        "cpu_ms_per_certificate": meter.per_item(n),
     });
 
     // 6. Scale: /metrics and listing with the fleet so far, then with a sleeping fleet.
@@ -675,7 +770,7 @@ async fn benchmark() {
         "full_listing_seconds": full_listing_seconds(&stack).await,
     });
     let sleeping = setting("CERTFLOW_BENCH_SLEEPING", 1000);
-    let mut scale = sleeping_fleet(&stack, &vault, sleeping, c).await;
+    let mut scale = sleeping_fleet(&stack, &stored, sleeping, c).await;
     scale["before"] = small;
 
     // 5. A worker killed during 40 issuances, another started 3 s later.
@@ -778,6 +873,15 @@ async fn benchmark() {
             v["p99_seconds"].as_f64().unwrap(),
             per_s(&issuance) / per_s(v)
         );
+    }
+    println!("\nCPU milliseconds per certificate or workflow, by process:");
+    for (name, v) in [
+        ("certflow issuance", &issuance["cpu_ms_per_certificate"]),
+        ("no-op, same steps", &same_steps["cpu_ms_per_workflow"]),
+        ("no-op, 1 activity", &one_step["cpu_ms_per_workflow"]),
+        ("Vault work, direct", &direct["cpu_ms_per_certificate"]),
+    ] {
+        println!("  {name}: {v}");
     }
     println!("\nTemporal per issuance: {issuance_cost}");
     println!("Temporal per renewal cycle: {renewal_cost}");

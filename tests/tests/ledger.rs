@@ -169,12 +169,69 @@ async fn a_retried_submission_returns_the_first_certificate() {
     let order = first_order(&id, &request, &csr);
     let path = ledger_path("certflow", &id, 0);
     let first = issued(
-        submit_once(&vault, &pki, &path, &order, now())
+        submit_once(&vault, &pki, &path, &order, now(), true)
             .await
             .unwrap(),
     );
     let again = issued(
-        submit_once(&vault, &pki, &path, &order, now())
+        submit_once(&vault, &pki, &path, &order, now(), false)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(first, again);
+    assert_eq!(admin().issued_with_cn(&request.common_name).await, 1);
+}
+
+/// One call makes sure a key exists and reads it back: a renewal's version is added once however
+/// often the call is retried, and an existing key of another type than asked is refused, never
+/// used.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_version_is_added_once_and_a_key_of_another_type_is_refused() {
+    let id = unique("keyver");
+    let (vault, request, _) = setup(&id).await;
+    let name = key_name(&id);
+    for _ in 0..2 {
+        let version = vault
+            .ensure_key_version(&name, request.key_type, request.key_delivery, 2)
+            .await
+            .unwrap();
+        assert_eq!(version, 2);
+    }
+    let (status, key) = admin().read(&format!("transit/keys/{name}")).await;
+    assert_eq!(status, 200, "{key}");
+    assert_eq!(key["data"]["latest_version"], 2, "{key}");
+    let other = match request.key_type {
+        certflow_common::KeyType::Rsa2048 => certflow_common::KeyType::EcdsaP256,
+        _ => certflow_common::KeyType::Rsa2048,
+    };
+    let refused = vault
+        .ensure_key_version(&name, other, request.key_delivery, 2)
+        .await;
+    assert!(
+        matches!(refused, Err(certflow_activities::vault::VaultError::Rejected(ref m)) if m.contains("but the request asks for")),
+        "{refused:?}"
+    );
+    let (_, key) = admin().read(&format!("transit/keys/{name}")).await;
+    assert_eq!(key["data"]["latest_version"], 2, "{key}");
+}
+
+/// A first try writes its intent create-only, without reading first. Over an entry that exists
+/// after all (a request checked on again, a reset workflow) that write changes nothing, and the
+/// answer comes from the entry: the CA is not asked again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_try_over_an_existing_entry_answers_from_it() {
+    let id = unique("reset");
+    let (vault, request, csr) = setup(&id).await;
+    let pki = pki(&vault);
+    let order = first_order(&id, &request, &csr);
+    let path = ledger_path("certflow", &id, 0);
+    let first = issued(
+        submit_once(&vault, &pki, &path, &order, now(), true)
+            .await
+            .unwrap(),
+    );
+    let again = issued(
+        submit_once(&vault, &pki, &path, &order, now(), true)
             .await
             .unwrap(),
     );
@@ -190,7 +247,7 @@ async fn an_answer_lost_after_issuance_is_recovered_not_reissued() {
     let path = ledger_path("certflow", &id, 0);
     let lossy = AnswerLost(pki(&vault));
     assert!(
-        submit_once(&vault, &lossy, &path, &order, now())
+        submit_once(&vault, &lossy, &path, &order, now(), true)
             .await
             .is_err()
     );
@@ -198,7 +255,7 @@ async fn an_answer_lost_after_issuance_is_recovered_not_reissued() {
 
     let pki = pki(&vault);
     let recovered = issued(
-        submit_once(&vault, &pki, &path, &order, now())
+        submit_once(&vault, &pki, &path, &order, now(), false)
             .await
             .unwrap(),
     );
@@ -212,7 +269,7 @@ async fn an_answer_lost_after_issuance_is_recovered_not_reissued() {
         .expect("recovered certificate verifies");
     assert_eq!(
         issued(
-            submit_once(&vault, &pki, &path, &order, now())
+            submit_once(&vault, &pki, &path, &order, now(), false)
                 .await
                 .unwrap()
         ),
@@ -233,8 +290,8 @@ async fn a_held_request_is_checked_on_never_resubmitted_and_times_out() {
         approved: false.into(),
     };
     let start = now();
-    for _ in 0..3 {
-        let answer = submit_once(&vault, &ca, &path, &order, start)
+    for i in 0..3 {
+        let answer = submit_once(&vault, &ca, &path, &order, start, i == 0)
             .await
             .unwrap();
         assert!(matches!(answer, Submission::Pending { .. }), "{answer:?}");
@@ -247,7 +304,7 @@ async fn a_held_request_is_checked_on_never_resubmitted_and_times_out() {
     assert_eq!(ca.checks.load(Ordering::SeqCst), 2);
 
     // Past the CA's pending timeout the request fails instead of waiting forever.
-    let late = submit_once(&vault, &ca, &path, &order, start + 3601).await;
+    let late = submit_once(&vault, &ca, &path, &order, start + 3601, false).await;
     assert!(
         matches!(late, Err(ledger::SubmitError::Ca(CaError::Rejected(ref m))) if m.contains("still pending")),
         "{late:?}"
@@ -255,7 +312,7 @@ async fn a_held_request_is_checked_on_never_resubmitted_and_times_out() {
 
     ca.approved.store(true, Ordering::SeqCst);
     let certificate = issued(
-        submit_once(&vault, &ca, &path, &order, start + 10)
+        submit_once(&vault, &ca, &path, &order, start + 10, false)
             .await
             .unwrap(),
     );
@@ -263,7 +320,7 @@ async fn a_held_request_is_checked_on_never_resubmitted_and_times_out() {
     // Recorded: later calls answer from the ledger without asking the CA.
     let checks = ca.checks.load(Ordering::SeqCst);
     let again = issued(
-        submit_once(&vault, &ca, &path, &order, start + 20)
+        submit_once(&vault, &ca, &path, &order, start + 20, false)
             .await
             .unwrap(),
     );

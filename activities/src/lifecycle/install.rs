@@ -8,14 +8,27 @@ use certflow_common::KeyDelivery;
 use certflow_common::activities::{InstallInput, StoredCertificate, error_types};
 use temporalio_sdk::activities::ActivityError;
 
+/// `first_try`: the activity's first try. A first certificate's record is then most likely
+/// new: it is written create-only, and read (as on every other try) only if it exists after all.
 pub(super) async fn run(
     acts: &LifecycleActivities,
     input: InstallInput,
+    first_try: bool,
 ) -> Result<StoredCertificate, ActivityError> {
-    let r = &input.request;
-    let ordered = &input.certificate;
     let path = acts.kv_path(&input.names.record);
     let vault_error = |e| from_vault("storing the certificate", e);
+    if first_try && input.cycle == 0 {
+        let record = record_of(acts, &input).await?;
+        if let Some(version) = acts
+            .vault
+            .kv_create(&path, &record)
+            .await
+            .map_err(vault_error)?
+        {
+            return Ok(stored(&input, path, version));
+        }
+    }
+    let ordered = &input.certificate;
     let existing = acts
         .vault
         .kv_read::<CertificateRecord>(&path)
@@ -36,42 +49,7 @@ pub(super) async fn run(
         // Stored already by an earlier attempt of this activity.
         Some((record, version)) if record.serial == ordered.verified.serial => *version,
         _ => {
-            let private_key = match r.key_delivery {
-                KeyDelivery::Export => Some(
-                    acts.vault
-                        .export_private_key(&input.names.transit_key, ordered.key_version)
-                        .await
-                        .map_err(vault_error)?,
-                ),
-                KeyDelivery::Sealed => None,
-            };
-            let issued = &ordered.certificate;
-            let verified = &ordered.verified;
-            let record = CertificateRecord {
-                certificate_id: r.certificate_id.clone(),
-                tenant: Some(input.tenant.clone()),
-                lifecycle_id: Some(input.lifecycle_id.clone()),
-                application: r.application.clone(),
-                common_name: r.common_name.clone(),
-                issuer: r.issuer.clone(),
-                status: RecordStatus::Active,
-                cycle: input.cycle,
-                serial: verified.serial.clone(),
-                not_before_unix: verified.not_before_unix,
-                not_after_unix: verified.not_after_unix,
-                sha256_fingerprint: verified.sha256_fingerprint.clone(),
-                certificate: issued.certificate_pem.trim_end().to_string() + "\n",
-                chain: issued
-                    .chain_pem
-                    .iter()
-                    .map(|c| c.trim_end().to_string() + "\n")
-                    .collect(),
-                private_key,
-                transit_key: input.names.transit_key.clone(),
-                transit_key_version: ordered.key_version,
-                revoked_at_unix: None,
-                revocation_reason: None,
-            };
+            let record = record_of(acts, &input).await?;
             let expected = existing.as_ref().map_or(0, |(_, v)| *v);
             acts.vault
                 .kv_write_cas(&path, &record, expected)
@@ -83,9 +61,58 @@ pub(super) async fn run(
         .kv_destroy_older(&path, version)
         .await
         .map_err(|e| from_vault("destroying superseded versions of the record", e))?;
-    tracing::info!(path = %path, version, serial = %ordered.verified.serial, "certificate stored");
-    Ok(StoredCertificate {
+    Ok(stored(&input, path, version))
+}
+
+/// The record of the new certificate, with its private key if the application takes delivery.
+async fn record_of(
+    acts: &LifecycleActivities,
+    input: &InstallInput,
+) -> Result<CertificateRecord, ActivityError> {
+    let r = &input.request;
+    let private_key = match r.key_delivery {
+        KeyDelivery::Export => Some(
+            acts.vault
+                .export_private_key(&input.names.transit_key, input.certificate.key_version)
+                .await
+                .map_err(|e| from_vault("storing the certificate", e))?,
+        ),
+        KeyDelivery::Sealed => None,
+    };
+    let issued = &input.certificate.certificate;
+    let verified = &input.certificate.verified;
+    Ok(CertificateRecord {
+        certificate_id: r.certificate_id.clone(),
+        tenant: Some(input.tenant.clone()),
+        lifecycle_id: Some(input.lifecycle_id.clone()),
+        application: r.application.clone(),
+        common_name: r.common_name.clone(),
+        issuer: r.issuer.clone(),
+        status: RecordStatus::Active,
+        cycle: input.cycle,
+        serial: verified.serial.clone(),
+        not_before_unix: verified.not_before_unix,
+        not_after_unix: verified.not_after_unix,
+        sha256_fingerprint: verified.sha256_fingerprint.clone(),
+        certificate: issued.certificate_pem.trim_end().to_string() + "\n",
+        chain: issued
+            .chain_pem
+            .iter()
+            .map(|c| c.trim_end().to_string() + "\n")
+            .collect(),
+        private_key,
+        transit_key: input.names.transit_key.clone(),
+        transit_key_version: input.certificate.key_version,
+        revoked_at_unix: None,
+        revocation_reason: None,
+    })
+}
+
+fn stored(input: &InstallInput, path: String, version: u64) -> StoredCertificate {
+    let serial = &input.certificate.verified.serial;
+    tracing::info!(path = %path, version, serial = %serial, "certificate stored");
+    StoredCertificate {
         vault_path: path,
         vault_version: version,
-    })
+    }
 }

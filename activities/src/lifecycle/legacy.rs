@@ -74,7 +74,7 @@ pub(super) async fn submit_csr(
     let path = ledger::ledger_path(&acts.kv_prefix, id, input.cycle);
     let issuer = &input.request.issuer;
     let counter = metrics::issuance_counter(input.cycle);
-    let answer = ledger::submit_once(&acts.vault, ca.as_ref(), &path, &order, now_unix())
+    let answer = ledger::submit_once(&acts.vault, ca.as_ref(), &path, &order, now_unix(), false)
         .await
         .map_err(|e| {
             let rejected = matches!(e, SubmitError::Ca(CaError::Rejected(_)));

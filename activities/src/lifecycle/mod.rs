@@ -202,7 +202,9 @@ impl LifecycleActivities {
         input: OrderInput,
     ) -> Result<OrderOutcome, ActivityError> {
         let id = input.request.certificate_id.clone();
-        traced("order_certificate", &id, &ctx, order::run(&self, input)).await
+        let first_try = ctx.info().attempt <= 1;
+        let work = order::run(&self, input, first_try);
+        traced("order_certificate", &id, &ctx, work).await
     }
 
     #[activity(definition = contract::WithdrawOrder)]
@@ -222,7 +224,9 @@ impl LifecycleActivities {
         input: InstallInput,
     ) -> Result<StoredCertificate, ActivityError> {
         let id = input.request.certificate_id.clone();
-        traced("install_certificate", &id, &ctx, install::run(&self, input)).await
+        let first_try = ctx.info().attempt <= 1;
+        let work = install::run(&self, input, first_try);
+        traced("install_certificate", &id, &ctx, work).await
     }
 
     #[activity(definition = contract::RevokeSerial)]

@@ -17,9 +17,12 @@ use certflow_common::activities::{
 };
 use temporalio_sdk::activities::ActivityError;
 
+/// `first_try`: the activity's first try, which writes its ledger entry without reading it
+/// first (see `ledger::submit_once`).
 pub(super) async fn run(
     acts: &LifecycleActivities,
     input: OrderInput,
+    first_try: bool,
 ) -> Result<OrderOutcome, ActivityError> {
     let request = &input.request;
     let ca = acts.checked(request)?;
@@ -41,17 +44,24 @@ pub(super) async fn run(
     let path = acts.kv_path(&input.names.ledger_entry(input.cycle, input.attempt));
     let counter = metrics::issuance_counter(input.cycle);
     let issuer_name = request.issuer.as_str();
-    let answer = ledger::submit_once(&acts.vault, ca.as_ref(), &path, &order, now_unix())
-        .await
-        .map_err(|e| {
-            let rejected = matches!(e, SubmitError::Ca(CaError::Rejected(_)));
-            let outcome = if rejected { "rejected" } else { "error" };
-            counter.with_label_values(&[issuer_name, outcome]).inc();
-            match e {
-                SubmitError::Ca(e) => from_ca("submitting the CSR", e),
-                SubmitError::Vault(e) => from_vault("recording the issuance", e),
-            }
-        })?;
+    let answer = ledger::submit_once(
+        &acts.vault,
+        ca.as_ref(),
+        &path,
+        &order,
+        now_unix(),
+        first_try,
+    )
+    .await
+    .map_err(|e| {
+        let rejected = matches!(e, SubmitError::Ca(CaError::Rejected(_)));
+        let outcome = if rejected { "rejected" } else { "error" };
+        counter.with_label_values(&[issuer_name, outcome]).inc();
+        match e {
+            SubmitError::Ca(e) => from_ca("submitting the CSR", e),
+            SubmitError::Vault(e) => from_vault("recording the issuance", e),
+        }
+    })?;
     let certificate = match answer {
         Submission::Issued(certificate) => certificate,
         Submission::Pending { reference, detail } => {

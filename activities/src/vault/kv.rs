@@ -44,6 +44,37 @@ impl Vault {
         let cas = u32::try_from(expected_version).map_err(|_| {
             VaultError::Rejected(format!("{path}: version {expected_version} out of range"))
         })?;
+        self.set_cas(path, data, cas).await.map_err(|e| match e {
+            // A lost check-and-set race: the caller retries and sees the other write.
+            VaultError::Rejected(m) => {
+                VaultError::Unavailable(anyhow::anyhow!("check-and-set on {path} failed: {m}"))
+            }
+            other => other,
+        })
+    }
+
+    /// Writes the first version of `path`, saving a read where it is most likely new;
+    /// `None` (nothing written) if it has a version already, which the caller then reads.
+    pub async fn kv_create<T: Serialize>(
+        &self,
+        path: &str,
+        data: &T,
+    ) -> Result<Option<u64>, VaultError> {
+        let _timer = crate::metrics::vault_timer("kv_create");
+        match self.set_cas(path, data, 0).await {
+            Ok(version) => Ok(Some(version)),
+            // Check-and-set refused (the only 400 a well-formed write gets): it exists.
+            Err(VaultError::Rejected(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn set_cas<T: Serialize>(
+        &self,
+        path: &str,
+        data: &T,
+        cas: u32,
+    ) -> Result<u64, VaultError> {
         let meta = vaultrs::kv2::set_with_options(
             &*self.client(),
             &self.config.kv_mount,
@@ -51,14 +82,7 @@ impl Vault {
             data,
             SetSecretRequestOptions { cas },
         )
-        .await
-        .map_err(|e| match VaultError::from(e) {
-            // A lost check-and-set race: the caller retries and sees the other write.
-            VaultError::Rejected(m) => {
-                VaultError::Unavailable(anyhow::anyhow!("check-and-set on {path} failed: {m}"))
-            }
-            other => other,
-        })?;
+        .await?;
         Ok(meta.version)
     }
 }
@@ -68,6 +92,10 @@ impl Vault {
     /// superseded by it (private keys above all) cannot be read back with `-version=N`.
     /// Idempotent: versions already destroyed are skipped.
     pub async fn kv_destroy_older(&self, path: &str, keep: u64) -> Result<(), VaultError> {
+        // Nothing is older than the first version: no need to ask.
+        if keep <= 1 {
+            return Ok(());
+        }
         let _timer = crate::metrics::vault_timer("kv_destroy_older");
         let mount = &self.config.kv_mount;
         let meta = match vaultrs::kv2::read_metadata(&*self.client(), mount, path).await {

@@ -6,8 +6,7 @@ use certflow_common::{KeyDelivery, KeyType};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
-use vaultrs::api::transit::KeyType as TransitKeyType;
-use vaultrs::api::transit::requests::{CreateKeyRequest, ExportKeyType, ExportVersion};
+use vaultrs::api::transit::requests::{ExportKeyType, ExportVersion};
 
 #[derive(Deserialize)]
 struct KeyInfo {
@@ -30,8 +29,8 @@ pub fn key_name(certificate_id: &str) -> String {
 impl Vault {
     /// Makes sure `name` exists with at least `version` versions and returns `version`.
     ///
-    /// Idempotent: the key is created only if absent and rotated only while it has fewer
-    /// versions than asked, so a retried call never adds a version.
+    /// Idempotent: creating a key that exists changes nothing, and the key is rotated only
+    /// while it has fewer versions than asked, so a retried call never adds a version.
     pub async fn ensure_key_version(
         &self,
         name: &str,
@@ -41,17 +40,18 @@ impl Vault {
     ) -> Result<u64, VaultError> {
         let _timer = crate::metrics::vault_timer("ensure_key_version");
         let mount = &self.config.transit_mount;
-        let mut info = match self.read_key(name).await {
-            Ok(info) => info,
-            Err(VaultError::NotFound(_)) => {
-                let mut opts = CreateKeyRequest::builder();
-                opts.key_type(transit_type(key_type))
-                    .exportable(delivery == KeyDelivery::Export);
-                vaultrs::transit::key::create(&*self.client(), mount, name, Some(&mut opts))
-                    .await?;
-                self.read_key(name).await?
-            }
-            Err(e) => return Err(e),
+        // One call makes sure the key exists and reads it: OpenBao (and Vault since 1.14)
+        // answers a create with the key as it is, an existing one untouched. A server that
+        // answers with no body is asked again. (vaultrs' `create` drops the answer.)
+        let body = json!({
+            "type": key_type.transit_name(),
+            "exportable": delivery == KeyDelivery::Export,
+        });
+        let path = format!("{mount}/keys/{name}");
+        let created: Option<KeyInfo> = self.raw(Method::POST, &path, Some(&body)).await?;
+        let mut info = match created {
+            Some(info) => info,
+            None => self.read_key(name).await?,
         };
         if info.key_type != key_type.transit_name() {
             return Err(VaultError::Rejected(format!(
@@ -66,8 +66,13 @@ impl Vault {
             )));
         }
         while info.latest_version < version {
-            vaultrs::transit::key::rotate(&*self.client(), mount, name).await?;
-            info = self.read_key(name).await?;
+            // Answered with the rotated key, like the create above.
+            let rotate = format!("{mount}/keys/{name}/rotate");
+            let rotated: Option<KeyInfo> = self.raw(Method::POST, &rotate, None).await?;
+            info = match rotated {
+                Some(info) => info,
+                None => self.read_key(name).await?,
+            };
         }
         Ok(version)
     }
@@ -138,15 +143,5 @@ impl Vault {
                 other => Err(other),
             },
         }
-    }
-}
-
-fn transit_type(key_type: KeyType) -> TransitKeyType {
-    match key_type {
-        KeyType::EcdsaP256 => TransitKeyType::EcdsaP256,
-        KeyType::EcdsaP384 => TransitKeyType::EcdsaP384,
-        KeyType::Rsa2048 => TransitKeyType::Rsa2048,
-        KeyType::Rsa3072 => TransitKeyType::Rsa3072,
-        KeyType::Rsa4096 => TransitKeyType::Rsa4096,
     }
 }
