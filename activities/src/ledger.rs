@@ -73,7 +73,8 @@ fn order_fingerprint(order: &IssueOrder<'_>, public_key: &[u8]) -> String {
 ///
 /// `first_try`: the activity's first try, whose ledger entry is most likely new: the intent is
 /// then written create-only without reading first, and only if an entry exists after all (a
-/// request the CA holds, checked on again; a workflow reset) is it read.
+/// request the CA holds, checked on again; a workflow reset) is it read. A first try never
+/// recovers another's interrupted submission: it fails, and its retry does.
 pub async fn submit_once(
     vault: &Vault,
     ca: &dyn CertificateAuthority,
@@ -125,6 +126,14 @@ pub async fn submit_once(
                 return Ok(answer);
             }
             return settle(vault, path, &fingerprint, answer, v, since_unix).await;
+        }
+        // Another first try holds the entry: it may still be at the CA. As before this
+        // shortcut, this try fails and is retried; the retry reads, and recovers a dead one.
+        Some((Entry::Submitting { order: o }, _)) if o == fingerprint && first_try => {
+            return Err(VaultError::Unavailable(anyhow::anyhow!(
+                "{path}: another attempt is submitting this order"
+            ))
+            .into());
         }
         Some((Entry::Submitting { order: o }, v)) if o == fingerprint => {
             let found = {

@@ -200,12 +200,21 @@ impl NoopWorkflow {
 }
 
 /// Workflows per second of the no-op workflow with `steps` activities.
-async fn noop_floor(client: &Client, queue: &str, steps: u32, jobs: usize, c: usize) -> Value {
-    let (wall, latencies) = run_jobs(jobs, c, |_| {
+async fn noop_floor(
+    stack: &Stack,
+    client: &Client,
+    queue: &str,
+    steps: u32,
+    jobs: usize,
+    c: usize,
+) -> Value {
+    let ids: Vec<String> = (0..jobs).map(|_| unique("noop")).collect();
+    let (wall, latencies) = run_jobs(jobs, c, |i| {
         let client = client.clone();
         let queue = queue.to_string();
+        let id = ids[i].clone();
         async move {
-            let options = WorkflowStartOptions::new(queue, unique("noop")).build();
+            let options = WorkflowStartOptions::new(queue, id).build();
             let handle = client
                 .start_workflow(NoopWorkflow::run, steps, options)
                 .await
@@ -222,6 +231,7 @@ async fn noop_floor(client: &Client, queue: &str, steps: u32, jobs: usize, c: us
         "per_second": throughput(jobs, wall),
         "p50_seconds": percentile(&latencies, 0.5),
         "p99_seconds": percentile(&latencies, 0.99),
+        "timeline": timeline(stack, &ids, 5 + 6 * steps as usize),
     })
 }
 
@@ -283,6 +293,55 @@ fn events_of(stack: &Stack, id: &str) -> Vec<Value> {
     ]);
     let history: Value = serde_json::from_str(&out).unwrap();
     history["events"].as_array().cloned().unwrap_or_default()
+}
+
+/// Where a workflow's time goes under load: for each of the first `events` events, the median
+/// seconds since the event before it, over a sample of the middle of a run's workflows (full
+/// workflow ids). A long wait before `WORKFLOW_TASK_STARTED` is a task queued for a poller.
+fn timeline(stack: &Stack, ids: &[String], events: usize) -> Value {
+    let sample: Vec<&String> = ids.iter().skip(ids.len() / 4).take(20).collect();
+    let mut gaps: Vec<(String, Vec<f64>)> = Vec::new();
+    for id in sample {
+        let out = stack.temporal(&["workflow", "show", "--workflow-id", id, "--output", "json"]);
+        let history: Value = serde_json::from_str(&out).unwrap();
+        let events_of_one = history["events"].as_array().cloned().unwrap_or_default();
+        let times: Vec<f64> = events_of_one.iter().map(event_seconds).collect();
+        for i in 1..events.min(events_of_one.len()) {
+            let kind = events_of_one[i]["eventType"]
+                .as_str()
+                .unwrap_or("?")
+                .trim_start_matches("EVENT_TYPE_")
+                .to_string();
+            if gaps.len() < i {
+                gaps.push((kind, Vec::new()));
+            }
+            gaps[i - 1].1.push(times[i] - times[i - 1]);
+        }
+    }
+    let rows: Vec<Value> = gaps
+        .into_iter()
+        .map(|(kind, mut v)| {
+            v.sort_by(f64::total_cmp);
+            json!([kind, v[v.len() / 2]])
+        })
+        .collect();
+    json!(rows)
+}
+
+/// An event's time as seconds into its day (the spans measured are seconds long).
+fn event_seconds(event: &Value) -> f64 {
+    let time = event["eventTime"].as_str().unwrap_or_default();
+    let clock = time
+        .split_once('T')
+        .map_or("", |(_, c)| c)
+        .trim_end_matches('Z');
+    let mut parts = clock.split(':').map(|p| p.parse::<f64>().unwrap_or(0.0));
+    let (h, m, sec) = (
+        parts.next().unwrap_or(0.0),
+        parts.next().unwrap_or(0.0),
+        parts.next().unwrap_or(0.0),
+    );
+    h * 3600.0 + m * 60.0 + sec
 }
 
 /// Temporal's cost of a stretch of history (events from `from` on), and the actions Temporal
@@ -676,6 +735,13 @@ async fn benchmark() {
         "p50_seconds": percentile(&latencies, 0.5),
         "p99_seconds": percentile(&latencies, 0.99),
         "cpu_ms_per_certificate": meter.per_item(n),
+        "timeline": timeline(
+            &stack,
+            &(0..n)
+                .map(|i| common::workflow_id(&format!("{prefix}-{i}")))
+                .collect::<Vec<_>>(),
+            16,
+        ),
     });
 
     // 4. Cost of one issuance, then of one renewal cycle that its timer started, then of a
@@ -738,10 +804,10 @@ async fn benchmark() {
     let stop = worker.shutdown_handle();
     let measure = async {
         let meter = CpuMeter::start(&stack);
-        let mut same_steps = noop_floor(&client, &queue, steps as u32, n, c).await;
+        let mut same_steps = noop_floor(&stack, &client, &queue, steps as u32, n, c).await;
         same_steps["cpu_ms_per_workflow"] = meter.per_item(n);
         let meter = CpuMeter::start(&stack);
-        let mut one_step = noop_floor(&client, &queue, 1, n, c).await;
+        let mut one_step = noop_floor(&stack, &client, &queue, 1, n, c).await;
         one_step["cpu_ms_per_workflow"] = meter.per_item(n);
         stop();
         (same_steps, one_step)
@@ -883,6 +949,9 @@ async fn benchmark() {
     ] {
         println!("  {name}: {v}");
     }
+    println!("\nWhere the time goes (median seconds since the event before):");
+    println!("  certflow issuance: {}", issuance["timeline"]);
+    println!("  no-op, 1 activity: {}", one_step["timeline"]);
     println!("\nTemporal per issuance: {issuance_cost}");
     println!("Temporal per renewal cycle: {renewal_cost}");
     println!("Temporal per renew_now: {renew_now_cost}");

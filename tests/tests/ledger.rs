@@ -253,7 +253,17 @@ async fn an_answer_lost_after_issuance_is_recovered_not_reissued() {
     );
     assert_eq!(admin().issued_with_cn(&request.common_name).await, 1);
 
+    // Another first try (a zombie, a reset) leaves the interrupted one alone: the other may
+    // still be at the CA. It fails retryably and asks the CA nothing.
     let pki = pki(&vault);
+    let first_try = submit_once(&vault, &pki, &path, &order, now(), true).await;
+    assert!(
+        matches!(first_try, Err(ledger::SubmitError::Vault(_))),
+        "{first_try:?}"
+    );
+    assert_eq!(admin().issued_with_cn(&request.common_name).await, 1);
+
+    // Its retry reads the entry and recovers the certificate.
     let recovered = issued(
         submit_once(&vault, &pki, &path, &order, now(), false)
             .await
@@ -290,8 +300,9 @@ async fn a_held_request_is_checked_on_never_resubmitted_and_times_out() {
         approved: false.into(),
     };
     let start = now();
-    for i in 0..3 {
-        let answer = submit_once(&vault, &ca, &path, &order, start, i == 0)
+    // Each check on the held request is a new activity: a first try every time.
+    for _ in 0..3 {
+        let answer = submit_once(&vault, &ca, &path, &order, start, true)
             .await
             .unwrap();
         assert!(matches!(answer, Submission::Pending { .. }), "{answer:?}");
@@ -304,7 +315,7 @@ async fn a_held_request_is_checked_on_never_resubmitted_and_times_out() {
     assert_eq!(ca.checks.load(Ordering::SeqCst), 2);
 
     // Past the CA's pending timeout the request fails instead of waiting forever.
-    let late = submit_once(&vault, &ca, &path, &order, start + 3601, false).await;
+    let late = submit_once(&vault, &ca, &path, &order, start + 3601, true).await;
     assert!(
         matches!(late, Err(ledger::SubmitError::Ca(CaError::Rejected(ref m))) if m.contains("still pending")),
         "{late:?}"
@@ -312,7 +323,7 @@ async fn a_held_request_is_checked_on_never_resubmitted_and_times_out() {
 
     ca.approved.store(true, Ordering::SeqCst);
     let certificate = issued(
-        submit_once(&vault, &ca, &path, &order, start + 10, false)
+        submit_once(&vault, &ca, &path, &order, start + 10, true)
             .await
             .unwrap(),
     );
@@ -320,7 +331,7 @@ async fn a_held_request_is_checked_on_never_resubmitted_and_times_out() {
     // Recorded: later calls answer from the ledger without asking the CA.
     let checks = ca.checks.load(Ordering::SeqCst);
     let again = issued(
-        submit_once(&vault, &ca, &path, &order, start + 20, false)
+        submit_once(&vault, &ca, &path, &order, start + 20, true)
             .await
             .unwrap(),
     );

@@ -9,7 +9,7 @@ use certflow_common::activities::{InstallInput, StoredCertificate, error_types};
 use temporalio_sdk::activities::ActivityError;
 
 /// `first_try`: the activity's first try. A first certificate's record is then most likely
-/// new: it is written create-only, and read (as on every other try) only if it exists after all.
+/// new: it is written create-only, and read (as on every other try) only if that fails.
 pub(super) async fn run(
     acts: &LifecycleActivities,
     input: InstallInput,
@@ -17,16 +17,16 @@ pub(super) async fn run(
 ) -> Result<StoredCertificate, ActivityError> {
     let path = acts.kv_path(&input.names.record);
     let vault_error = |e| from_vault("storing the certificate", e);
-    if first_try && input.cycle == 0 {
-        let record = record_of(acts, &input).await?;
-        if let Some(version) = acts
-            .vault
-            .kv_create(&path, &record)
-            .await
-            .map_err(vault_error)?
-        {
+    // The fast path only saves calls: whatever goes wrong there, the path below decides.
+    let mut prepared = None;
+    if first_try
+        && input.cycle == 0
+        && let Ok(record) = record_of(acts, &input).await
+    {
+        if let Ok(Some(version)) = acts.vault.kv_create(&path, &record).await {
             return Ok(stored(&input, path, version));
         }
+        prepared = Some(record);
     }
     let ordered = &input.certificate;
     let existing = acts
@@ -49,7 +49,10 @@ pub(super) async fn run(
         // Stored already by an earlier attempt of this activity.
         Some((record, version)) if record.serial == ordered.verified.serial => *version,
         _ => {
-            let record = record_of(acts, &input).await?;
+            let record = match prepared {
+                Some(record) => record,
+                None => record_of(acts, &input).await?,
+            };
             let expected = existing.as_ref().map_or(0, |(_, v)| *v);
             acts.vault
                 .kv_write_cas(&path, &record, expected)
