@@ -29,6 +29,11 @@ path "pki/revoke" {
 path "pki/certs" {
   capabilities = ["list"]
 }
+# The same listing with each certificate's names (OpenBao): recovering an interrupted order
+# reads only that certificate's candidates.
+path "pki/certs/detailed" {
+  capabilities = ["list"]
+}
 path "pki/cert/*" {
   capabilities = ["read"]
 }

@@ -287,6 +287,42 @@ async fn an_answer_lost_after_issuance_is_recovered_not_reissued() {
     );
 }
 
+/// Recovering an interrupted order reads only the certificates named like it, not every
+/// certificate the PKI holds at the CA's pace: with 60 others stored and a limit of 2 calls a
+/// second, reading them all would take 30 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_reads_only_the_orders_candidates() {
+    let id = unique("recover");
+    let (vault, request, csr) = setup(&id).await;
+    let admin = admin();
+    for i in 0..60 {
+        let body = serde_json::json!({"common_name": format!("filler-{i}-{id}.test.example.com"), "key_type": "ec", "key_bits": 256});
+        let (status, answer) = admin
+            .request(reqwest::Method::POST, "pki/issue/certflow", Some(body))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let slow = || VaultPki::new(vault.clone(), "pki", "certflow", CallPacer::new(2.0));
+    let order = first_order(&id, &request, &csr);
+    let path = ledger_path("certflow", &id, 0);
+    let lost = submit_once(&vault, &AnswerLost(slow()), &path, &order, now(), true).await;
+    assert!(lost.is_err(), "{lost:?}");
+    let started = std::time::Instant::now();
+    let recovered = issued(
+        submit_once(&vault, &slow(), &path, &order, now(), false)
+            .await
+            .unwrap(),
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "recovery took {:?}",
+        started.elapsed()
+    );
+    certflow_activities::verify::verify(&request, &csr, &recovered, now())
+        .expect("recovered certificate verifies");
+    assert_eq!(admin.issued_with_cn(&request.common_name).await, 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_held_request_is_checked_on_never_resubmitted_and_times_out() {
     let id = unique("held");

@@ -68,6 +68,59 @@ fn now_unix() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Certificates per page of the detailed listing.
+const LISTING_PAGE: usize = 1000;
+
+impl VaultPki {
+    /// Serials of the stored certificates named `common_name`, from OpenBao's detailed listing
+    /// (`LIST <mount>/certs/detailed`, a page of 1,000 per call): recovering an interrupted
+    /// order then reads this lifecycle's few certificates, not every certificate the PKI
+    /// holds, one paced call each (hours at 100,000 and a few calls a second).
+    async fn serials_named(&self, common_name: &str) -> Result<Vec<String>, VaultError> {
+        let list = reqwest::Method::from_bytes(b"LIST").expect("a valid method name");
+        let mut serials = Vec::new();
+        let mut after = String::new();
+        loop {
+            self.pacer.ready().await;
+            let path = format!(
+                "{}/certs/detailed?limit={LISTING_PAGE}&after={}",
+                self.mount,
+                urlencoding(&after)
+            );
+            let page = match self.vault.raw_full(list.clone(), &path, None).await {
+                Ok(page) => page,
+                // No certificates at all (after some, the listing just ends).
+                Err(VaultError::NotFound(_)) if after.is_empty() => return Ok(serials),
+                Err(e) => return Err(e),
+            };
+            let keys = page["data"]["keys"].as_array().cloned().unwrap_or_default();
+            if !keys.is_empty() && !page["data"]["key_info"].is_object() {
+                // Not the detailed listing after all: nothing here tells the names apart.
+                return Err(VaultError::Unavailable(anyhow::anyhow!(
+                    "{path}: a listing without key_info"
+                )));
+            }
+            for key in &keys {
+                let serial = key.as_str().unwrap_or_default();
+                // One without a name is read too: a certificate is never missed, only read.
+                let name = &page["data"]["key_info"][serial]["common_name"];
+                if name == common_name || !name.is_string() {
+                    serials.push(serial.to_string());
+                }
+            }
+            match keys.last().and_then(|k| k.as_str()) {
+                Some(last) if keys.len() >= LISTING_PAGE => after = last.to_string(),
+                _ => return Ok(serials),
+            }
+        }
+    }
+}
+
+/// Serials are hex digits and colons: only the colons need escaping in a query.
+fn urlencoding(serial: &str) -> String {
+    serial.replace(':', "%3A")
+}
+
 #[async_trait]
 impl CertificateAuthority for VaultPki {
     async fn submit(&self, order: &IssueOrder<'_>) -> Result<Submission, CaError> {
@@ -108,13 +161,20 @@ impl CertificateAuthority for VaultPki {
     ) -> Result<Option<IssuedCertificate>, CaError> {
         let wanted =
             verify::csr_public_key(order.csr_pem).map_err(|e| CaError::Rejected(e.to_string()))?;
-        self.pacer.ready().await;
-        let serials = match vaultrs::pki::cert::list(&*self.vault.client(), &self.mount).await {
-            Ok(s) => s,
-            Err(e) => match VaultError::from(e) {
-                VaultError::NotFound(_) => return Ok(None),
-                other => return Err(ca_error(other)),
-            },
+        let serials = match self.serials_named(&order.request.common_name).await {
+            Ok(serials) => serials,
+            // A server without the detailed listing (or a policy without it): read them all.
+            Err(e) => {
+                tracing::warn!(error = %e, "no detailed certificate listing; reading every certificate");
+                self.pacer.ready().await;
+                match vaultrs::pki::cert::list(&*self.vault.client(), &self.mount).await {
+                    Ok(s) => s,
+                    Err(e) => match VaultError::from(e) {
+                        VaultError::NotFound(_) => return Ok(None),
+                        other => return Err(ca_error(other)),
+                    },
+                }
+            }
         };
         // Newest certificates are most likely; Vault lists in no documented order, so scan all.
         for serial in serials.iter().rev() {
