@@ -557,6 +557,12 @@ async fn full_listing_seconds(stack: &Stack) -> f64 {
     }
 }
 
+/// Each phase's figures as soon as it ends, so a long run that is stopped early still says
+/// what it measured.
+fn progress(what: &str, v: &Value) {
+    eprintln!("[bench] {what}: {v}");
+}
+
 /// 6. S certificates issued and left asleep: what holding them costs.
 async fn sleeping_fleet(stack: &Arc<Stack>, watch: &Arc<StoredWatch>, s: usize, c: usize) -> Value {
     let prefix = unique("sleep");
@@ -578,7 +584,9 @@ async fn sleeping_fleet(stack: &Arc<Stack>, watch: &Arc<StoredWatch>, s: usize, 
             send_and_wait(&stack, &watch, &id, body).await;
             let done = stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if done % (s / 10).max(1) == 0 {
-                curve.lock().unwrap().push(json!([done, rss_mib(worker)]));
+                let point = json!([done, rss_mib(worker)]);
+                progress("sleeping fleet [stored, worker MiB]", &point);
+                curve.lock().unwrap().push(point);
             }
         }
     })
@@ -829,6 +837,11 @@ async fn benchmark() {
         "cpu_ms_per_certificate": meter.per_item(n),
     });
 
+    progress("issuance", &issuance);
+    progress("floor", &one_step);
+    progress("same steps", &same_steps);
+    progress("Vault direct", &direct);
+
     // 6. Scale: /metrics and listing with the fleet so far, then with a sleeping fleet.
     let small = json!({
         "certificates": n + 4,
@@ -838,6 +851,7 @@ async fn benchmark() {
     let sleeping = setting("CERTFLOW_BENCH_SLEEPING", 1000);
     let mut scale = sleeping_fleet(&stack, &stored, sleeping, c).await;
     scale["before"] = small;
+    progress("scale", &scale);
 
     // 5. A worker killed during 40 issuances, another started 3 s later.
     let mut stack = Arc::try_unwrap(stack).ok().expect("no job holds the stack");
@@ -886,6 +900,7 @@ async fn benchmark() {
         "ca_issuances_min": per_certificate.iter().min(),
         "ca_issuances_max": per_certificate.iter().max(),
     });
+    progress("crash recovery", &recovery);
 
     // 7. A renewal storm under a CA limit, on a stack of its own.
     drop(stack);

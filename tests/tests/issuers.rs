@@ -464,6 +464,16 @@ async fn calls_to_one_ca_stay_under_its_ceiling() {
             "two calls {gap:?} apart (ceiling {RATE}/s): {times:?}"
         );
     }
+    // No one second of the CA's clock held more than RATE: any RATE + 1 calls span more than
+    // a second (the pacer's margin leaves room for their arrival to jitter).
+    for w in times.windows(RATE as usize + 1) {
+        let span = w[w.len() - 1].duration_since(w[0]);
+        assert!(
+            span > Duration::from_secs(1),
+            "{} calls within {span:?}: {times:?}",
+            w.len()
+        );
+    }
 }
 
 fn aws_issuers(ca_arn: &str, endpoint: &str) -> String {
