@@ -23,6 +23,9 @@ pub struct ApiConfig {
     /// `CERTFLOW_METRICS_RESYNC_SECONDS` (default 300): how often `/metrics`' index of the
     /// fleet is reloaded in full; scrapes in between read only what changed.
     pub metrics_resync_seconds: u64,
+    /// `CERTFLOW_METRICS_WAIT_SECONDS` (default 0.5, at most 60): how long a scrape waits for
+    /// the index's update before answering from the index as it stands.
+    pub metrics_wait: std::time::Duration,
 }
 
 impl ApiConfig {
@@ -41,6 +44,7 @@ impl ApiConfig {
                 crate::metrics::DEFAULT_DETAIL_SECONDS as u64,
             )? as i64,
             metrics_resync_seconds: seconds("CERTFLOW_METRICS_RESYNC_SECONDS", 300)?.max(1),
+            metrics_wait: wait_seconds("CERTFLOW_METRICS_WAIT_SECONDS", 0.5)?,
         })
     }
 }
@@ -57,4 +61,17 @@ fn seconds(name: &str, default: u64) -> Result<u64> {
                 anyhow::anyhow!("{name} must be a number of seconds (at most ten years)")
             }),
     }
+}
+
+/// A short wait in seconds, fractions allowed, from 0 to 60; a bad value is an error.
+fn wait_seconds(name: &str, default: f64) -> Result<std::time::Duration> {
+    let value = match std::env::var(name).ok().filter(|v| !v.is_empty()) {
+        None => default,
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|n| (0.0..=60.0).contains(n))
+            .ok_or_else(|| anyhow::anyhow!("{name} must be a number of seconds from 0 to 60"))?,
+    };
+    Ok(std::time::Duration::from_secs_f64(value))
 }

@@ -1,7 +1,12 @@
 //! The fleet index behind `/metrics`: every running certificate as the search attributes list
-//! it, kept in memory and brought up to date at each scrape by reading from visibility only
-//! what changed since the last look (`CertflowChangedAt`, start and close times). A scrape
-//! costs what changed, not the size of the fleet.
+//! it, kept in memory and brought up to date by reading from visibility only what changed
+//! since the last look (`CertflowChangedAt`, start and close times).
+//!
+//! A scrape starts that update and waits for it at most `CERTFLOW_METRICS_WAIT_SECONDS`
+//! (default 0.5). Past that, it answers from the index as it stands, and the update carries
+//! on and is applied when it ends: a scrape costs the same at 100 certificates and at 100,000,
+//! even where visibility answers a delta slowly (SQLite reads every row for it). How far
+//! behind the answer may be is its own gauge, `certflow_metrics_index_lag_seconds`.
 //!
 //! A full reload in the background (`CERTFLOW_METRICS_RESYNC_SECONDS`, default 300) replaces
 //! the index with a fresh listing. It catches what a delta cannot see: lifecycles of release 1,
@@ -11,8 +16,11 @@ use crate::error::ApiError;
 use crate::listing::{self, CertificateSummary};
 use crate::routes::AppState;
 use certflow_common::{WORKFLOW_TYPE, search};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
 use tokio::sync::{Mutex, MutexGuard};
@@ -25,6 +33,17 @@ const PAGE_SIZE: i32 = 1000;
 pub struct FleetIndex {
     inner: Mutex<Fleet>,
     resync: Duration,
+    /// How long a scrape waits for the update it started before answering without it.
+    wait: Duration,
+    /// The update under way, which every scrape that arrives meanwhile shares.
+    update: std::sync::Mutex<Option<Update>>,
+}
+
+/// One update of the index, run as a task of its own so that a scrape that stops waiting
+/// does not cancel it. Its error is a message: every waiting scrape gets a copy.
+struct Update {
+    outcome: Shared<BoxFuture<'static, Result<(), String>>>,
+    done: Arc<AtomicBool>,
 }
 
 /// Running certificates by workflow id.
@@ -35,37 +54,114 @@ pub struct Fleet {
     since: Option<i64>,
     /// When the last full load started (Unix seconds).
     pub loaded_at_unix: i64,
+    /// When the last update that ended (load or delta) started: the index holds everything
+    /// visibility showed at that moment (Unix seconds, this host's clock).
+    pub current_at_unix: i64,
 }
 
 impl FleetIndex {
-    pub fn new(resync: Duration) -> Arc<Self> {
+    pub fn new(resync: Duration, wait: Duration) -> Arc<Self> {
         Arc::new(Self {
             inner: Mutex::default(),
             resync,
+            wait,
+            update: std::sync::Mutex::default(),
         })
     }
 
-    /// The index, brought up to date with what changed since the last look. Concurrent scrapes
-    /// wait for one another and share the work; before the first load has ended they wait
-    /// for it (and load it themselves if it failed).
-    pub async fn current(&self, state: &AppState) -> Result<MutexGuard<'_, Fleet>, ApiError> {
-        let mut fleet = self.inner.lock().await;
-        match fleet.since {
-            None => {
-                let (certificates, latest) = load(state).await?;
-                fleet.certificates = certificates;
-                fleet.loaded_at_unix = unix_now();
-                fleet.since = Some(latest);
-            }
-            Some(since) => {
-                let (runs, latest) = changes(state, since - OVERLAP_SECONDS).await?;
-                for (id, status, summary) in runs {
-                    apply(&mut fleet.certificates, id, status, summary);
+    /// The index, brought up to date if that takes at most `wait`, else as it stands (the
+    /// update goes on). Before the first load has ended there is nothing to answer from:
+    /// scrapes wait for it, and load it themselves if it failed.
+    pub async fn current(
+        self: &Arc<Self>,
+        state: &AppState,
+    ) -> Result<MutexGuard<'_, Fleet>, ApiError> {
+        let update = self.update(state);
+        let waited = tokio::time::timeout(self.wait, update.clone()).await;
+        {
+            let fleet = self.inner.lock().await;
+            if fleet.since.is_some() {
+                match waited {
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "updating the metrics index; answering from it as it stands")
+                    }
+                    Err(_) => tracing::debug!(
+                        "the metrics index is still updating; answering from it as it stands"
+                    ),
+                    Ok(Ok(())) => {}
                 }
-                fleet.since = Some(since.max(latest));
+                return Ok(fleet);
             }
         }
-        Ok(fleet)
+        update.await.map_err(ApiError::Unavailable)?;
+        Ok(self.inner.lock().await)
+    }
+
+    /// The update under way, or a new one if none is.
+    fn update(
+        self: &Arc<Self>,
+        state: &AppState,
+    ) -> Shared<BoxFuture<'static, Result<(), String>>> {
+        let mut slot = self
+            .update
+            .lock()
+            .expect("the update slot is never poisoned");
+        if let Some(update) = slot.as_ref()
+            && !update.done.load(Ordering::Acquire)
+        {
+            return update.outcome.clone();
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (index, state, done) = (self.clone(), state.clone(), done.clone());
+            tokio::spawn(async move {
+                let outcome = index.bring_up_to_date(&state).await;
+                done.store(true, Ordering::Release);
+                outcome.map_err(|e| e.to_string())
+            })
+        };
+        let outcome = async move { task.await.unwrap_or_else(|e| Err(e.to_string())) }
+            .boxed()
+            .shared();
+        *slot = Some(Update {
+            outcome: outcome.clone(),
+            done,
+        });
+        outcome
+    }
+
+    /// Loads the index if it never was; otherwise reads what changed since the last look and
+    /// applies it. The index stays readable while visibility answers.
+    async fn bring_up_to_date(&self, state: &AppState) -> Result<(), ApiError> {
+        let started = unix_now();
+        let since = {
+            let mut fleet = self.inner.lock().await;
+            match fleet.since {
+                Some(since) => since,
+                None => {
+                    // Nothing to answer from yet: scrapes wait for this load.
+                    let (certificates, latest) = load(state).await?;
+                    fleet.certificates = certificates;
+                    fleet.loaded_at_unix = started;
+                    fleet.current_at_unix = started;
+                    fleet.since = Some(latest);
+                    return Ok(());
+                }
+            }
+        };
+        let (runs, latest) = changes(state, since - OVERLAP_SECONDS).await?;
+        let mut fleet = self.inner.lock().await;
+        for (id, status, summary) in runs {
+            apply(&mut fleet.certificates, id, status, summary);
+        }
+        let advanced = since.max(latest);
+        fleet.since = Some(match fleet.since {
+            // A reload that ended meanwhile moved it back: its changes are read again.
+            Some(moved) if moved != since => moved.min(advanced),
+            _ => advanced,
+        });
+        fleet.current_at_unix = fleet.current_at_unix.max(started);
+        Ok(())
     }
 
     /// Loads the index at start (scrapes wait for it, and a scrape that gives up does not
@@ -74,27 +170,35 @@ impl FleetIndex {
         let index = self.clone();
         tokio::spawn(async move {
             {
+                let started = unix_now();
                 let mut fleet = index.inner.lock().await;
-                match load(&state).await {
-                    Ok((certificates, latest)) => {
-                        fleet.certificates = certificates;
-                        fleet.loaded_at_unix = unix_now();
-                        fleet.since = Some(latest);
+                if fleet.since.is_none() {
+                    match load(&state).await {
+                        Ok((certificates, latest)) => {
+                            fleet.certificates = certificates;
+                            fleet.loaded_at_unix = started;
+                            fleet.current_at_unix = started;
+                            fleet.since = Some(latest);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "loading the metrics index"),
                     }
-                    Err(e) => tracing::warn!(error = %e, "loading the metrics index"),
                 }
             }
             loop {
                 tokio::time::sleep(index.resync).await;
-                let started = index.inner.lock().await.since;
+                let started = unix_now();
+                let since = index.inner.lock().await.since;
                 match load(&state).await {
                     Ok((certificates, latest)) => {
                         let mut fleet = index.inner.lock().await;
                         fleet.certificates = certificates;
-                        fleet.loaded_at_unix = unix_now();
+                        fleet.loaded_at_unix = started;
+                        // What the listing replaced may have been newer: the index holds
+                        // everything as of the listing's start, no later.
+                        fleet.current_at_unix = started;
                         // Changes made while the listing ran are read again by the next delta:
                         // it starts no later than where the index stood when the listing began.
-                        fleet.since = Some(started.map_or(latest, |s| s.min(latest)));
+                        fleet.since = Some(since.map_or(latest, |s| s.min(latest)));
                     }
                     Err(e) => tracing::warn!(error = %e, "reloading the metrics index"),
                 }

@@ -56,9 +56,10 @@ async fn main() -> Result<()> {
         audit: certflow_audit::AuditStore::connect_reader(&config.audit_database_url)
             .await
             .context("the audit database (CERTFLOW_AUDIT_DATABASE_URL)")?,
-        fleet: certflow_starter_api::fleet::FleetIndex::new(std::time::Duration::from_secs(
-            config.metrics_resync_seconds,
-        )),
+        fleet: certflow_starter_api::fleet::FleetIndex::new(
+            std::time::Duration::from_secs(config.metrics_resync_seconds),
+            config.metrics_wait,
+        ),
         metrics_detail_seconds: config.metrics_detail_seconds,
     };
     state.fleet.spawn_resync(state.clone());

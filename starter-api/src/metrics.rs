@@ -45,13 +45,12 @@ pub async fn metrics(
         .certificates
         .values()
         .filter(|c| caller.tenant.is_none() || c.tenant == caller.tenant);
-    render(
-        visible,
-        now,
-        state.metrics_detail_seconds,
-        now - fleet.loaded_at_unix,
-    )
-    .map_err(|e| ApiError::Unavailable(format!("encoding metrics: {e}")))
+    let index = IndexTimes {
+        age_seconds: now - fleet.loaded_at_unix,
+        lag_seconds: now - fleet.current_at_unix,
+    };
+    render(visible, now, state.metrics_detail_seconds, index)
+        .map_err(|e| ApiError::Unavailable(format!("encoding metrics: {e}")))
 }
 
 /// Whether a certificate gets its own series: it is not simply active, or it expires soon.
@@ -62,11 +61,18 @@ fn needs_detail(c: &CertificateSummary, now: i64, detail_seconds: i64) -> bool {
             .is_none_or(|t| t < now.saturating_add(detail_seconds))
 }
 
+/// How old the fleet index is: since its last full reload, and since the moment of
+/// visibility it is known to hold (what a scrape that stopped waiting answers from).
+struct IndexTimes {
+    age_seconds: i64,
+    lag_seconds: i64,
+}
+
 fn render<'a>(
     certificates: impl Iterator<Item = &'a CertificateSummary>,
     now: i64,
     detail_seconds: i64,
-    index_age_seconds: i64,
+    index: IndexTimes,
 ) -> prometheus::Result<String> {
     let registry = Registry::new();
     let gauge = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<GaugeVec> {
@@ -110,12 +116,18 @@ fn render<'a>(
     )?;
     let age = IntGauge::new(
         "certflow_metrics_index_age_seconds",
-        "Seconds since the fleet index was last reloaded in full (deltas bring it up to date at each scrape).",
+        "Seconds since the fleet index was last reloaded in full (deltas bring it up to date in between).",
+    )?;
+    let lag = IntGauge::new(
+        "certflow_metrics_index_lag_seconds",
+        "How far behind visibility this answer may be: seconds since the start of the last update of the fleet index that ended. A scrape waits CERTFLOW_METRICS_WAIT_SECONDS for an update, then answers without it.",
     )?;
     registry.register(Box::new(window.clone()))?;
     registry.register(Box::new(age.clone()))?;
+    registry.register(Box::new(lag.clone()))?;
     window.set(detail_seconds);
-    age.set(index_age_seconds.max(0));
+    age.set(index.age_seconds.max(0));
+    lag.set(index.lag_seconds.max(0));
 
     let mut tallies: BTreeMap<(&str, &str, &str), i64> = BTreeMap::new();
     let mut soon: BTreeMap<(&str, &str, &str), i64> = BTreeMap::new();
@@ -197,7 +209,11 @@ mod tests {
             certificate("failing", "renewal_failed", Some(now + 60 * day)),
             certificate("waiting", "awaiting_approval", None),
         ];
-        let text = render(fleet.iter(), now, 30 * day, 5).unwrap();
+        let index = IndexTimes {
+            age_seconds: 5,
+            lag_seconds: 2,
+        };
+        let text = render(fleet.iter(), now, 30 * day, index).unwrap();
         let has = |name: &str, id: &str| {
             text.lines()
                 .any(|l| l.starts_with(name) && l.contains(&format!("certificate_id=\"{id}\"")))
@@ -220,5 +236,6 @@ mod tests {
             r#"certflow_certificates_expiring{issuer="vault",tenant="acme",within="30d"} 1"#
         ));
         assert!(line("certflow_metrics_index_age_seconds 5"), "{text}");
+        assert!(line("certflow_metrics_index_lag_seconds 2"), "{text}");
     }
 }

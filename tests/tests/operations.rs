@@ -6,6 +6,8 @@ mod common;
 
 use common::{API_TOKEN, Stack, StackOptions, free_port, request, unique};
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 const ISSUER: &str = "runbook-pki";
@@ -198,6 +200,9 @@ async fn metrics_report_expiry_readiness_and_counts() {
                 ),
                 ("CERTFLOW_LOG_FORMAT".into(), "json".into()),
             ],
+            // Each scrape waits for its update, however loaded the machine: this test is
+            // about what the deltas bring (the next one, about answering without them).
+            api_env: vec![("CERTFLOW_METRICS_WAIT_SECONDS".into(), "60".into())],
             ..Default::default()
         },
     )
@@ -307,4 +312,124 @@ async fn metrics_report_expiry_readiness_and_counts() {
     }
     // Key, issuance and storage of two certificates, and one revocation, at least.
     assert!(activity_lines >= 7, "{log}");
+}
+
+/// A TCP proxy to `upstream` that holds every chunk the upstream sends for `delay` ms (0: none),
+/// changeable while it runs: a slow Temporal, as one API sees it.
+async fn slow_proxy(upstream: String, delay: Arc<AtomicU64>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+            });
+            let delay = delay.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0; 64 * 1024];
+                while let Ok(n) = server_read.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let ms = delay.load(Ordering::Relaxed);
+                    if ms > 0 {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                    if client_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+/// A scrape answers in bounded time even when visibility answers slowly (as SQLite does for a
+/// large fleet): it waits for the index's update at most CERTFLOW_METRICS_WAIT_SECONDS, then
+/// answers from the index as it stands, says how far behind it may be, and a later scrape
+/// has what the update brought.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_answer_in_time_while_visibility_is_slow() {
+    let delay = Arc::new(AtomicU64::new(0));
+    let servers = common::Servers::from_env();
+    let proxy = slow_proxy(servers.temporal_address.clone(), delay.clone()).await;
+    let stack = Stack::start_with(
+        "metrics-slow",
+        StackOptions {
+            api_env: vec![
+                ("TEMPORAL_ADDRESS".into(), proxy),
+                ("CERTFLOW_METRICS_WAIT_SECONDS".into(), "0.5".into()),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let scrape = || async {
+        let started = std::time::Instant::now();
+        let (status, body) = stack.get("/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        (started.elapsed(), body.as_str().unwrap().to_string())
+    };
+    let has = |text: &str, id: &str| {
+        text.lines().any(|l| {
+            l.starts_with("certflow_certificate_ready_status")
+                && l.contains(&format!("certificate_id=\"{id}\""))
+        })
+    };
+    let gauge = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+    };
+    let first = unique("slow-a");
+    stack.issue(&request(&first, "payments")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !has(&scrape().await.1, &first) {
+        assert!(std::time::Instant::now() < deadline, "{first} never listed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let second = unique("slow-b");
+    stack.issue(&request(&second, "payments")).await;
+
+    // Visibility slow: every answer from Temporal held 4 s.
+    delay.store(4000, Ordering::Relaxed);
+    let (took, text) = scrape().await;
+    assert!(took < Duration::from_millis(1500), "a scrape took {took:?}");
+    assert!(has(&text, &first), "{text}");
+    assert!(
+        !has(&text, &second),
+        "the update could not have ended: {text}"
+    );
+    let lag = gauge(&text, "certflow_metrics_index_lag_seconds");
+    assert!(lag >= 0, "{text}");
+    // Scrapes meanwhile share the one update under way, and answer in time too.
+    let (took, _) = scrape().await;
+    assert!(took < Duration::from_millis(1500), "a scrape took {took:?}");
+
+    // Visibility back: the update ends, and a later scrape has what it brought.
+    delay.store(0, Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = scrape().await;
+        if has(&text, &second) {
+            assert!(
+                gauge(&text, "certflow_metrics_index_lag_seconds") <= 15,
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{second} never listed: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
