@@ -52,11 +52,75 @@ pub struct Fleet {
     pub certificates: HashMap<String, CertificateSummary>,
     /// Where the next delta starts (server time, Unix seconds); `None` until the first load.
     since: Option<i64>,
+    /// Full loads so far: a delta that a load overtook is dropped (its rows may be older).
+    loads: u64,
     /// When the last full load started (Unix seconds).
     pub loaded_at_unix: i64,
     /// When the last update that ended (load or delta) started: the index holds everything
     /// visibility showed at that moment (Unix seconds, this host's clock).
     pub current_at_unix: i64,
+}
+
+/// Where a delta started: the index's position and how many loads it had seen.
+#[derive(Clone, Copy)]
+struct DeltaStart {
+    since: i64,
+    loads: u64,
+    started_unix: i64,
+}
+
+impl Fleet {
+    /// Replaces the index with a full listing that started at `started_unix` and read up to
+    /// `latest`. `since_then` is where deltas stood when the listing started: changes made
+    /// while it ran are read again by the next delta, which starts no later than that.
+    fn replace(
+        &mut self,
+        certificates: HashMap<String, CertificateSummary>,
+        latest: i64,
+        since_then: Option<i64>,
+        started_unix: i64,
+    ) {
+        self.certificates = certificates;
+        self.since = Some(since_then.map_or(latest, |s| s.min(latest)));
+        self.loads += 1;
+        self.loaded_at_unix = started_unix;
+        // What the listing replaced may have been newer: the index holds everything as of the
+        // listing's start, no later.
+        self.current_at_unix = started_unix;
+    }
+
+    fn delta_start(&self, started_unix: i64) -> Option<DeltaStart> {
+        Some(DeltaStart {
+            since: self.since?,
+            loads: self.loads,
+            started_unix,
+        })
+    }
+
+    /// Applies a delta's rows, unless a full load ended while it ran: that listing may be
+    /// newer than the delta's, and it left `since` no later than where the delta started, so
+    /// the next delta reads the same changes again. Returns whether it applied.
+    fn apply_delta(&mut self, start: DeltaStart, runs: Runs, latest: i64) -> bool {
+        if self.loads != start.loads {
+            return false;
+        }
+        for (id, status, summary) in runs {
+            apply(&mut self.certificates, id, status, summary);
+        }
+        self.since = Some(start.since.max(latest));
+        self.current_at_unix = self.current_at_unix.max(start.started_unix);
+        true
+    }
+}
+
+/// Marks an update done however its task ends, a panic included: the next scrape then
+/// starts another instead of sharing a failed one forever.
+struct DoneOnDrop(Arc<AtomicBool>);
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 impl FleetIndex {
@@ -70,31 +134,22 @@ impl FleetIndex {
     }
 
     /// The index, brought up to date if that takes at most `wait`, else as it stands (the
-    /// update goes on). Before the first load has ended there is nothing to answer from:
-    /// scrapes wait for it, and load it themselves if it failed.
+    /// update goes on). Before the first load has ended there is nothing to answer from: the
+    /// scrape then fails (503) after the wait, and a later one answers.
     pub async fn current(
         self: &Arc<Self>,
         state: &AppState,
     ) -> Result<MutexGuard<'_, Fleet>, ApiError> {
         let update = self.update(state);
-        let waited = tokio::time::timeout(self.wait, update.clone()).await;
-        {
-            let fleet = self.inner.lock().await;
-            if fleet.since.is_some() {
-                match waited {
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "updating the metrics index; answering from it as it stands")
-                    }
-                    Err(_) => tracing::debug!(
-                        "the metrics index is still updating; answering from it as it stands"
-                    ),
-                    Ok(Ok(())) => {}
-                }
-                return Ok(fleet);
-            }
+        let waited = tokio::time::timeout(self.wait, update).await;
+        let fleet = self.inner.lock().await;
+        if fleet.since.is_some() {
+            return Ok(fleet);
         }
-        update.await.map_err(ApiError::Unavailable)?;
-        Ok(self.inner.lock().await)
+        Err(ApiError::Unavailable(match waited {
+            Ok(Err(e)) => format!("loading the metrics index: {e}"),
+            _ => "the metrics index is loading; scrape again shortly".into(),
+        }))
     }
 
     /// The update under way, or a new one if none is.
@@ -113,11 +168,14 @@ impl FleetIndex {
         }
         let done = Arc::new(AtomicBool::new(false));
         let task = {
-            let (index, state, done) = (self.clone(), state.clone(), done.clone());
+            let (index, state, done) = (self.clone(), state.clone(), DoneOnDrop(done.clone()));
             tokio::spawn(async move {
-                let outcome = index.bring_up_to_date(&state).await;
-                done.store(true, Ordering::Release);
-                outcome.map_err(|e| e.to_string())
+                let _done = done;
+                index.bring_up_to_date(&state).await.map_err(|e| {
+                    // Logged here: the scrape that started it may have stopped waiting.
+                    tracing::warn!(error = %e, "updating the metrics index");
+                    e.to_string()
+                })
             })
         };
         let outcome = async move { task.await.unwrap_or_else(|e| Err(e.to_string())) }
@@ -134,71 +192,35 @@ impl FleetIndex {
     /// applies it. The index stays readable while visibility answers.
     async fn bring_up_to_date(&self, state: &AppState) -> Result<(), ApiError> {
         let started = unix_now();
-        let since = {
+        let start = self.inner.lock().await.delta_start(started);
+        let Some(start) = start else {
+            let (certificates, latest) = load(state).await?;
             let mut fleet = self.inner.lock().await;
-            match fleet.since {
-                Some(since) => since,
-                None => {
-                    // Nothing to answer from yet: scrapes wait for this load.
-                    let (certificates, latest) = load(state).await?;
-                    fleet.certificates = certificates;
-                    fleet.loaded_at_unix = started;
-                    fleet.current_at_unix = started;
-                    fleet.since = Some(latest);
-                    return Ok(());
-                }
-            }
+            let since_then = fleet.since;
+            fleet.replace(certificates, latest, since_then, started);
+            return Ok(());
         };
-        let (runs, latest) = changes(state, since - OVERLAP_SECONDS).await?;
-        let mut fleet = self.inner.lock().await;
-        for (id, status, summary) in runs {
-            apply(&mut fleet.certificates, id, status, summary);
+        let (runs, latest) = changes(state, start.since - OVERLAP_SECONDS).await?;
+        if !self.inner.lock().await.apply_delta(start, runs, latest) {
+            tracing::debug!("a full load overtook this metrics delta; the next reads it again");
         }
-        let advanced = since.max(latest);
-        fleet.since = Some(match fleet.since {
-            // A reload that ended meanwhile moved it back: its changes are read again.
-            Some(moved) if moved != since => moved.min(advanced),
-            _ => advanced,
-        });
-        fleet.current_at_unix = fleet.current_at_unix.max(started);
         Ok(())
     }
 
-    /// Loads the index at start (scrapes wait for it, and a scrape that gives up does not
-    /// cancel it), then reloads it every `resync` without holding up scrapes while it lists.
+    /// Loads the index at start (as an update, which scrapes share), then reloads it every
+    /// `resync` without holding up scrapes while it lists.
     pub fn spawn_resync(self: &Arc<Self>, state: AppState) {
         let index = self.clone();
         tokio::spawn(async move {
-            {
-                let started = unix_now();
-                let mut fleet = index.inner.lock().await;
-                if fleet.since.is_none() {
-                    match load(&state).await {
-                        Ok((certificates, latest)) => {
-                            fleet.certificates = certificates;
-                            fleet.loaded_at_unix = started;
-                            fleet.current_at_unix = started;
-                            fleet.since = Some(latest);
-                        }
-                        Err(e) => tracing::warn!(error = %e, "loading the metrics index"),
-                    }
-                }
-            }
+            let _ = index.update(&state).await;
             loop {
                 tokio::time::sleep(index.resync).await;
                 let started = unix_now();
-                let since = index.inner.lock().await.since;
+                let since_then = index.inner.lock().await.since;
                 match load(&state).await {
                     Ok((certificates, latest)) => {
                         let mut fleet = index.inner.lock().await;
-                        fleet.certificates = certificates;
-                        fleet.loaded_at_unix = started;
-                        // What the listing replaced may have been newer: the index holds
-                        // everything as of the listing's start, no later.
-                        fleet.current_at_unix = started;
-                        // Changes made while the listing ran are read again by the next delta:
-                        // it starts no later than where the index stood when the listing began.
-                        fleet.since = Some(since.map_or(latest, |s| s.min(latest)));
+                        fleet.replace(certificates, latest, since_then, started);
                     }
                     Err(e) => tracing::warn!(error = %e, "reloading the metrics index"),
                 }
@@ -304,6 +326,46 @@ mod tests {
             servicenow_number: None,
             changed_at_unix: None,
         }
+    }
+
+    fn running(id: &str) -> (String, WorkflowExecutionStatus, CertificateSummary) {
+        (id.into(), WorkflowExecutionStatus::Running, row(id))
+    }
+
+    #[test]
+    fn a_delta_applies_and_advances_unless_a_full_load_overtook_it() {
+        let mut fleet = Fleet::default();
+        assert!(
+            fleet.delta_start(10).is_none(),
+            "nothing to update before a load"
+        );
+        fleet.replace(HashMap::from([("a".into(), row("a"))]), 100, None, 10);
+        assert_eq!((fleet.since, fleet.current_at_unix), (Some(100), 10));
+
+        // A delta that nothing overtook: applied, `since` moves to the latest change seen.
+        let start = fleet.delta_start(20).unwrap();
+        assert!(fleet.apply_delta(start, vec![running("b")], 150));
+        assert!(fleet.certificates.contains_key("b"));
+        assert_eq!((fleet.since, fleet.current_at_unix), (Some(150), 20));
+
+        // A delta starts, a full load starts later and ends first (it lists "c" closed, so
+        // without "c"): the delta's older rows are dropped and `since` stays where the load
+        // left it, no later than where the delta started, so its changes are read again.
+        let start = fleet.delta_start(30).unwrap();
+        let since_then = fleet.since;
+        fleet.replace(HashMap::from([("a".into(), row("a"))]), 170, since_then, 31);
+        assert!(!fleet.apply_delta(start, vec![running("c")], 160));
+        assert!(
+            !fleet.certificates.contains_key("c"),
+            "an older row came back"
+        );
+        assert_eq!(fleet.since, Some(150));
+        assert_eq!(fleet.current_at_unix, 31);
+
+        // The next delta applies again.
+        let start = fleet.delta_start(40).unwrap();
+        assert!(fleet.apply_delta(start, vec![], 180));
+        assert_eq!((fleet.since, fleet.current_at_unix), (Some(180), 40));
     }
 
     #[test]

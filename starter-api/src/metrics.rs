@@ -37,10 +37,11 @@ pub async fn metrics(
     Extension(caller): Extension<Caller>,
 ) -> Result<String, ApiError> {
     caller.require(Permission::Read)?;
+    let fleet = state.fleet.current(&state).await?;
+    // After the wait: the horizons and the index's times count from when the answer is made.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let fleet = state.fleet.current(&state).await?;
     let visible = fleet
         .certificates
         .values()
@@ -120,7 +121,7 @@ fn render<'a>(
     )?;
     let lag = IntGauge::new(
         "certflow_metrics_index_lag_seconds",
-        "How far behind visibility this answer may be: seconds since the start of the last update of the fleet index that ended. A scrape waits CERTFLOW_METRICS_WAIT_SECONDS for an update, then answers without it.",
+        "How far behind visibility this answer may be: seconds since the moment of visibility the fleet index is known to hold (the start of its last update or full reload that ended). A scrape waits CERTFLOW_METRICS_WAIT_SECONDS for an update, then answers without it.",
     )?;
     registry.register(Box::new(window.clone()))?;
     registry.register(Box::new(age.clone()))?;

@@ -531,10 +531,19 @@ async fn scrapes(stack: &Stack) -> Value {
         let (seconds, bytes) = timed_get(stack, "/metrics").await;
         slowest = (f64::max(slowest.0, seconds), bytes);
     }
+    // How far behind visibility a scrape's answer may be (a scrape waits for the index's
+    // update at most CERTFLOW_METRICS_WAIT_SECONDS).
+    let (_, body) = stack.get("/metrics").await;
+    let lag = body.as_str().and_then(|text| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("certflow_metrics_index_lag_seconds "))
+            .and_then(|v| v.parse::<i64>().ok())
+    });
     json!({
         "catch_up_seconds": catch_up.0,
         "scrape_seconds": slowest.0,
         "scrape_bytes": slowest.1,
+        "index_lag_seconds": lag,
     })
 }
 
