@@ -20,7 +20,6 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
 use tokio::sync::{Mutex, MutexGuard};
@@ -43,7 +42,9 @@ pub struct FleetIndex {
 /// does not cancel it. Its error is a message: every waiting scrape gets a copy.
 struct Update {
     outcome: Shared<BoxFuture<'static, Result<(), String>>>,
-    done: Arc<AtomicBool>,
+    /// Its task, which is finished however it ended, a panic included: the next scrape then
+    /// starts another instead of sharing a failed one forever.
+    task: tokio::task::AbortHandle,
 }
 
 /// Running certificates by workflow id.
@@ -113,16 +114,6 @@ impl Fleet {
     }
 }
 
-/// Marks an update done however its task ends, a panic included: the next scrape then
-/// starts another instead of sharing a failed one forever.
-struct DoneOnDrop(Arc<AtomicBool>);
-
-impl Drop for DoneOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
-    }
-}
-
 impl FleetIndex {
     pub fn new(resync: Duration, wait: Duration) -> Arc<Self> {
         Arc::new(Self {
@@ -162,15 +153,13 @@ impl FleetIndex {
             .lock()
             .expect("the update slot is never poisoned");
         if let Some(update) = slot.as_ref()
-            && !update.done.load(Ordering::Acquire)
+            && !update.task.is_finished()
         {
             return update.outcome.clone();
         }
-        let done = Arc::new(AtomicBool::new(false));
         let task = {
-            let (index, state, done) = (self.clone(), state.clone(), DoneOnDrop(done.clone()));
+            let (index, state) = (self.clone(), state.clone());
             tokio::spawn(async move {
-                let _done = done;
                 index.bring_up_to_date(&state).await.map_err(|e| {
                     // Logged here: the scrape that started it may have stopped waiting.
                     tracing::warn!(error = %e, "updating the metrics index");
@@ -178,12 +167,13 @@ impl FleetIndex {
                 })
             })
         };
+        let handle = task.abort_handle();
         let outcome = async move { task.await.unwrap_or_else(|e| Err(e.to_string())) }
             .boxed()
             .shared();
         *slot = Some(Update {
             outcome: outcome.clone(),
-            done,
+            task: handle,
         });
         outcome
     }

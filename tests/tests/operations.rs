@@ -6,8 +6,6 @@ mod common;
 
 use common::{API_TOKEN, Stack, StackOptions, free_port, request, unique};
 use serde_json::{Value, json};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 const ISSUER: &str = "runbook-pki";
@@ -314,57 +312,22 @@ async fn metrics_report_expiry_readiness_and_counts() {
     assert!(activity_lines >= 7, "{log}");
 }
 
-/// A TCP proxy to `upstream` that holds every chunk the upstream sends for `delay` ms (0: none),
-/// changeable while it runs: a slow Temporal, as one API sees it.
-async fn slow_proxy(upstream: String, delay: Arc<AtomicU64>) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
-                continue;
-            };
-            let (mut client_read, mut client_write) = client.into_split();
-            let (mut server_read, mut server_write) = server.into_split();
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-            });
-            let delay = delay.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0; 64 * 1024];
-                while let Ok(n) = server_read.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    let ms = delay.load(Ordering::Relaxed);
-                    if ms > 0 {
-                        tokio::time::sleep(Duration::from_millis(ms)).await;
-                    }
-                    if client_write.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    address
-}
-
 /// A scrape answers in bounded time even when visibility answers slowly (as SQLite does for a
 /// large fleet): it waits for the index's update at most CERTFLOW_METRICS_WAIT_SECONDS, then
 /// answers from the index as it stands, says how far behind it may be, and a later scrape
 /// has what the update brought.
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_answer_in_time_while_visibility_is_slow() {
-    let delay = Arc::new(AtomicU64::new(0));
     let servers = common::Servers::from_env();
-    let proxy = slow_proxy(servers.temporal_address.clone(), delay.clone()).await;
+    let gate = common::gate::TcpGate::start(servers.temporal_address.parse().unwrap()).await;
     let stack = Stack::start_with(
         "metrics-slow",
         StackOptions {
             api_env: vec![
-                ("TEMPORAL_ADDRESS".into(), proxy),
+                (
+                    "TEMPORAL_ADDRESS".into(),
+                    format!("127.0.0.1:{}", gate.port),
+                ),
                 ("CERTFLOW_METRICS_WAIT_SECONDS".into(), "0.5".into()),
             ],
             ..Default::default()
@@ -410,7 +373,7 @@ async fn metrics_answer_in_time_while_visibility_is_slow() {
 
     // Visibility slow: every answer from Temporal held 6 s. Each scrape answers from the
     // index as it stands, and says it is at least the 2 s above behind.
-    delay.store(6000, Ordering::Relaxed);
+    gate.hold_answers(Duration::from_secs(6));
     for _ in 0..2 {
         let (status, took, text) = scrape().await;
         assert_eq!(status, 200, "{text}");
@@ -427,7 +390,7 @@ async fn metrics_answer_in_time_while_visibility_is_slow() {
     }
 
     // Visibility back: the update ends, and a later scrape has what it brought.
-    delay.store(0, Ordering::Relaxed);
+    gate.hold_answers(Duration::ZERO);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (status, _, text) = scrape().await;
