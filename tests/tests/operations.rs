@@ -315,11 +315,14 @@ async fn metrics_report_expiry_readiness_and_counts() {
 /// A scrape answers in bounded time even when visibility answers slowly (as SQLite does for a
 /// large fleet): it waits for the index's update at most CERTFLOW_METRICS_WAIT_SECONDS, then
 /// answers from the index as it stands, says how far behind it may be, and a later scrape
-/// has what the update brought.
+/// has what the update brought. Before the first load there is nothing to answer from: 503
+/// after the wait, not a scrape held for the whole listing.
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_answer_in_time_while_visibility_is_slow() {
     let servers = common::Servers::from_env();
     let gate = common::gate::TcpGate::start(servers.temporal_address.parse().unwrap()).await;
+    // Slow from the start: the API comes up slowly, and its first load is still under way.
+    gate.hold_answers(Duration::from_secs(3));
     let stack = Stack::start_with(
         "metrics-slow",
         StackOptions {
@@ -352,6 +355,20 @@ async fn metrics_answer_in_time_while_visibility_is_slow() {
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
     };
+    let started = std::time::Instant::now();
+    let (status, body) = stack.get("/metrics").await;
+    let took = started.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        took < Duration::from_secs(2),
+        "the first scrape took {took:?}"
+    );
+    assert!(
+        body["error"].as_str().unwrap().contains("try again"),
+        "{body}"
+    );
+    gate.hold_answers(Duration::ZERO);
+
     let first = unique("slow-a");
     stack.issue(&request(&first, "payments")).await;
     // Until the index has loaded a scrape may answer 503; then it lists the certificate.
