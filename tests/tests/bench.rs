@@ -10,8 +10,9 @@
 //!    from a real history;
 //! 5. a worker killed (SIGKILL) during 40 issuances and another started 3 s later: time until
 //!    the last certificate is stored, and CA issuances per certificate;
-//! 6. scale: S sleeping certificates (`CERTFLOW_BENCH_SLEEPING`, default 1000): memory and idle
-//!    CPU of worker, API and Temporal, the database's size, `/metrics` and listing times;
+//! 6. scale: S sleeping certificates (`CERTFLOW_BENCH_SLEEPING`, default 1000): memory, and idle
+//!    CPU of worker, API and Temporal over a minute of 15-second scrapes; the database's size,
+//!    `/metrics` and listing times;
 //! 7. a renewal storm: M certificates (`CERTFLOW_BENCH_STORM`, default 500) renewed at once
 //!    under an issuer limit of R calls per second (`CERTFLOW_BENCH_STORM_RATE`, default 10):
 //!    time to renew all against M/R, the most the CA issued in any one second, and how far
@@ -572,6 +573,9 @@ fn progress(what: &str, v: &Value) {
     eprintln!("[bench] {what}: {v}");
 }
 
+/// How many 15-second scrape intervals the idle CPU is measured over.
+const IDLE_SCRAPES: usize = 4;
+
 /// 6. S certificates issued and left asleep: what holding them costs.
 async fn sleeping_fleet(stack: &Arc<Stack>, watch: &Arc<StoredWatch>, s: usize, c: usize) -> Value {
     let prefix = unique("sleep");
@@ -609,15 +613,22 @@ async fn sleeping_fleet(stack: &Arc<Stack>, watch: &Arc<StoredWatch>, s: usize, 
         .ok()
         .and_then(|v| v.parse().ok());
     let pids = [Some(worker), Some(api), temporal];
+    // The scrapes first: the first catches the index up on the whole fleet.
+    let metrics = scrapes(stack).await;
+    // At rest as in production: Prometheus scrapes every 15 s.
     let before: Vec<f64> = pids.iter().map(|p| p.map_or(0.0, cpu_seconds)).collect();
-    let idle = Duration::from_secs(10);
-    tokio::time::sleep(idle).await;
+    let idle = Instant::now();
+    for _ in 0..IDLE_SCRAPES {
+        let (status, body) = stack.get("/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        tokio::time::sleep(Duration::from_secs(15)).await;
+    }
+    let idle = idle.elapsed().as_secs_f64();
     let idle_cpu: Vec<f64> = pids
         .iter()
         .zip(&before)
-        .map(|(p, b)| p.map_or(0.0, |p| (cpu_seconds(p) - b) / idle.as_secs_f64()))
+        .map(|(p, b)| p.map_or(0.0, |p| (cpu_seconds(p) - b) / idle))
         .collect();
-    let metrics = scrapes(stack).await;
     let listing = timed_get(stack, "/v1/certificates?page_size=200").await;
     let full = full_listing_seconds(stack).await;
     let database = std::env::var("CERTFLOW_BENCH_TEMPORAL_DB")
@@ -634,6 +645,7 @@ async fn sleeping_fleet(stack: &Arc<Stack>, watch: &Arc<StoredWatch>, s: usize, 
         "worker_idle_cpu": idle_cpu[0],
         "api_idle_cpu": idle_cpu[1],
         "temporal_idle_cpu": idle_cpu[2],
+        "idle_seconds": idle,
         "temporal_database_mib": database as f64 / 1048576.0,
         "metrics": metrics,
         "full_listing_seconds": full,

@@ -188,7 +188,7 @@ async fn every_runbook_command_works_as_documented() {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_report_expiry_readiness_and_counts() {
     let metrics_port = free_port();
-    let stack = Stack::start_with(
+    let mut stack = Stack::start_with(
         "metrics",
         StackOptions {
             worker_env: vec![
@@ -200,14 +200,18 @@ async fn metrics_report_expiry_readiness_and_counts() {
             ],
             // Each scrape waits for its update, however loaded the machine: this test is
             // about what the deltas bring (the next one, about answering without them).
-            api_env: vec![("CERTFLOW_METRICS_WAIT_SECONDS".into(), "60".into())],
+            api_env: vec![
+                ("CERTFLOW_METRICS_WAIT_SECONDS".into(), "60".into()),
+                ("CERTFLOW_METRICS_RESYNC_SECONDS".into(), "3600".into()),
+            ],
             ..Default::default()
         },
     )
     .await;
     let http = reqwest::Client::new();
+    let metrics_url = format!("{}/metrics", stack.api_url);
     let api = |auth: bool| {
-        let mut r = http.get(format!("{}/metrics", stack.api_url));
+        let mut r = http.get(&metrics_url);
         if auth {
             r = r.bearer_auth(API_TOKEN);
         }
@@ -215,6 +219,16 @@ async fn metrics_report_expiry_readiness_and_counts() {
     };
     // A first scrape loads the index; what follows must arrive through its deltas.
     assert_eq!(api(true).await.unwrap().status(), 200);
+    // A lifecycle an operator terminates publishes nothing as it ends: the index still learns
+    // of its close from the next delta, not from the full reload an hour later.
+    let terminated = unique("metrics-term");
+    stack.issue(&request(&terminated, "payments")).await;
+    // Likewise a reset: it closes the run and starts another, which publishes nothing new.
+    let reset = unique("metrics-reset");
+    stack.issue(&request(&reset, "payments")).await;
+    // A delta reads again the 60 s before the latest change it saw: the changes below come
+    // later than that, so that only the query for closed runs can bring this one's end.
+    tokio::time::sleep(Duration::from_secs(65)).await;
     let id = unique("metrics");
     let issued = stack.issue(&request(&id, "payments")).await;
     let revoked = unique("metrics-rev");
@@ -226,6 +240,47 @@ async fn metrics_report_expiry_readiness_and_counts() {
         )
         .await;
     assert_eq!(status, 200);
+    let listed =
+        |body: &str, certificate: &str| body.contains(&format!("certificate_id=\"{certificate}\""));
+    let body = api(true).await.unwrap().text().await.unwrap();
+    assert!(listed(&body, &terminated), "{body}");
+    assert!(listed(&body, &reset), "{body}");
+    stack.temporal(&[
+        "workflow",
+        "terminate",
+        "--workflow-id",
+        &common::workflow_id(&terminated),
+        "--reason",
+        "metrics test",
+    ]);
+    stack.wait_until_closed(&terminated, "TERMINATED").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while listed(&api(true).await.unwrap().text().await.unwrap(), &terminated) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{terminated} still listed after it was terminated"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stack.temporal(&[
+        "workflow",
+        "reset",
+        "--workflow-id",
+        &common::workflow_id(&reset),
+        "--type",
+        "LastWorkflowTask",
+        "--reason",
+        "metrics test",
+    ]);
+    // Once visibility shows the closed run, a delta must also bring the new one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for _ in 0..2 {
+        let body = api(true).await.unwrap().text().await.unwrap();
+        assert!(
+            listed(&body, &reset),
+            "{reset} unlisted by its reset: {body}"
+        );
+    }
 
     assert_eq!(api(false).await.unwrap().status(), 401);
     let body = api(true).await.unwrap().text().await.unwrap();
@@ -272,7 +327,7 @@ async fn metrics_report_expiry_readiness_and_counts() {
     };
     assert_eq!(
         value("certflow_issuances_total{issuer=\"vault-pki\",outcome=\"issued\"}"),
-        2.0
+        4.0
     );
     assert_eq!(
         value("certflow_revocations_total{issuer=\"vault-pki\",outcome=\"revoked\"}"),
@@ -300,7 +355,10 @@ async fn metrics_report_expiry_readiness_and_counts() {
             Some(span) => {
                 activity_lines += 1;
                 let certificate = span["certificate_id"].as_str().unwrap_or("");
-                assert!(certificate == id || certificate == revoked, "{line}");
+                assert!(
+                    [&id, &revoked, &terminated, &reset].contains(&&certificate.to_string()),
+                    "{line}"
+                );
             }
             None => assert!(
                 !from_certflow,
@@ -308,8 +366,36 @@ async fn metrics_report_expiry_readiness_and_counts() {
             ),
         }
     }
-    // Key, issuance and storage of two certificates, and one revocation, at least.
+    // Key, issuance and storage of four certificates, and one revocation, at least.
     assert!(activity_lines >= 7, "{log}");
+
+    // A lifecycle that has published nothing yet (here no worker takes it up) counts as
+    // issuing from its start: a delta reads the runs that started, not only what changed.
+    let issuing = |body: &str| -> i64 {
+        body.lines()
+            .filter(|l| l.starts_with("certflow_certificates{") && l.contains("state=\"issuing\""))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
+            .sum()
+    };
+    let before = issuing(&api(true).await.unwrap().text().await.unwrap());
+    stack.terminate_worker().await;
+    let unstarted = unique("metrics-start");
+    let (status, body) = stack
+        .post("/v1/certificates", &request(&unstarted, "payments"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = api(true).await.unwrap().text().await.unwrap();
+        if issuing(&body) == before + 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{unstarted} never counted as issuing: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// A scrape answers in bounded time even when visibility answers slowly (as SQLite does for a
