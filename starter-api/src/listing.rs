@@ -220,6 +220,13 @@ pub(crate) fn workflow_id(info: &ExecutionInfo) -> String {
 }
 
 /// Temporal's status of a listed run (`Unspecified` if the server sent an unknown one).
+pub(crate) fn run_id(info: &ExecutionInfo) -> String {
+    info.execution
+        .as_ref()
+        .map(|e| e.run_id.clone())
+        .unwrap_or_default()
+}
+
 pub(crate) fn execution_status(info: &ExecutionInfo) -> WorkflowExecutionStatus {
     WorkflowExecutionStatus::try_from(info.status).unwrap_or(WorkflowExecutionStatus::Unspecified)
 }

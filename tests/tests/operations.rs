@@ -223,7 +223,8 @@ async fn metrics_report_expiry_readiness_and_counts() {
     // of its close from the next delta, not from the full reload an hour later.
     let terminated = unique("metrics-term");
     stack.issue(&request(&terminated, "payments")).await;
-    // Likewise a reset: it closes the run and starts another, which publishes nothing new.
+    // A reset closes the run and starts another under the same id: the delta that reads the
+    // close must keep it listed.
     let reset = unique("metrics-reset");
     stack.issue(&request(&reset, "payments")).await;
     // A delta reads again the 60 s before the latest change it saw: the changes below come
@@ -272,8 +273,17 @@ async fn metrics_report_expiry_readiness_and_counts() {
         "--reason",
         "metrics test",
     ]);
-    // Once visibility shows the closed run, a delta must also bring the new one.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Once visibility lists both runs, the closed one and the new one, a delta reads both.
+    let query = format!("WorkflowId = '{}'", common::workflow_id(&reset));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let runs = stack.temporal(&["workflow", "list", "--query", &query, "--output", "json"]);
+        if runs.contains("TERMINATED") && runs.contains("RUNNING") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{runs}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     for _ in 0..2 {
         let body = api(true).await.unwrap().text().await.unwrap();
         assert!(

@@ -81,10 +81,10 @@ async fn pass(client: TcpStream, server: TcpStream, delay: Arc<AtomicU64>) {
     let down = async {
         let mut buf = vec![0; 64 * 1024];
         while let Ok(n) = server_read.read(&mut buf).await {
-            let ms = delay.load(Ordering::SeqCst);
             if n == 0 {
                 break;
             }
+            let ms = delay.load(Ordering::SeqCst);
             if ms > 0 {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
