@@ -12,8 +12,8 @@
 //! A delta is a handful of queries that visibility answers from its indexes, so an idle fleet
 //! costs Temporal next to nothing between scrapes, whatever its size.
 //!
-//! A full reload in the background (`CERTFLOW_METRICS_RESYNC_SECONDS`, default 300, and never
-//! more than 1 % of the time) replaces the index with a fresh listing. It catches what a delta
+//! A full reload in the background (`CERTFLOW_METRICS_RESYNC_SECONDS`, default 300, never
+//! more than 1 % of the time, at least daily) replaces the index with a fresh listing. It catches what a delta
 //! cannot see: lifecycles of release 1, which do not set `CertflowChangedAt`, and anything
 //! visibility indexed unusually late.
 

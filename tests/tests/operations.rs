@@ -217,6 +217,16 @@ async fn metrics_report_expiry_readiness_and_counts() {
         }
         r.send()
     };
+    let scrape = || async { api(true).await.unwrap().text().await.unwrap() };
+    // The fleet count of certificates in `state`, summed over tenants and issuers.
+    let count = |body: &str, state: &str| -> i64 {
+        body.lines()
+            .filter(|l| {
+                l.starts_with("certflow_certificates{") && l.contains(&format!("state=\"{state}\""))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
+            .sum()
+    };
     // A first scrape loads the index; what follows must arrive through its deltas.
     assert_eq!(api(true).await.unwrap().status(), 200);
     // A lifecycle an operator terminates publishes nothing as it ends: the index still learns
@@ -243,7 +253,7 @@ async fn metrics_report_expiry_readiness_and_counts() {
     assert_eq!(status, 200);
     let listed =
         |body: &str, certificate: &str| body.contains(&format!("certificate_id=\"{certificate}\""));
-    let body = api(true).await.unwrap().text().await.unwrap();
+    let body = scrape().await;
     assert!(listed(&body, &terminated), "{body}");
     assert!(listed(&body, &reset), "{body}");
     stack.temporal(&[
@@ -256,7 +266,7 @@ async fn metrics_report_expiry_readiness_and_counts() {
     ]);
     stack.wait_until_closed(&terminated, "TERMINATED").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while listed(&api(true).await.unwrap().text().await.unwrap(), &terminated) {
+    while listed(&scrape().await, &terminated) {
         assert!(
             std::time::Instant::now() < deadline,
             "{terminated} still listed after it was terminated"
@@ -285,7 +295,7 @@ async fn metrics_report_expiry_readiness_and_counts() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     for _ in 0..2 {
-        let body = api(true).await.unwrap().text().await.unwrap();
+        let body = scrape().await;
         assert!(
             listed(&body, &reset),
             "{reset} unlisted by its reset: {body}"
@@ -293,7 +303,7 @@ async fn metrics_report_expiry_readiness_and_counts() {
     }
 
     assert_eq!(api(false).await.unwrap().status(), 401);
-    let body = api(true).await.unwrap().text().await.unwrap();
+    let body = scrape().await;
     let line = |name: &str, certificate: &str| {
         body.lines()
             .find(|l| {
@@ -313,12 +323,7 @@ async fn metrics_report_expiry_readiness_and_counts() {
         Some(1.0)
     );
     // Every running certificate is counted, by tenant, issuer and state.
-    let active: i64 = body
-        .lines()
-        .filter(|l| l.starts_with("certflow_certificates{") && l.contains("state=\"active\""))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
-        .sum();
-    assert!(active >= 1, "{body}");
+    assert!(count(&body, "active") >= 1, "{body}");
 
     let worker = http
         .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
@@ -381,13 +386,7 @@ async fn metrics_report_expiry_readiness_and_counts() {
 
     // A lifecycle that has published nothing yet (here no worker takes it up) counts as
     // issuing from its start: a delta reads the runs that started, not only what changed.
-    let issuing = |body: &str| -> i64 {
-        body.lines()
-            .filter(|l| l.starts_with("certflow_certificates{") && l.contains("state=\"issuing\""))
-            .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
-            .sum()
-    };
-    let before = issuing(&api(true).await.unwrap().text().await.unwrap());
+    let before = count(&scrape().await, "issuing");
     stack.terminate_worker().await;
     let unstarted = unique("metrics-start");
     let (status, body) = stack
@@ -396,8 +395,8 @@ async fn metrics_report_expiry_readiness_and_counts() {
     assert_eq!(status, 201, "{body}");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let body = api(true).await.unwrap().text().await.unwrap();
-        if issuing(&body) == before + 1 {
+        let body = scrape().await;
+        if count(&body, "issuing") == before + 1 {
             break;
         }
         assert!(
