@@ -3,8 +3,10 @@
 //!
 //! 1. issuance through the starter API: N certificates, C at a time, from POST to the record
 //!    in Vault KV: certificates per second, latency p50/p99;
-//! 2. the same server's floors: a no-op workflow with as many activities as certflow's
-//!    issuance schedules, and one with a single activity (in-process worker, default settings);
+//! 2. the same server's floors: a no-op workflow with a single activity (in-process worker,
+//!    default settings), run in alternating rounds with 1 (`CERTFLOW_BENCH_ROUNDS`, default 3)
+//!    so that drift over the run falls on both; and once, one with as many activities as
+//!    certflow's issuance has steps;
 //! 3. the same Vault work done directly (transit key, CSR, PKI sign, key export, KV write);
 //! 4. Temporal's cost per issuance, per renewal cycle (timer-driven) and per `renew_now`, read
 //!    from a real history;
@@ -200,15 +202,15 @@ impl NoopWorkflow {
     }
 }
 
-/// Workflows per second of the no-op workflow with `steps` activities.
-async fn noop_floor(
-    stack: &Stack,
+/// Runs `jobs` no-op workflows of `steps` activities, `c` at a time; returns the wall time,
+/// the latencies and the workflow ids.
+async fn noop_run(
     client: &Client,
     queue: &str,
     steps: u32,
     jobs: usize,
     c: usize,
-) -> Value {
+) -> (Duration, Vec<Duration>, Vec<String>) {
     let ids: Vec<String> = (0..jobs).map(|_| unique("noop")).collect();
     let (wall, latencies) = run_jobs(jobs, c, |i| {
         let client = client.clone();
@@ -227,13 +229,67 @@ async fn noop_floor(
         }
     })
     .await;
-    json!({
-        "steps": steps,
-        "per_second": throughput(jobs, wall),
-        "p50_seconds": percentile(&latencies, 0.5),
-        "p99_seconds": percentile(&latencies, 0.99),
-        "timeline": timeline(stack, &ids, 5 + 6 * steps as usize),
-    })
+    (wall, latencies, ids)
+}
+
+/// One side of a comparison, summed over the rounds it ran in.
+#[derive(Default)]
+struct Side {
+    wall: Duration,
+    latencies: Vec<Duration>,
+    ids: Vec<String>,
+    cpu_ms: serde_json::Map<String, Value>,
+    per_round: Vec<f64>,
+}
+
+impl Side {
+    /// Adds one round: its wall time, latencies, workflow ids and CPU (`meter` started with it).
+    fn add(
+        &mut self,
+        wall: Duration,
+        latencies: Vec<Duration>,
+        ids: Vec<String>,
+        meter: &CpuMeter,
+    ) {
+        self.per_round.push(throughput(latencies.len(), wall));
+        self.wall += wall;
+        self.latencies.extend(latencies);
+        self.ids.extend(ids);
+        if let Value::Object(round) = meter.per_item(1) {
+            for (name, ms) in round {
+                let sum = self
+                    .cpu_ms
+                    .get(&name)
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
+                self.cpu_ms
+                    .insert(name, json!(sum + ms.as_f64().unwrap_or(0.0)));
+            }
+        }
+    }
+
+    fn per_second(&self) -> f64 {
+        throughput(self.latencies.len(), self.wall)
+    }
+
+    /// The figures over every round; the timeline covers the first `events` events.
+    fn summary(&self, stack: &Stack, events: usize) -> Value {
+        let n = self.latencies.len() as f64;
+        let cpu: serde_json::Map<String, Value> = self
+            .cpu_ms
+            .iter()
+            .map(|(name, ms)| (name.clone(), json!(ms.as_f64().unwrap_or(0.0) / n)))
+            .collect();
+        json!({
+            "items": self.latencies.len(),
+            "per_second": self.per_second(),
+            "per_second_by_round": self.per_round,
+            "p50_seconds": percentile(&self.latencies, 0.5),
+            "p99_seconds": percentile(&self.latencies, 0.99),
+            "cpu_ms_per_item": cpu,
+            "timeline": timeline(stack, &self.ids, events),
+        })
+    }
 }
 
 /// certflow's Vault work for one certificate, done directly: transit key, CSR in transit, PKI
@@ -746,32 +802,7 @@ async fn benchmark() {
         issue_and_wait(&stack, &stored, &unique("warm")).await;
     }
 
-    // 1. Issuance through the API.
     let stack = Arc::new(stack);
-    let prefix = unique("b");
-    let meter = CpuMeter::start(&stack);
-    let (wall, latencies) = run_jobs(n, c, |i| {
-        let stack = stack.clone();
-        let stored = stored.clone();
-        let id = format!("{prefix}-{i}");
-        async move { issue_and_wait(&stack, &stored, &id).await }
-    })
-    .await;
-    let issuance = json!({
-        "certificates": n,
-        "concurrency": c,
-        "per_second": throughput(n, wall),
-        "p50_seconds": percentile(&latencies, 0.5),
-        "p99_seconds": percentile(&latencies, 0.99),
-        "cpu_ms_per_certificate": meter.per_item(n),
-        "timeline": timeline(
-            &stack,
-            &(0..n)
-                .map(|i| common::workflow_id(&format!("{prefix}-{i}")))
-                .collect::<Vec<_>>(),
-            16,
-        ),
-    });
 
     // 4. Cost of one issuance, then of one renewal cycle that its timer started, then of a
     // renew_now. The PKI backdates notBefore by 30 s, so the 60 s certificate's life is 90 s
@@ -820,7 +851,10 @@ async fn benchmark() {
     let steps = issuance_cost["activities"].as_u64().unwrap()
         + issuance_cost["local_activities"].as_u64().unwrap();
 
-    // 2. The server's floors, same server, same N and concurrency.
+    // 1 and 2. Issuance through the API against the server's floors: the same N at the same
+    // concurrency, in alternating rounds (floor first, then certflow first, ...), so that drift
+    // over the run (a growing database, a neighbour's load) falls on both sides alike. The
+    // floors' worker runs in this process with default settings.
     let client = temporal_client().await;
     let queue = format!("bench-noop-{}", std::process::id());
     let runtime = Runtime::from_current_tokio(Default::default()).unwrap();
@@ -831,17 +865,55 @@ async fn benchmark() {
         .build();
     let mut worker = Worker::new(&runtime, client.clone(), options).unwrap();
     let stop = worker.shutdown_handle();
+    let rounds = setting("CERTFLOW_BENCH_ROUNDS", 3).max(1);
     let measure = async {
+        // Warm up the floors' worker, as certflow's was above.
+        noop_run(&client, &queue, 1, 4, 4).await;
+        let (mut certflow, mut floor) = (Side::default(), Side::default());
+        for round in 0..rounds {
+            for certflow_turn in [round % 2 == 1, round % 2 == 0] {
+                let meter = CpuMeter::start(&stack);
+                if certflow_turn {
+                    let prefix = unique("b");
+                    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+                    let (wall, latencies) = run_jobs(n, c, |i| {
+                        let (stack, stored) = (stack.clone(), stored.clone());
+                        let id = ids[i].clone();
+                        async move { issue_and_wait(&stack, &stored, &id).await }
+                    })
+                    .await;
+                    let ids = ids.iter().map(|id| common::workflow_id(id)).collect();
+                    certflow.add(wall, latencies, ids, &meter);
+                } else {
+                    let (wall, latencies, ids) = noop_run(&client, &queue, 1, n, c).await;
+                    floor.add(wall, latencies, ids, &meter);
+                }
+            }
+        }
+        // Once: the no-op with as many activities as certflow has steps.
+        let mut same_steps = Side::default();
         let meter = CpuMeter::start(&stack);
-        let mut same_steps = noop_floor(&stack, &client, &queue, steps as u32, n, c).await;
-        same_steps["cpu_ms_per_workflow"] = meter.per_item(n);
-        let meter = CpuMeter::start(&stack);
-        let mut one_step = noop_floor(&stack, &client, &queue, 1, n, c).await;
-        one_step["cpu_ms_per_workflow"] = meter.per_item(n);
+        let (wall, latencies, ids) = noop_run(&client, &queue, steps as u32, n, c).await;
+        same_steps.add(wall, latencies, ids, &meter);
         stop();
-        (same_steps, one_step)
+        let ratios: Vec<f64> = certflow
+            .per_round
+            .iter()
+            .zip(&floor.per_round)
+            .map(|(a, b)| a / b)
+            .collect();
+        let mut issuance = certflow.summary(&stack, 16);
+        issuance["concurrency"] = json!(c);
+        issuance["rounds"] = json!(rounds);
+        (
+            issuance,
+            same_steps.summary(&stack, 5 + 6 * steps as usize),
+            floor.summary(&stack, 11),
+            ratios,
+        )
     };
-    let (run, (same_steps, one_step)) = tokio::join!(worker.run(), measure);
+    let (run, (issuance, same_steps, one_step, ratios_by_round)) =
+        tokio::join!(worker.run(), measure);
     run.unwrap();
 
     // 3. The Vault work alone.
@@ -855,7 +927,7 @@ async fn benchmark() {
         "per_second": throughput(n, wall),
         "p50_seconds": percentile(&latencies, 0.5),
         "p99_seconds": percentile(&latencies, 0.99),
-        "cpu_ms_per_certificate": meter.per_item(n),
+        "cpu_ms_per_item": meter.per_item(n),
     });
 
     progress("issuance", &issuance);
@@ -932,6 +1004,7 @@ async fn benchmark() {
     )
     .await;
 
+    let cpu_total = |v: &Value| v["cpu_ms_per_item"]["total"].as_f64().unwrap();
     let ratio = |a: &Value, b: &Value| {
         a["per_second"].as_f64().unwrap() / b["per_second"].as_f64().unwrap()
     };
@@ -943,6 +1016,9 @@ async fn benchmark() {
         "ratios": {
             "issuance_vs_noop_same_steps": ratio(&issuance, &same_steps),
             "issuance_vs_noop_one_step": ratio(&issuance, &one_step),
+            "issuance_vs_noop_one_step_by_round": ratios_by_round,
+            // What certflow ÷ floor would be if the machine's CPUs were all that limited both.
+            "cpu_bound_ceiling_vs_noop_one_step": cpu_total(&one_step) / cpu_total(&issuance),
             "issuance_vs_vault_direct": ratio(&issuance, &direct),
         },
         "temporal_cost_per_issuance": issuance_cost,
@@ -954,7 +1030,9 @@ async fn benchmark() {
     });
 
     let per_s = |v: &Value| v["per_second"].as_f64().unwrap();
-    println!("\ncertflow benchmark: {n} certificates, {c} at a time\n");
+    println!(
+        "\ncertflow benchmark: {n} certificates, {c} at a time, against the floor in {rounds} alternating rounds\n"
+    );
     println!("| what | per second | p50 s | p99 s | ratio of certflow to it |");
     println!("|---|---|---|---|---|");
     for (name, v) in [
@@ -976,12 +1054,17 @@ async fn benchmark() {
             per_s(&issuance) / per_s(v)
         );
     }
+    let by_round: Vec<String> = ratios_by_round.iter().map(|r| format!("{r:.2}")).collect();
+    println!(
+        "\ncertflow ÷ floor, round by round: {}",
+        by_round.join(", ")
+    );
     println!("\nCPU milliseconds per certificate or workflow, by process:");
     for (name, v) in [
-        ("certflow issuance", &issuance["cpu_ms_per_certificate"]),
-        ("no-op, same steps", &same_steps["cpu_ms_per_workflow"]),
-        ("no-op, 1 activity", &one_step["cpu_ms_per_workflow"]),
-        ("Vault work, direct", &direct["cpu_ms_per_certificate"]),
+        ("certflow issuance", &issuance["cpu_ms_per_item"]),
+        ("no-op, same steps", &same_steps["cpu_ms_per_item"]),
+        ("no-op, 1 activity", &one_step["cpu_ms_per_item"]),
+        ("Vault work, direct", &direct["cpu_ms_per_item"]),
     ] {
         println!("  {name}: {v}");
     }
