@@ -238,7 +238,7 @@ struct Side {
     wall: Duration,
     latencies: Vec<Duration>,
     ids: Vec<String>,
-    cpu_ms: serde_json::Map<String, Value>,
+    cpu_ms: std::collections::BTreeMap<String, f64>,
     per_round: Vec<f64>,
 }
 
@@ -257,13 +257,7 @@ impl Side {
         self.ids.extend(ids);
         if let Value::Object(round) = meter.per_item(1) {
             for (name, ms) in round {
-                let sum = self
-                    .cpu_ms
-                    .get(&name)
-                    .and_then(Value::as_f64)
-                    .unwrap_or(0.0);
-                self.cpu_ms
-                    .insert(name, json!(sum + ms.as_f64().unwrap_or(0.0)));
+                *self.cpu_ms.entry(name).or_default() += ms.as_f64().unwrap_or(0.0);
             }
         }
     }
@@ -278,7 +272,7 @@ impl Side {
         let cpu: serde_json::Map<String, Value> = self
             .cpu_ms
             .iter()
-            .map(|(name, ms)| (name.clone(), json!(ms.as_f64().unwrap_or(0.0) / n)))
+            .map(|(name, ms)| (name.clone(), json!(ms / n)))
             .collect();
         json!({
             "items": self.latencies.len(),
@@ -907,7 +901,11 @@ async fn benchmark() {
         issuance["rounds"] = json!(rounds);
         (
             issuance,
-            same_steps.summary(&stack, 5 + 6 * steps as usize),
+            {
+                let mut summary = same_steps.summary(&stack, 5 + 6 * steps as usize);
+                summary["steps"] = json!(steps);
+                summary
+            },
             floor.summary(&stack, 11),
             ratios,
         )
@@ -1058,6 +1056,10 @@ async fn benchmark() {
     println!(
         "\ncertflow ÷ floor, round by round: {}",
         by_round.join(", ")
+    );
+    println!(
+        "certflow ÷ floor if CPU alone limited both (floor's CPU ÷ certflow's): {:.2}",
+        cpu_total(&one_step) / cpu_total(&issuance)
     );
     println!("\nCPU milliseconds per certificate or workflow, by process:");
     for (name, v) in [
