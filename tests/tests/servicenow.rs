@@ -610,13 +610,12 @@ async fn callers_authenticate_and_act_only_on_their_tenant() {
             s["phase"] == "active"
         })
         .await;
-    let (_, mine) = stack
-        .call_as(
+    let mine = stack
+        .wait_for_listing(
             Some(&acme),
-            Method::GET,
             &format!("/v1/certificates?application={app}"),
-            None,
-            &[],
+            Duration::from_secs(20),
+            |l| l["certificates"][0]["state"] == "active",
         )
         .await;
     let ids: Vec<&str> = mine["certificates"]
@@ -669,7 +668,17 @@ async fn replays_are_idempotent_and_conflicts_explained() {
     assert_eq!(again["created"], false);
     assert_eq!(again["certificate_id"], id.as_str());
 
-    // The same key with another body (another certificate id): 409, nothing started.
+    // The same key with another body (another certificate id): 409, nothing started. The key
+    // is found through visibility, so the check waits until visibility lists the first.
+    let number = body["servicenow"]["number"].as_str().unwrap().to_string();
+    stack
+        .wait_for_listing(
+            None,
+            &format!("/v1/certificates?servicenow_number={number}"),
+            Duration::from_secs(20),
+            |l| l["certificates"][0]["certificate_id"] == id.as_str(),
+        )
+        .await;
     let other = unique("idem-other");
     let (status, conflict) = post(servicenow_request(&other, &sys_id), key.clone()).await;
     assert_eq!(status, 409, "{conflict}");
@@ -836,6 +845,15 @@ async fn the_listing_filters_and_pages() {
         stack.issue(&request(&id, &application)).await;
         ids.push(id);
     }
+    // Visibility lists a certificate a moment after its state query says active.
+    stack
+        .wait_for_listing(
+            None,
+            &format!("/v1/certificates?application={application}&state=active"),
+            Duration::from_secs(20),
+            |l| l["certificates"].as_array().is_some_and(|c| c.len() == 3),
+        )
+        .await;
     let path = format!("/v1/certificates?application={application}&state=active&page_size=2");
     let (status, first) = stack.get(&path).await;
     assert_eq!(status, 200, "{first}");

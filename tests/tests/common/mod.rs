@@ -333,6 +333,37 @@ impl Stack {
         }
     }
 
+    /// Polls a listing until `done` holds. The listing reads Temporal visibility, which
+    /// shows a workflow's new search attributes a moment after its query does.
+    pub async fn wait_for_listing(
+        &self,
+        authorization: Option<&str>,
+        path: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        let authorization = authorization.map(str::to_string);
+        loop {
+            let (status, body) = match &authorization {
+                Some(a) => {
+                    self.call_as(Some(a), reqwest::Method::GET, path, None, &[])
+                        .await
+                }
+                None => self.get(path).await,
+            };
+            assert_eq!(status, 200, "{path}: {body}");
+            if done(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting on the listing {path}; last answer: {body:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Runs the `temporal` CLI against the test server; returns stdout, panics on failure.
     pub fn temporal(&self, args: &[&str]) -> String {
         let (ok, out, err) = self.temporal_output(args);
