@@ -12,6 +12,7 @@ pub mod error;
 pub mod fleet;
 pub mod guard;
 pub mod identity;
+pub mod key_claims;
 pub mod listing;
 pub mod lookup;
 pub mod metrics;

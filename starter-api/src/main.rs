@@ -53,6 +53,7 @@ async fn main() -> Result<()> {
         issuers: std::sync::Arc::new(config.issuers),
         clients: std::sync::Arc::new(config.clients),
         guard: std::sync::Arc::default(),
+        key_claims: std::sync::Arc::default(),
         audit: certflow_audit::AuditStore::connect_reader(&config.audit_database_url)
             .await
             .context("the audit database (CERTFLOW_AUDIT_DATABASE_URL)")?,

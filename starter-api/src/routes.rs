@@ -32,6 +32,8 @@ pub struct AppState {
     pub audit: AuditStore,
     /// Failed authentications, per source and user.
     pub guard: Arc<crate::guard::FailureGuard>,
+    /// Requests with the same `Idempotency-Key` take turns in this process.
+    pub key_claims: Arc<crate::key_claims::KeyClaims>,
     /// Running certificates for `/metrics`, kept up to date incrementally.
     pub fleet: Arc<crate::fleet::FleetIndex>,
     /// `CERTFLOW_METRICS_DETAIL_SECONDS`: active certificates expiring later get no

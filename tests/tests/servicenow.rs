@@ -702,6 +702,52 @@ async fn replays_are_idempotent_and_conflicts_explained() {
     assert_eq!(bad["fields"][0]["field"], "Idempotency-Key");
 }
 
+/// Before visibility lists the first, every request with the key would have found nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_key_at_once_starts_one_certificate() {
+    let stack = Stack::start("sn-idem-race").await;
+    let auth = format!("Bearer {}", common::API_TOKEN);
+    let key = format!("race-{}", sys_id());
+    let post = |id: &str| {
+        let body = request(id, "payments");
+        let (stack, auth, key) = (&stack, &auth, &key);
+        async move {
+            stack
+                .call_as(
+                    Some(auth),
+                    Method::POST,
+                    "/v1/certificates",
+                    Some(&body),
+                    &[("idempotency-key", key.as_str())],
+                )
+                .await
+        }
+    };
+    let ids: Vec<String> = (0..6).map(|n| unique(&format!("race{n}"))).collect();
+    let answers = futures::future::join_all(ids.iter().map(|id| post(id))).await;
+    let created: Vec<&String> = ids
+        .iter()
+        .zip(&answers)
+        .filter(|(_, (status, _))| *status == 201)
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(created.len(), 1, "{answers:?}");
+    assert!(
+        answers.iter().all(|(s, _)| *s == 201 || *s == 409),
+        "{answers:?}"
+    );
+    for id in ids.iter().filter(|id| *id != created[0]) {
+        let (status, _) = stack.get(&format!("/v1/certificates/{id}")).await;
+        assert_eq!(status, 404, "{id} was started under a taken key");
+    }
+    // The same body again, at once: the one certificate, each time.
+    let again = futures::future::join_all((0..4).map(|_| post(created[0]))).await;
+    for (status, answer) in &again {
+        assert_eq!(*status, 200, "{answer}");
+        assert_eq!(answer["certificate_id"], created[0].as_str());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn approval_gate_approve_reject_and_expire() {
     let double = ServiceNowDouble::start().await;

@@ -78,9 +78,19 @@ pub async fn create_certificate(
         created: true,
         approval_required: approval.is_some(),
     };
-    if let Some(key) = &idempotency_key
-        && let Some(previous) = listing::find_by_idempotency_key(&state, &tenant, key).await?
-    {
+    // Held until the start has answered, so a second request with the key finds the first.
+    let _turn = match &idempotency_key {
+        Some(key) => Some(state.key_claims.turn(&tenant, key).await),
+        None => None,
+    };
+    let previous = match &idempotency_key {
+        Some(key) => match state.key_claims.started_here(&tenant, key) {
+            Some(id) => Some(id),
+            None => listing::find_by_idempotency_key(&state, &tenant, key).await?,
+        },
+        None => None,
+    };
+    if let Some(previous) = previous {
         let found = lookup::find(&state, &tenant, &previous)
             .await?
             .ok_or_else(|| {
@@ -145,6 +155,11 @@ pub async fn create_certificate(
         .await
     {
         Ok(_) => {
+            if let Some(key) = &idempotency_key {
+                state
+                    .key_claims
+                    .remember(&tenant, key, &request.certificate_id);
+            }
             tracing::info!(certificate_id = %request.certificate_id, workflow_id = %id, client = %caller.name, tenant, "lifecycle started");
             Ok((StatusCode::CREATED, Json(created)))
         }
