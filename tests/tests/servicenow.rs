@@ -748,6 +748,63 @@ async fn the_same_key_at_once_starts_one_certificate() {
     }
 }
 
+/// A client that gives up while Temporal is slow does not cancel its request halfway: the
+/// lifecycle still starts and its key still names it, so another request with the key, sent
+/// at once and before visibility could list the first, is refused instead of starting too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_whose_client_gave_up_still_holds_its_key() {
+    let servers = common::Servers::from_env();
+    let gate = common::gate::TcpGate::start(servers.temporal_address.parse().unwrap()).await;
+    let stack = Stack::start_with(
+        "sn-idem-gone",
+        StackOptions {
+            api_env: vec![(
+                "TEMPORAL_ADDRESS".into(),
+                format!("127.0.0.1:{}", gate.port),
+            )],
+            ..Default::default()
+        },
+    )
+    .await;
+    let auth = format!("Bearer {}", common::API_TOKEN);
+    let key = format!("gone-{}", sys_id());
+    let (first, second) = (unique("gone-a"), unique("gone-b"));
+    // Every answer from Temporal takes 1 s: the first request's lookups alone take 2 s, and
+    // its client gives up after 0.5 s, before the start was even sent.
+    gate.hold_answers(Duration::from_secs(1));
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(format!("{}/v1/certificates", stack.api_url))
+        .header("authorization", &auth)
+        .header("idempotency-key", &key)
+        .json(&request(&first, "payments"))
+        .send()
+        .await;
+    assert!(
+        gave_up.is_err(),
+        "the client was meant to give up: {gave_up:?}"
+    );
+    let (status, answer) = stack
+        .call_as(
+            Some(&auth),
+            Method::POST,
+            "/v1/certificates",
+            Some(&request(&second, "payments")),
+            &[("idempotency-key", key.as_str())],
+        )
+        .await;
+    gate.hold_answers(Duration::ZERO);
+    assert_eq!(status, 409, "{answer}");
+    stack
+        .wait_for(&first, Duration::from_secs(60), |s| s["phase"] == "active")
+        .await;
+    let (status, _) = stack.get(&format!("/v1/certificates/{second}")).await;
+    assert_eq!(status, 404, "a second lifecycle started under the key");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn approval_gate_approve_reject_and_expire() {
     let double = ServiceNowDouble::start().await;

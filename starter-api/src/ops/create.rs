@@ -48,7 +48,7 @@ pub struct Created {
     params(("Idempotency-Key" = Option<String>, Header, description = "letters, digits, '.', '_', ':', '-'; at most 128"), Scope),
     responses((status = 201, body = Created), (status = 200, description = "already requested with the same body", body = Created),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, description = "the id is taken: a different body, or a lifecycle that has ended", body = ErrorBody),
+        (status = 409, description = "the id or key is taken: a different body, or a lifecycle that has ended; or a request with the same Idempotency-Key is still in progress", body = ErrorBody),
         (status = 413, description = "body over 64 KiB"), (status = 422, body = ErrorBody)),
     security(("basic" = []), ("bearer" = [])))]
 pub async fn create_certificate(
@@ -68,6 +68,31 @@ pub async fn create_certificate(
     caller.check_request(&request)?;
     let idempotency_key = idempotency_key(&headers)?;
     let tenant = lookup::tenant_of(&caller, &scope)?;
+    let turn = match &idempotency_key {
+        Some(key) => Some(state.key_claims.turn(&tenant, key).await.ok_or_else(|| {
+            ApiError::Conflict(
+                "a request with this Idempotency-Key is still in progress; retry it later".into(),
+            )
+        })?),
+        None => None,
+    };
+    // Runs to its end even if the client goes away meanwhile: a lifecycle started then is
+    // still remembered under its key, and the client's retry finds it.
+    let start = start_once(state, caller.name, tenant, request, idempotency_key, turn);
+    tokio::spawn(start)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("starting the lifecycle: {e}")))?
+}
+
+/// Looks up what the id or key already names, and starts the lifecycle if nothing does.
+async fn start_once(
+    state: AppState,
+    client: String,
+    tenant: String,
+    request: CertificateRequest,
+    idempotency_key: Option<String>,
+    _turn: Option<crate::key_claims::Turn>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
     let approval = state.issuers.approval_gate(&request);
     let fingerprint = request_fingerprint(&request, &tenant);
     let id = workflow_id(&tenant, &request.certificate_id);
@@ -78,24 +103,9 @@ pub async fn create_certificate(
         created: true,
         approval_required: approval.is_some(),
     };
-    // Held until the start has answered, so a second request with the key finds the first.
-    let _turn = match &idempotency_key {
-        Some(key) => Some(state.key_claims.turn(&tenant, key).await),
-        None => None,
-    };
-    let previous = match &idempotency_key {
-        Some(key) => match state.key_claims.started_here(&tenant, key) {
-            Some(id) => Some(id),
-            None => listing::find_by_idempotency_key(&state, &tenant, key).await?,
-        },
-        None => None,
-    };
-    if let Some(previous) = previous {
-        let found = lookup::find(&state, &tenant, &previous)
-            .await?
-            .ok_or_else(|| {
-                ApiError::Unavailable("the Idempotency-Key's certificate vanished".into())
-            })?;
+    if let Some(key) = &idempotency_key
+        && let Some(found) = found_by_key(&state, &tenant, key).await?
+    {
         return same_request_or_conflict(found, created, &fingerprint);
     }
     // An id taken under today's workflow id is refused by the start itself (answered below);
@@ -121,7 +131,7 @@ pub async fn create_certificate(
     let mut memo = MemoValues::new();
     memo.insert(MEMO_REQUEST_HASH, fingerprint.clone());
     memo.insert(MEMO_TENANT, tenant.clone());
-    memo.insert(MEMO_CLIENT, caller.name.clone());
+    memo.insert(MEMO_CLIENT, client.clone());
     let mut attributes = vec![
         search::TENANT.value_set(tenant.clone()),
         search::APPLICATION.value_set(request.application.clone()),
@@ -147,7 +157,7 @@ pub async fn create_certificate(
         approval,
         tenant: Some(tenant.clone()),
         history_limit: None,
-        client: Some(caller.name.clone()),
+        client: Some(client.clone()),
     };
     match state
         .temporal
@@ -160,7 +170,7 @@ pub async fn create_certificate(
                     .key_claims
                     .remember(&tenant, key, &request.certificate_id);
             }
-            tracing::info!(certificate_id = %request.certificate_id, workflow_id = %id, client = %caller.name, tenant, "lifecycle started");
+            tracing::info!(certificate_id = %request.certificate_id, workflow_id = %id, client = %client, tenant, "lifecycle started");
             Ok((StatusCode::CREATED, Json(created)))
         }
         Err(WorkflowStartError::AlreadyStarted { .. }) => {
@@ -171,6 +181,29 @@ pub async fn create_certificate(
         }
         Err(e) => Err(ApiError::Unavailable(e.to_string())),
     }
+}
+
+/// The lifecycle an earlier request with `key` started: this process's memory first, as
+/// visibility lists a new lifecycle only a moment after its start.
+async fn found_by_key(
+    state: &AppState,
+    tenant: &str,
+    key: &str,
+) -> Result<Option<Found>, ApiError> {
+    if let Some(id) = state.key_claims.started_here(tenant, key) {
+        if let Some(found) = lookup::find(state, tenant, &id).await? {
+            return Ok(Some(found));
+        }
+        // Gone since (deleted): visibility no longer lists it either.
+        state.key_claims.forget(tenant, key);
+    }
+    let Some(id) = listing::find_by_idempotency_key(state, tenant, key).await? else {
+        return Ok(None);
+    };
+    let found = lookup::find(state, tenant, &id).await?;
+    found
+        .map(Some)
+        .ok_or_else(|| ApiError::Unavailable("the Idempotency-Key's certificate vanished".into()))
 }
 
 /// `Idempotency-Key`, if sent: a safe token (it ends up in a visibility query).
