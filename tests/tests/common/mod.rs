@@ -343,9 +343,8 @@ impl Stack {
         done: impl Fn(&Value) -> bool,
     ) -> Value {
         let deadline = Instant::now() + timeout;
-        let authorization = authorization.map(str::to_string);
         loop {
-            let (status, body) = match &authorization {
+            let (status, body) = match authorization {
                 Some(a) => {
                     self.call_as(Some(a), reqwest::Method::GET, path, None, &[])
                         .await
