@@ -7,6 +7,7 @@
 #   CERTFLOW_BENCH_SLEEPING=100000 scripts/bench.sh       # the 100,000-certificate manual run
 #   CERTFLOW_BENCH_STORM=10000 CERTFLOW_BENCH_STORM_RATE=10 scripts/bench.sh  # about 17 min of storm
 #   CERTFLOW_BENCH_PIN=1 scripts/bench.sh  # Temporal on CPU 0, everything else on the rest
+#   CERTFLOW_BENCH_ISSUER_RATE=1000 scripts/bench.sh  # the issuer's calls_per_second (default 50)
 #
 # Every figure is measured in the same run, on the same servers, so the ratios between them
 # are what to compare across machines.

@@ -268,6 +268,11 @@ pub struct LifecycleInput {
     /// The authenticated API client that requested the certificate (set by the API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    /// The run follows the lean cycle without recording the `lifecycle-v3` patch marker (and
+    /// the search-attribute upsert the SDK adds with it): set by this release's API and by
+    /// continue-as-new from a lean run. Runs whose input lacks it check the patch as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lean: bool,
 }
 
 /// Argument of the `revoke` update and signal.

@@ -785,6 +785,10 @@ async fn benchmark() {
         "bench",
         StackOptions {
             api_env: vec![("CERTFLOW_METRICS_DETAIL_SECONDS".into(), "7200".into())],
+            issuers_toml: Some(format!(
+                "[issuers.vault-pki]\nkind = \"vault-pki\"\nlimits = {{ calls_per_second = {}, {TEST_LIMITS} }}\n",
+                setting("CERTFLOW_BENCH_ISSUER_RATE", 50)
+            )),
             ..Default::default()
         },
     )

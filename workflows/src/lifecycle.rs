@@ -47,8 +47,8 @@ pub const LIFECYCLE_V2: &str = "lifecycle-v2";
 /// Patch marking histories of the lean cycle: a step on the way (issuing, renewing) is reported
 /// to ServiceNow but not listed, and the audit outbox waits for the outcome, so a renewal cycle
 /// costs one search-attribute upsert and one group of local activities. It implies
-/// `LIFECYCLE_V2`: a new lifecycle records one patch marker, and the SDK's search-attribute
-/// upsert that comes with each.
+/// `LIFECYCLE_V2`. A run whose input is `lean` (this release's starts and continuations) follows
+/// it without recording the marker.
 pub const LIFECYCLE_V3: &str = "lifecycle-v3";
 /// History events per run before continuing as new, unless the input says otherwise.
 const HISTORY_LIMIT: u32 = 2000;
@@ -62,7 +62,7 @@ impl CertificateLifecycle {
 
     #[run(name = "CertificateLifecycle")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<LifecycleOutcome> {
-        if ctx.patched(LIFECYCLE_V3) {
+        if follows_lean_cycle(ctx) {
             ctx.state_mut(|s| s.lean = true);
         } else if !ctx.patched(LIFECYCLE_V2) {
             ctx.state_mut(|s| s.legacy = true);
@@ -251,6 +251,21 @@ async fn decide(
         return legacy::decide(ctx, kind, decision).await;
     }
     gate::decide(ctx, kind, decision).await
+}
+
+/// Whether this run follows the lean cycle. A run whose input says so records no patch marker
+/// (two history events and a visibility write fewer per run). Replayed, it follows what its
+/// history recorded: no marker is this release's run; a `LIFECYCLE_V3` or `LIFECYCLE_V2` marker
+/// is a worker of an earlier release that took the run's first task during a rolling upgrade.
+fn follows_lean_cycle(ctx: &WorkflowContext<CertificateLifecycle>) -> bool {
+    if !ctx.state(|s| s.lean_input) {
+        return ctx.patched(LIFECYCLE_V3);
+    }
+    if !ctx.is_replaying() {
+        return true;
+    }
+    // Replaying, `patched` records nothing: it says whether the history holds the marker.
+    ctx.patched(LIFECYCLE_V3) || !ctx.patched(LIFECYCLE_V2)
 }
 
 /// Why the lifecycle woke up.

@@ -28,6 +28,8 @@ fn input(id: &str, validity: u64) -> LifecycleInput {
         tenant: Some("default".into()),
         history_limit: None,
         client: Some("fake-api-client".into()),
+        // As the API starts them.
+        lean: true,
     }
 }
 
@@ -541,6 +543,47 @@ async fn long_lifecycles_continue_as_new_with_everything_they_know() {
             "continue-as-new",
         )
         .await;
+    })
+    .await;
+}
+
+/// This release's starts (`lean` input) record no patch marker, nor the search-attribute upsert
+/// the SDK adds with one, in their first run or in the runs continued from it. A start without
+/// `lean` (an API of the release before) still records `lifecycle-v3` in its first run, and its
+/// continued runs do not. Every run's history is read back from the server.
+#[tokio::test(flavor = "multi_thread")]
+async fn this_release_records_no_patch_marker_and_earlier_starts_still_do() {
+    with_worker("mark", |env: Env| async move {
+        for lean in [true, false] {
+            let id = unique("mark");
+            let mut i = input(&id, 3600);
+            i.lean = lean;
+            i.history_limit = Some(30);
+            let h = env.start(i).await;
+            env.wait_for(&h, MINUTE, |s| s.phase == Phase::Active).await;
+            for _ in 0..3 {
+                renew(&h).await.unwrap();
+            }
+            let ended = revoke(&h, revoke_request(RevocationReason::Superseded, None))
+                .await
+                .unwrap();
+            assert_eq!(ended.phase, Phase::Revoked);
+            let histories = env
+                .histories(&certflow_common::workflow_id("default", &id))
+                .await;
+            assert!(histories.len() >= 2, "expected a continued run");
+            let marked: Vec<(bool, bool)> = histories
+                .iter()
+                .map(|h| {
+                    let marker = h.contains(r#""marker_name":"core_patch""#);
+                    (marker, h.contains("TemporalChangeVersion"))
+                })
+                .collect();
+            let expected: Vec<(bool, bool)> = (0..histories.len())
+                .map(|n| (!lean && n == 0, !lean && n == 0))
+                .collect();
+            assert_eq!(marked, expected, "lean input: {lean}");
+        }
     })
     .await;
 }

@@ -63,9 +63,9 @@ async fn left_per_run(history: &serde_json::Value) -> isize {
 async fn an_evicted_lifecycle_leaves_nothing_behind() {
     let cases = [
         // Event type 17, TimerStarted: asleep until its renewal.
-        ("asleep", "v3/issue-renew-revoke.0.json", 17),
+        ("asleep", "v4/issue-renew-revoke.0.json", 17),
         // Event type 10, ActivityTaskScheduled: its CA order in flight.
-        ("ordering", "v3/issue-renew-revoke.0.json", 10),
+        ("ordering", "v4/issue-renew-revoke.0.json", 10),
         // A lifecycle of a ServiceNow record (release 1's, the recorded one with a reporter):
         // its reporter started, signalled, and the lifecycle asleep.
         ("reporting", "v1/servicenow-renewed.json", 17),

@@ -33,6 +33,7 @@ fn input(id: &str, history_limit: Option<u32>) -> LifecycleInput {
         tenant: Some("default".into()),
         history_limit,
         client: Some("fake-api-client".into()),
+        lean: true,
     }
 }
 

@@ -165,7 +165,9 @@ impl LifecycleActivities {
 const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs one activity with every log line carrying the certificate it works on, heartbeating
-/// while it runs.
+/// while it runs. The first heartbeat waits one interval: the server's heartbeat timeout runs
+/// from the activity's start, and the SDK sends a first heartbeat at once, which for a call
+/// that ends in a tenth of a second would be a write to Temporal's database for nothing.
 async fn traced<T>(
     activity: &'static str,
     certificate_id: &str,
@@ -173,7 +175,8 @@ async fn traced<T>(
     work: impl Future<Output = Result<T, ActivityError>>,
 ) -> Result<T, ActivityError> {
     let beat = async {
-        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        let first = tokio::time::Instant::now() + HEARTBEAT_EVERY;
+        let mut tick = tokio::time::interval_at(first, HEARTBEAT_EVERY);
         loop {
             tick.tick().await;
             // Local activities and a worker shutting down have nobody to tell: nothing to do.

@@ -158,6 +158,7 @@ async fn start_once(
         tenant: Some(tenant.clone()),
         history_limit: None,
         client: Some(client.clone()),
+        lean: true,
     };
     match state
         .temporal

@@ -78,6 +78,8 @@ pub struct CertificateLifecycle {
     pub(crate) legacy: bool,
     /// This run follows `LIFECYCLE_V3` (the lean cycle); runs recorded before it do not.
     pub(crate) lean: bool,
+    /// The input says the run is lean: it records no patch marker (see `follows_lean_cycle`).
+    pub(crate) lean_input: bool,
     pub(crate) v1: Box<legacy::State>,
 }
 
@@ -144,6 +146,7 @@ impl CertificateLifecycle {
     pub(crate) fn from_input(input: LifecycleInput) -> Self {
         let v1 = Box::new(legacy::State::new(input.clone()));
         let first_run = input.carried.is_none();
+        let lean_input = input.lean;
         let carried = input.carried.unwrap_or_default();
         let phase = match (&carried.current, &input.approval) {
             (Some(_), _) => Phase::Active,
@@ -208,6 +211,7 @@ impl CertificateLifecycle {
             history_limit: input.history_limit,
             legacy: false,
             lean: false,
+            lean_input,
             v1,
         }
     }
@@ -269,6 +273,7 @@ impl CertificateLifecycle {
             tenant: Some(self.tenant.clone()),
             history_limit: self.history_limit,
             client: self.client.clone(),
+            lean: self.lean,
         }
     }
 

@@ -467,9 +467,16 @@ impl Env {
         let Ok(dir) = std::env::var("CERTFLOW_RECORD_HISTORIES") else {
             return;
         };
-        use futures::StreamExt;
         let dir = PathBuf::from(dir);
         std::fs::create_dir_all(&dir).unwrap();
+        for (n, json) in self.histories(workflow_id).await.into_iter().enumerate() {
+            std::fs::write(dir.join(format!("{name}.{n}.json")), json).unwrap();
+        }
+    }
+
+    /// The history of every run of the workflow, oldest first, as JSON.
+    pub async fn histories(&self, workflow_id: &str) -> Vec<String> {
+        use futures::StreamExt;
         let query = format!("WorkflowId = '{workflow_id}'");
         let mut runs = self.client.list_workflows(
             &query,
@@ -481,7 +488,8 @@ impl Env {
             found.push((run.start_time(), run.run_id().to_string()));
         }
         found.sort();
-        for (n, (_, run_id)) in found.into_iter().enumerate() {
+        let mut histories = Vec::new();
+        for (_, run_id) in found {
             let handle = WorkflowExecutionInfo::builder()
                 .namespace("default")
                 .workflow_id(workflow_id)
@@ -493,7 +501,8 @@ impl Env {
                 .to_json()
                 .await
                 .unwrap();
-            std::fs::write(dir.join(format!("{name}.{n}.json")), json).unwrap();
+            histories.push(String::from_utf8(json).unwrap());
         }
+        histories
     }
 }

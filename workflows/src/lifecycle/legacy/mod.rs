@@ -260,6 +260,8 @@ impl State {
             tenant: Some(self.tenant.clone()),
             history_limit: None,
             client: None,
+            // The next run checks the patches, and follows the lean cycle from there.
+            lean: false,
         }
     }
 
