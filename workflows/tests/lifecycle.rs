@@ -548,7 +548,8 @@ async fn long_lifecycles_continue_as_new_with_everything_they_know() {
 }
 
 /// This release's starts (`lean` input) record no patch marker, nor the search-attribute upsert
-/// the SDK adds with one, in their first run or in the runs continued from it. A start without
+/// the SDK adds with one, in their first run or in the runs continued from it (a lifecycle of a
+/// ServiceNow record would still record `servicenow-write-back-checked`). A start without
 /// `lean` (an API of the release before) still records `lifecycle-v3` in its first run, and its
 /// continued runs do not. Every run's history is read back from the server.
 #[tokio::test(flavor = "multi_thread")]

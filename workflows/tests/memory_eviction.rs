@@ -64,6 +64,9 @@ async fn an_evicted_lifecycle_leaves_nothing_behind() {
     let cases = [
         // Event type 17, TimerStarted: asleep until its renewal.
         ("asleep", "v4/issue-renew-revoke.0.json", 17),
+        // The same, a lifecycle that recorded the `lifecycle-v3` marker (started by an API of
+        // the release before).
+        ("asleep, marked", "v3/issue-renew-revoke.0.json", 17),
         // Event type 10, ActivityTaskScheduled: its CA order in flight.
         ("ordering", "v4/issue-renew-revoke.0.json", 10),
         // A lifecycle of a ServiceNow record (release 1's, the recorded one with a reporter):
