@@ -317,25 +317,27 @@ async fn a_flood_of_wrong_passwords_is_throttled_and_stalls_nothing() {
         statuses.iter().all(|s| *s == 401 || *s == 429),
         "{statuses:?}"
     );
+    // Status and Retry-After of a listing as `sn-user` with `password`, from this address.
+    let list_as = |password: &'static str| {
+        let url = format!("{}/v1/certificates", stack.api_url);
+        async move {
+            let response = reqwest::Client::new()
+                .get(url)
+                .header("authorization", basic("sn-user", password))
+                .send()
+                .await
+                .unwrap();
+            let retry = response.headers().get("retry-after");
+            let retry = retry.map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+            (response.status().as_u16(), retry)
+        }
+    };
     // A slow flood can end just before the budget refills by one. Until a wrong password is
     // refused with at least 2 s still to wait, wait out the block and spend what refilled, so
     // that the checks below meet a key out of budget, not one about to refill.
-    let wrong = || async {
-        let response = reqwest::Client::new()
-            .get(format!("{}/v1/certificates", stack.api_url))
-            .header("authorization", basic("sn-user", "guess"))
-            .send()
-            .await
-            .unwrap();
-        let retry = response.headers().get("retry-after").map(|v| {
-            let seconds: u64 = v.to_str().unwrap().parse().unwrap();
-            seconds
-        });
-        (response.status().as_u16(), retry)
-    };
     for attempt in 0.. {
         assert!(attempt < 20, "the key never stayed out of budget");
-        match wrong().await {
+        match list_as("guess").await {
             // Retry-After is the whole seconds left, plus one.
             (429, Some(retry)) if retry >= 3 => break,
             (429, Some(retry)) => tokio::time::sleep(std::time::Duration::from_secs(retry)).await,
@@ -345,18 +347,9 @@ async fn a_flood_of_wrong_passwords_is_throttled_and_stalls_nothing() {
     }
     // Throttled, the right password waits too (for this source and this user), and is told how
     // long.
-    let response = reqwest::Client::new()
-        .get(format!("{}/v1/certificates", stack.api_url))
-        .header("authorization", basic("sn-user", PASSWORD))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 429);
-    let retry: u64 = response.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (status, retry) = list_as(PASSWORD).await;
+    assert_eq!(status, 429);
+    let retry = retry.expect("a 429 tells how long to wait");
     assert!((1..=61).contains(&retry), "Retry-After {retry}");
     // Another address is not affected: the operator's token works from 127.0.0.2.
     let elsewhere = reqwest::Client::builder()

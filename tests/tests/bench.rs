@@ -24,7 +24,7 @@
 
 mod common;
 
-use common::{Servers, Stack, StackOptions, TEST_LIMITS, request, unique};
+use common::{Servers, Stack, StackOptions, request, unique};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -705,9 +705,7 @@ async fn sleeping_fleet(stack: &Arc<Stack>, watch: &Arc<StoredWatch>, s: usize, 
 
 /// 7. M certificates of an issuer limited to R calls per second, all renewed at once.
 async fn renewal_storm(m: usize, rate: f64, c: usize) -> Value {
-    let issuers = format!(
-        "[issuers.vault-pki]\nkind = \"vault-pki\"\nlimits = {{ calls_per_second = {rate}, {TEST_LIMITS} }}\n"
-    );
+    let issuers = common::vault_pki_issuers(rate);
     let stack = Arc::new(
         Stack::start_with(
             "bench-storm",
@@ -785,9 +783,8 @@ async fn benchmark() {
         "bench",
         StackOptions {
             api_env: vec![("CERTFLOW_METRICS_DETAIL_SECONDS".into(), "7200".into())],
-            issuers_toml: Some(format!(
-                "[issuers.vault-pki]\nkind = \"vault-pki\"\nlimits = {{ calls_per_second = {}, {TEST_LIMITS} }}\n",
-                setting("CERTFLOW_BENCH_ISSUER_RATE", 50)
+            issuers_toml: Some(common::vault_pki_issuers(
+                setting("CERTFLOW_BENCH_ISSUER_RATE", 50) as f64,
             )),
             ..Default::default()
         },

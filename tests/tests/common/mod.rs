@@ -67,8 +67,13 @@ pub const TEST_LIMITS: &str = "min_validity_seconds = 30, min_renewal_interval_s
 
 /// The issuers file of a stack that asks for none: Vault PKI with test bounds.
 pub fn default_issuers() -> String {
+    vault_pki_issuers(50.0)
+}
+
+/// Vault PKI with test bounds, at `calls_per_second`.
+pub fn vault_pki_issuers(calls_per_second: f64) -> String {
     format!(
-        "[issuers.vault-pki]\nkind = \"vault-pki\"\nlimits = {{ calls_per_second = 50, {TEST_LIMITS} }}\n"
+        "[issuers.vault-pki]\nkind = \"vault-pki\"\nlimits = {{ calls_per_second = {calls_per_second}, {TEST_LIMITS} }}\n"
     )
 }
 
