@@ -4,6 +4,7 @@
 //! Temporal operation on the certificate's workflow: start, update (`revoke`, `renew_now`) or
 //! query (`state`). It holds no state of its own.
 
+pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod clients;

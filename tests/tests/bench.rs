@@ -1,11 +1,12 @@
 //! The benchmark (`scripts/bench.sh`; ignored by the test suite). Everything is measured in one
 //! run on the same Temporal and OpenBao servers, so the ratios are what to compare:
 //!
-//! 1. issuance through the starter API: N certificates, C at a time, from POST to the record
-//!    in Vault KV: certificates per second, latency p50/p99;
+//! 1. issuance through the starter API, in its own process and served by the worker (eager
+//!    starts): N certificates, C at a time, from POST to the record in Vault KV: certificates
+//!    per second, latency p50/p99;
 //! 2. the same server's floors: a no-op workflow with a single activity (in-process worker,
-//!    default settings), run in alternating rounds with 1 (`CERTFLOW_BENCH_ROUNDS`, default 3)
-//!    so that drift over the run falls on both; and once, one with as many activities as
+//!    default settings), run in rotating rounds with 1 (`CERTFLOW_BENCH_ROUNDS`, default 3)
+//!    so that drift over the run falls on all three; and once, one with as many activities as
 //!    certflow's issuance has steps;
 //! 3. the same Vault work done directly (transit key, CSR, PKI sign, key export, KV write);
 //! 4. Temporal's cost per issuance, per renewal cycle (timer-driven) and per `renew_now`, read
@@ -88,13 +89,23 @@ fn throughput(jobs: usize, wall: Duration) -> f64 {
 
 /// Requests one certificate and waits until it is stored.
 async fn issue_and_wait(api: &Stack, stored: &StoredWatch, id: &str) {
-    send_and_wait(api, stored, id, request(id, "bench")).await;
+    send_and_wait(api, &api.api_url, stored, id, request(id, "bench")).await;
 }
 
-/// Sends one request and waits until its certificate is stored.
-async fn send_and_wait(api: &Stack, stored: &StoredWatch, id: &str, request: Value) {
+/// Sends one request to the API at `base` and waits until its certificate is stored.
+async fn send_and_wait(api: &Stack, base: &str, stored: &StoredWatch, id: &str, request: Value) {
     let done = stored.expect(id);
-    let (status, body) = api.post("/v1/certificates", &request).await;
+    let authorization = format!("Bearer {}", common::API_TOKEN);
+    let (status, body) = api
+        .call_at(
+            base,
+            Some(&authorization),
+            reqwest::Method::POST,
+            "/v1/certificates",
+            Some(&request),
+            &[],
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     tokio::time::timeout(Duration::from_secs(600), done)
         .await
@@ -202,12 +213,12 @@ impl NoopWorkflow {
     }
 }
 
-/// Runs `jobs` no-op workflows of `steps` activities, `c` at a time; returns the wall time,
-/// the latencies and the workflow ids.
+/// Runs `jobs` no-op workflows of `steps` activities, `c` at a time, started eagerly or not;
+/// returns the wall time, the latencies and the workflow ids.
 async fn noop_run(
     client: &Client,
     queue: &str,
-    steps: u32,
+    (steps, eager): (u32, bool),
     jobs: usize,
     c: usize,
 ) -> (Duration, Vec<Duration>, Vec<String>) {
@@ -217,7 +228,9 @@ async fn noop_run(
         let queue = queue.to_string();
         let id = ids[i].clone();
         async move {
-            let options = WorkflowStartOptions::new(queue, id).build();
+            let options = WorkflowStartOptions::new(queue, id)
+                .enable_eager_workflow_start(eager)
+                .build();
             let handle = client
                 .start_workflow(NoopWorkflow::run, steps, options)
                 .await
@@ -644,7 +657,7 @@ async fn sleeping_fleet(stack: &Arc<Stack>, watch: &Arc<StoredWatch>, s: usize, 
         let mut body = request(&id, "bench");
         body["validity_seconds"] = json!(86_400);
         async move {
-            send_and_wait(&stack, &watch, &id, body).await;
+            send_and_wait(&stack, &stack.api_url, &watch, &id, body).await;
             let done = stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if done % (s / 10).max(1) == 0 {
                 let point = json!([done, rss_mib(worker)]);
@@ -786,6 +799,8 @@ async fn benchmark() {
             issuers_toml: Some(common::vault_pki_issuers(
                 setting("CERTFLOW_BENCH_ISSUER_RATE", 50) as f64,
             )),
+            // The API both ways: its own process, and served by the worker (eager starts).
+            api_in_worker: true,
             ..Default::default()
         },
     )
@@ -846,10 +861,10 @@ async fn benchmark() {
     let steps = issuance_cost["activities"].as_u64().unwrap()
         + issuance_cost["local_activities"].as_u64().unwrap();
 
-    // 1 and 2. Issuance through the API against the server's floors: the same N at the same
-    // concurrency, in alternating rounds (floor first, then certflow first, ...), so that drift
-    // over the run (a growing database, a neighbour's load) falls on both sides alike. The
-    // floors' worker runs in this process with default settings.
+    // 1 and 2. Issuance through the API (both ways) against the server's floors: the same N at
+    // the same concurrency, in rotating rounds (floor, API, API in the worker; then API, ...),
+    // so that drift over the run (a growing database, a neighbour's load) falls on all sides
+    // alike. The floors' worker runs in this process with default settings.
     let client = temporal_client().await;
     let queue = format!("bench-noop-{}", std::process::id());
     let runtime = Runtime::from_current_tokio(Default::default()).unwrap();
@@ -863,57 +878,99 @@ async fn benchmark() {
     let rounds = setting("CERTFLOW_BENCH_ROUNDS", 3).max(1);
     let measure = async {
         // Warm up the floors' worker, as certflow's was above.
-        noop_run(&client, &queue, 1, 4, 4).await;
-        let (mut certflow, mut floor) = (Side::default(), Side::default());
+        noop_run(&client, &queue, (1, false), 4, 4).await;
+        let in_worker = stack
+            .worker_api_url
+            .clone()
+            .expect("the worker serves the API");
+        // Sides: the floor, certflow through the API's process, certflow through the worker,
+        // and the floor started eagerly (as certflow is through the worker).
+        let mut sides: [Side; 4] = Default::default();
         for round in 0..rounds {
-            for certflow_turn in [round % 2 == 1, round % 2 == 0] {
+            for turn in 0..4 {
+                let side = (round + turn) % 4;
                 let meter = CpuMeter::start(&stack);
-                if certflow_turn {
-                    let prefix = unique("b");
-                    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
-                    let (wall, latencies) = run_jobs(n, c, |i| {
-                        let (stack, stored) = (stack.clone(), stored.clone());
-                        let id = ids[i].clone();
-                        async move { issue_and_wait(&stack, &stored, &id).await }
-                    })
-                    .await;
-                    let ids = ids.iter().map(|id| common::workflow_id(id)).collect();
-                    certflow.add(wall, latencies, ids, &meter);
-                } else {
-                    let (wall, latencies, ids) = noop_run(&client, &queue, 1, n, c).await;
-                    floor.add(wall, latencies, ids, &meter);
+                if side == 0 || side == 3 {
+                    let (wall, latencies, ids) =
+                        noop_run(&client, &queue, (1, side == 3), n, c).await;
+                    sides[side].add(wall, latencies, ids, &meter);
+                    continue;
                 }
+                let base = if side == 1 {
+                    &stack.api_url
+                } else {
+                    &in_worker
+                };
+                let prefix = unique("b");
+                let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+                let (wall, latencies) = run_jobs(n, c, |i| {
+                    let (stack, stored) = (stack.clone(), stored.clone());
+                    let (id, base) = (ids[i].clone(), base.clone());
+                    async move {
+                        send_and_wait(&stack, &base, &stored, &id, request(&id, "bench")).await
+                    }
+                })
+                .await;
+                let ids = ids.iter().map(|id| common::workflow_id(id)).collect();
+                sides[side].add(wall, latencies, ids, &meter);
             }
         }
+        let [floor, certflow, eager, eager_floor] = sides;
         // Once: the no-op with as many activities as certflow has steps.
         let mut same_steps = Side::default();
         let meter = CpuMeter::start(&stack);
-        let (wall, latencies, ids) = noop_run(&client, &queue, steps as u32, n, c).await;
+        let (wall, latencies, ids) = noop_run(&client, &queue, (steps as u32, false), n, c).await;
         same_steps.add(wall, latencies, ids, &meter);
         stop();
-        let ratios: Vec<f64> = certflow
-            .per_round
-            .iter()
-            .zip(&floor.per_round)
-            .map(|(a, b)| a / b)
-            .collect();
+        let by_round = |side: &Side, floor: &Side| -> Vec<f64> {
+            side.per_round
+                .iter()
+                .zip(&floor.per_round)
+                .map(|(a, b)| a / b)
+                .collect()
+        };
+        let ratios = (
+            by_round(&certflow, &floor),
+            by_round(&eager, &floor),
+            by_round(&eager, &eager_floor),
+        );
         let mut issuance = certflow.summary(&stack, 16);
         issuance["concurrency"] = json!(c);
         issuance["rounds"] = json!(rounds);
+        let mut eager = eager.summary(&stack, 16);
+        eager["concurrency"] = json!(c);
+        eager["rounds"] = json!(rounds);
         (
             issuance,
+            eager,
             {
                 let mut summary = same_steps.summary(&stack, 5 + 6 * steps as usize);
                 summary["steps"] = json!(steps);
                 summary
             },
             floor.summary(&stack, 11),
+            eager_floor.summary(&stack, 11),
             ratios,
         )
     };
-    let (run, (issuance, same_steps, one_step, ratios_by_round)) =
-        tokio::join!(worker.run(), measure);
+    let (
+        run,
+        (
+            issuance,
+            eager,
+            same_steps,
+            one_step,
+            eager_one_step,
+            (ratios_by_round, eager_by_round, eager_by_eager_round),
+        ),
+    ) = tokio::join!(worker.run(), measure);
     run.unwrap();
+    // The rest measures the worker alone: without the API in it (and that API's fleet index).
+    let mut stack = Arc::try_unwrap(stack).ok().expect("no job holds the stack");
+    stack.terminate_worker().await;
+    stack.set_worker_env("CERTFLOW_WORKER_API_LISTEN", "");
+    stack.start_worker();
+    let stack = Arc::new(stack);
 
     // 3. The Vault work alone.
     let meter = CpuMeter::start(&stack);
@@ -930,7 +987,9 @@ async fn benchmark() {
     });
 
     progress("issuance", &issuance);
+    progress("issuance, API in the worker", &eager);
     progress("floor", &one_step);
+    progress("floor, started eagerly", &eager_one_step);
     progress("same steps", &same_steps);
     progress("Vault direct", &direct);
 
@@ -1009,13 +1068,21 @@ async fn benchmark() {
     };
     let results = json!({
         "issuance": issuance,
+        "issuance_api_in_worker": eager,
         "noop_same_steps": same_steps,
         "noop_one_step": one_step,
+        "noop_one_step_eager_start": eager_one_step,
         "vault_direct": direct,
         "ratios": {
             "issuance_vs_noop_same_steps": ratio(&issuance, &same_steps),
             "issuance_vs_noop_one_step": ratio(&issuance, &one_step),
             "issuance_vs_noop_one_step_by_round": ratios_by_round,
+            "issuance_api_in_worker_vs_noop_one_step": ratio(&eager, &one_step),
+            "issuance_api_in_worker_vs_noop_one_step_by_round": eager_by_round,
+            "cpu_bound_ceiling_api_in_worker_vs_noop_one_step":
+                cpu_total(&one_step) / cpu_total(&eager),
+            "issuance_api_in_worker_vs_noop_one_step_eager_start": ratio(&eager, &eager_one_step),
+            "issuance_api_in_worker_vs_noop_one_step_eager_start_by_round": eager_by_eager_round,
             // What certflow ÷ floor would be if the machine's CPUs were all that limited both.
             "cpu_bound_ceiling_vs_noop_one_step": cpu_total(&one_step) / cpu_total(&issuance),
             "issuance_vs_vault_direct": ratio(&issuance, &direct),
@@ -1030,12 +1097,18 @@ async fn benchmark() {
 
     let per_s = |v: &Value| v["per_second"].as_f64().unwrap();
     println!(
-        "\ncertflow benchmark: {n} certificates, {c} at a time, against the floor in {rounds} alternating rounds\n"
+        "\ncertflow benchmark: {n} certificates, {c} at a time, against the floor in {rounds} rotating rounds\n"
     );
-    println!("| what | per second | p50 s | p99 s | ratio of certflow to it |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| what | per second | p50 s | p99 s | certflow to it | certflow, API in the worker, to it |"
+    );
+    println!("|---|---|---|---|---|---|");
     for (name, v) in [
         ("certflow issuance (API POST to KV record)", &issuance),
+        (
+            "certflow issuance, API served by the worker (eager start)",
+            &eager,
+        ),
         (
             &*format!(
                 "no-op workflow, {steps} activities (certflow's activities and local activities, as activities)"
@@ -1043,36 +1116,53 @@ async fn benchmark() {
             &same_steps,
         ),
         ("no-op workflow, 1 activity (the floor)", &one_step),
+        (
+            "no-op workflow, 1 activity, started eagerly",
+            &eager_one_step,
+        ),
         ("the same Vault work, direct", &direct),
     ] {
         println!(
-            "| {name} | {:.1} | {:.3} | {:.3} | {:.2} |",
+            "| {name} | {:.1} | {:.3} | {:.3} | {:.2} | {:.2} |",
             per_s(v),
             v["p50_seconds"].as_f64().unwrap(),
             v["p99_seconds"].as_f64().unwrap(),
-            per_s(&issuance) / per_s(v)
+            per_s(&issuance) / per_s(v),
+            per_s(&eager) / per_s(v)
         );
     }
-    let by_round: Vec<String> = ratios_by_round.iter().map(|r| format!("{r:.2}")).collect();
+    let by_round = |ratios: &[f64]| -> String {
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        each.join(", ")
+    };
     println!(
-        "\ncertflow ÷ floor, round by round: {}",
-        by_round.join(", ")
+        "\ncertflow ÷ floor, round by round: {}; API in the worker: {}; API in the worker ÷ the floor started eagerly: {}",
+        by_round(&ratios_by_round),
+        by_round(&eager_by_round),
+        by_round(&eager_by_eager_round)
     );
     println!(
-        "certflow ÷ floor if CPU alone limited both (floor's CPU ÷ certflow's): {:.2}",
-        cpu_total(&one_step) / cpu_total(&issuance)
+        "certflow ÷ floor if CPU alone limited both (floor's CPU ÷ certflow's): {:.2}; API in the worker: {:.2}",
+        cpu_total(&one_step) / cpu_total(&issuance),
+        cpu_total(&one_step) / cpu_total(&eager)
     );
     println!("\nCPU milliseconds per certificate or workflow, by process:");
     for (name, v) in [
         ("certflow issuance", &issuance["cpu_ms_per_item"]),
+        ("certflow, API in the worker", &eager["cpu_ms_per_item"]),
         ("no-op, same steps", &same_steps["cpu_ms_per_item"]),
         ("no-op, 1 activity", &one_step["cpu_ms_per_item"]),
+        (
+            "no-op, 1 activity, started eagerly",
+            &eager_one_step["cpu_ms_per_item"],
+        ),
         ("Vault work, direct", &direct["cpu_ms_per_item"]),
     ] {
         println!("  {name}: {v}");
     }
     println!("\nWhere the time goes (median seconds since the event before):");
     println!("  certflow issuance: {}", issuance["timeline"]);
+    println!("  certflow, API in the worker: {}", eager["timeline"]);
     println!("  no-op, 1 activity: {}", one_step["timeline"]);
     println!("\nTemporal per issuance: {issuance_cost}");
     println!("Temporal per renewal cycle: {renewal_cost}");

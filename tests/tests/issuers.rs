@@ -284,15 +284,7 @@ async fn sigterm_lets_the_worker_finish_a_ca_call_under_way() {
         signalled.elapsed()
     );
     // The CA's answer was recorded before the worker went: the order activity completed.
-    let history: Value = serde_json::from_str(&stack.temporal(&[
-        "workflow",
-        "show",
-        "--workflow-id",
-        &common::workflow_id(&id),
-        "--output",
-        "json",
-    ]))
-    .unwrap();
+    let history = stack.history(&id);
     let events = history["events"].as_array().unwrap();
     let scheduled: Vec<&str> = events
         .iter()

@@ -549,3 +549,89 @@ async fn revocation_during_a_renewal_revokes_the_serial_it_names_and_the_renewal
     assert_ne!(record["status"], "active", "{record:?}");
     assert!(record.get("private_key").is_none());
 }
+
+/// A worker that serves the API (`CERTFLOW_WORKER_API_LISTEN`) gets each lifecycle's first
+/// workflow task with the start, and the lifecycle is the same as one the API's own process
+/// started: issued once, and one id names it whichever of the two is asked again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_that_serves_the_api_starts_lifecycles_eagerly() {
+    let stack = Stack::start_with(
+        "eager",
+        common::StackOptions {
+            api_in_worker: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let in_worker = stack.worker_api_url.clone().unwrap();
+    let auth = format!("Bearer {}", common::API_TOKEN);
+    let post = |base: &str, body: Value| {
+        let (base, auth) = (base.to_string(), auth.clone());
+        let stack = &stack;
+        async move {
+            stack
+                .call_at(
+                    &base,
+                    Some(&auth),
+                    reqwest::Method::POST,
+                    "/v1/certificates",
+                    Some(&body),
+                    &[],
+                )
+                .await
+        }
+    };
+    let vault = stack.vault();
+    for (front, eager, other) in [
+        (&in_worker, true, &stack.api_url),
+        (&stack.api_url, false, &in_worker),
+    ] {
+        let id = unique("eager");
+        let (status, body) = post(front, request(&id, "payments")).await;
+        assert_eq!((status, &body["created"]), (201, &json!(true)), "{body}");
+        let state = stack
+            .wait_for(&id, Duration::from_secs(60), |s| s["phase"] == "active")
+            .await;
+        let record = vault.certificate_record("payments", &id).await;
+        assert_eq!(record["serial"], state["current"]["serial"]);
+        let history = || stack.history(&id);
+        let started = &history()["events"][0]["workflowExecutionStartedEventAttributes"];
+        assert_eq!(
+            started["eagerExecutionAccepted"].as_bool().unwrap_or(false),
+            eager,
+            "started through {front}"
+        );
+        // The same request through the other front end starts nothing new.
+        let (status, body) = post(other, request(&id, "payments")).await;
+        assert_eq!((status, &body["created"]), (200, &json!(false)), "{body}");
+        let issued = history()["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED")
+            .count();
+        assert_eq!(issued, 1, "one CA order");
+    }
+    // Without API credentials the worker refuses to serve the API, and to start at all.
+    let mut stack = stack;
+    stack.terminate_worker().await;
+    stack.set_worker_env("CERTFLOW_API_TOKEN", "");
+    stack.start_worker();
+    let status = stack.worker_exit(Duration::from_secs(30)).await;
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+    let log = std::fs::read_to_string(stack.servers.log_dir.join("eager-worker.log")).unwrap();
+    assert!(log.contains("no API client"), "{log}");
+    // An API that cannot serve (here: its port taken by the API's own process) stops the
+    // worker too, rather than leaving it running without the API it was asked for.
+    stack.set_worker_env("CERTFLOW_API_TOKEN", common::API_TOKEN);
+    let taken = stack.api_url.trim_start_matches("http://").to_string();
+    stack.set_worker_env("CERTFLOW_WORKER_API_LISTEN", &taken);
+    stack.start_worker();
+    let status = stack.worker_exit(Duration::from_secs(30)).await;
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+    let log = std::fs::read_to_string(stack.servers.log_dir.join("eager-worker.log")).unwrap();
+    assert!(
+        log.contains("the starter API stopped; stopping the worker"),
+        "{log}"
+    );
+}

@@ -77,19 +77,78 @@ async fn main() -> Result<()> {
     }
 
     serve_metrics(activities.vault().clone()).await?;
+    // One stop for everything this process runs: the signal, or the API or the workers ending.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut signal = tokio::spawn(wait_for_stop_signal());
     let shutdowns: Vec<_> = workers.iter().map(|w| w.shutdown_handle()).collect();
+    let mut on_stop = stopped.clone();
     tokio::spawn(async move {
-        wait_for_stop_signal().await;
-        tracing::info!("stop signal received; finishing in-flight tasks");
+        let _ = on_stop.wait_for(|stop| *stop).await;
         for shutdown in shutdowns {
             shutdown();
         }
     });
+    let api = serve_api(&client, &task_queue, stopped.clone())?;
     tracing::info!(task_queue, vault = %config.vault.addr, auth = config.vault.auth.name(), "certflow worker started");
-    futures::future::try_join_all(workers.iter_mut().map(|w| w.run()))
-        .await
-        .context("worker stopped with an error")?;
-    Ok(())
+    let run = futures::future::try_join_all(workers.iter_mut().map(|w| w.run()));
+    tokio::pin!(run);
+    // Without an API, a stand-in that ends with the stop.
+    let mut api = api.unwrap_or_else(|| {
+        let mut stopped = stopped;
+        tokio::spawn(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+            Ok(())
+        })
+    });
+    let (ran, served) = tokio::select! {
+        _ = &mut signal => {
+            tracing::info!("stop signal received; finishing in-flight tasks");
+            let _ = stop.send(true);
+            tokio::join!(run, api)
+        }
+        served = &mut api => {
+            // The API failed (its port, TLS, the audit database, ...): stop the worker too.
+            let _ = stop.send(true);
+            if let Ok(Err(e)) = &served {
+                tracing::error!(error = format!("{e:#}"), "the starter API stopped; stopping the worker");
+            }
+            (run.await, served)
+        }
+        ran = &mut run => {
+            let _ = stop.send(true);
+            (ran, api.await)
+        }
+    };
+    ran.context("worker stopped with an error")?;
+    served.context("the starter API task")?
+}
+
+/// With `CERTFLOW_WORKER_API_LISTEN` set, this process serves the starter API too, configured
+/// as the API's own binary is (README "Configuration") but listening there, on this worker's
+/// task queue, until `stopped`. Its lifecycles start eagerly: the server hands the first
+/// workflow task back with the start, to this worker, instead of dispatching it through
+/// matching. The price is that the API's attack surface shares a process with the worker's
+/// Vault token (README "Deployment").
+fn serve_api(
+    client: &Client,
+    task_queue: &str,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<tokio::task::JoinHandle<Result<()>>>> {
+    let Some(listen) = std::env::var("CERTFLOW_WORKER_API_LISTEN")
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    let mut config = certflow_starter_api::ApiConfig::from_env()
+        .context("the starter API this worker serves (CERTFLOW_WORKER_API_LISTEN)")?;
+    config.listen = listen;
+    config.task_queue = task_queue.to_string();
+    let stop = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let run = certflow_starter_api::app::run(client.clone(), config, stop);
+    Ok(Some(tokio::spawn(run)))
 }
 
 /// Refuses to start while a search attribute the workflows upsert is missing or of another

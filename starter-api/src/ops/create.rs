@@ -148,6 +148,9 @@ async fn start_once(
         // An id whose lifecycle ended is never started again, not even by a race.
         .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
         .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
+        // Served by a worker (CERTFLOW_WORKER_API_LISTEN), the first workflow task comes back
+        // with the start; elsewhere there is no local worker and the SDK asks for nothing.
+        .enable_eager_workflow_start(true)
         .memo(memo)
         .search_attributes(SearchAttributes::new(attributes))
         .build();

@@ -88,6 +88,8 @@ pub struct Stack {
     pub name: String,
     pub task_queue: String,
     pub api_url: String,
+    /// Where the worker serves the API (`StackOptions::api_in_worker`).
+    pub worker_api_url: Option<String>,
     worker: Option<Child>,
     api: Child,
     http: reqwest::Client,
@@ -118,6 +120,8 @@ pub struct StackOptions {
     pub api_env: Vec<(String, String)>,
     /// When the API serves HTTPS: the CA its certificate chains to.
     pub api_ca_pem: Option<String>,
+    /// The worker serves the API too (plain HTTP, the operator token), at `worker_api_url`.
+    pub api_in_worker: bool,
 }
 
 impl Stack {
@@ -185,20 +189,58 @@ impl Stack {
         }
         // Ours answered, not another test's API on a port taken meanwhile.
         assert!(api.try_wait().unwrap().is_none(), "the starter API exited");
+        let mut worker_env = options.worker_env;
+        let worker_api_url = options.api_in_worker.then(|| {
+            let listen = format!("127.0.0.1:{}", free_port());
+            worker_env.push(("CERTFLOW_WORKER_API_LISTEN".into(), listen.clone()));
+            worker_env.push(("CERTFLOW_API_TOKEN".into(), API_TOKEN.into()));
+            format!("http://{listen}")
+        });
         let mut stack = Self {
             servers,
             name: name.to_string(),
             task_queue,
             api_url: url(port),
+            worker_api_url,
             worker: None,
             api,
             http,
             issuers_file,
-            worker_env: options.worker_env,
+            worker_env,
             audit_database_url,
         };
         stack.start_worker();
+        if stack.worker_api_url.is_some() {
+            stack.await_worker_api().await;
+        }
         stack
+    }
+
+    /// Waits for the worker's API to answer; a worker that exits (its port taken meanwhile by
+    /// another test) is started again on another port.
+    async fn await_worker_api(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let url = self.worker_api_url.clone().unwrap();
+            let up = self.http.get(format!("{url}/healthz")).send().await.is_ok();
+            let exited = self.worker.as_mut().unwrap().try_wait().unwrap().is_some();
+            // Ours answered, not another test's API on a port taken meanwhile.
+            if up && !exited {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the worker's API did not come up"
+            );
+            if exited {
+                let listen = format!("127.0.0.1:{}", free_port());
+                self.set_worker_env("CERTFLOW_WORKER_API_LISTEN", &listen);
+                self.worker_api_url = Some(format!("http://{listen}"));
+                self.worker = None;
+                self.start_worker();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub fn start_worker(&mut self) {
@@ -250,6 +292,25 @@ impl Stack {
         (self.worker.as_ref().map(Child::id), self.api.id())
     }
 
+    /// Waits up to `within` for the worker to exit on its own; its status if it did.
+    pub async fn worker_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .worker
+                .as_mut()
+                .expect("worker started")
+                .try_wait()
+                .unwrap()
+            {
+                self.worker = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
     /// SIGKILL: no graceful shutdown, in-flight activities die mid-call.
     pub fn kill_worker(&mut self) {
         let mut child = self.worker.take().expect("worker running");
@@ -277,7 +338,21 @@ impl Stack {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.api_url));
+        self.call_at(&self.api_url, authorization, method, path, body, headers)
+            .await
+    }
+
+    /// A call to the API at `base` (the API's own process, or the worker's).
+    pub async fn call_at(
+        &self,
+        base: &str,
+        authorization: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{base}{path}"));
         if let Some(value) = authorization {
             req = req.header("authorization", value);
         }
@@ -366,6 +441,19 @@ impl Stack {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// The history of the default tenant's certificate `id`, as the `temporal` CLI shows it.
+    pub fn history(&self, id: &str) -> Value {
+        let out = self.temporal(&[
+            "workflow",
+            "show",
+            "--workflow-id",
+            &workflow_id(id),
+            "--output",
+            "json",
+        ]);
+        serde_json::from_str(&out).unwrap()
     }
 
     /// Runs the `temporal` CLI against the test server; returns stdout, panics on failure.

@@ -1,0 +1,90 @@
+//! The API assembled from its configuration and served until `stop`: by its own binary, and by
+//! a worker that serves it in-process (`CERTFLOW_WORKER_API_LISTEN`), whose lifecycles then
+//! start eagerly (their first workflow task comes back with the start; one dispatch fewer).
+
+use crate::{ApiConfig, AppState, router};
+use anyhow::{Context, Result, anyhow};
+use temporalio_client::{Client, NamespacedClient};
+
+/// Checks the namespace, connects the audit reader, binds and serves until `stop` resolves.
+pub async fn run(
+    temporal: Client,
+    config: ApiConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let namespace = temporal.namespace();
+    // Listing and metrics query them: refuse to start without them, naming what is missing.
+    let registered = temporal
+        .connection()
+        .operator_service()
+        .list_search_attributes(temporalio_client::tonic::Request::new(
+            temporalio_common::protos::temporal::api::operatorservice::v1::ListSearchAttributesRequest {
+                namespace: namespace.clone(),
+            },
+        ))
+        .await
+        .map_err(|e| anyhow!("listing search attributes: {}", e.message()))?
+        .into_inner()
+        .custom_attributes;
+    let missing = certflow_common::search::missing(&registered);
+    anyhow::ensure!(
+        missing.is_empty(),
+        "search attributes missing or of another type on the namespace: {}; register each with `temporal operator search-attribute create --name <name> --type <type>`",
+        missing.join(", ")
+    );
+    let state = AppState {
+        temporal,
+        namespace: namespace.into(),
+        task_queue: config.task_queue.into(),
+        issuers: std::sync::Arc::new(config.issuers),
+        clients: std::sync::Arc::new(config.clients),
+        guard: std::sync::Arc::default(),
+        key_claims: std::sync::Arc::default(),
+        audit: certflow_audit::AuditStore::connect_reader(&config.audit_database_url)
+            .await
+            .context("the audit database (CERTFLOW_AUDIT_DATABASE_URL)")?,
+        fleet: crate::fleet::FleetIndex::new(
+            std::time::Duration::from_secs(config.metrics_resync_seconds),
+            config.metrics_wait,
+        ),
+        metrics_detail_seconds: config.metrics_detail_seconds,
+    };
+    state.fleet.spawn_resync(state.clone());
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let tls = match crate::tls::TlsSettings::from_env()? {
+        Some(tls) => {
+            let client_ca = tls.client_ca_certificates()?;
+            if !client_ca.is_empty() {
+                crate::own_issuers::refuse_own_issuer_as_client_ca(&client_ca, &state.issuers)
+                    .await?;
+            }
+            anyhow::ensure!(
+                !client_ca.is_empty() || !state.clients.use_tls_certificates(),
+                "a client has tls_client but CERTFLOW_API_TLS_CLIENT_CA is not set"
+            );
+            // A client CA replaced later is checked the same way before it is used.
+            let issuers = state.issuers.clone();
+            let check = move |client_ca: Vec<rustls::pki_types::CertificateDer<'static>>| {
+                let issuers = issuers.clone();
+                async move {
+                    crate::own_issuers::refuse_own_issuer_as_client_ca(&client_ca, &issuers).await
+                }
+            };
+            Some(crate::tls::ReloadingAcceptor::start(tls, check)?)
+        }
+        None => {
+            anyhow::ensure!(
+                !state.clients.use_tls_certificates(),
+                "a client has tls_client but the API does not serve TLS (CERTFLOW_API_TLS_CERT, _KEY, _CLIENT_CA)"
+            );
+            None
+        }
+    };
+    let limits = crate::server::Limits::from_env()?;
+    tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), max_connections = limits.max_connections, "certflow starter API listening");
+    crate::server::serve(listener, tls, router(state), limits, stop).await?;
+    tracing::info!("certflow starter API stopped");
+    Ok(())
+}
