@@ -5,9 +5,10 @@
 //!    starts): N certificates, C at a time, from POST to the record in Vault KV: certificates
 //!    per second, latency p50/p99;
 //! 2. the same server's floors: a no-op workflow with a single activity (in-process worker,
-//!    default settings), run in rotating rounds with 1 (`CERTFLOW_BENCH_ROUNDS`, default 3)
-//!    so that drift over the run falls on all three; and once, one with as many activities as
-//!    certflow's issuance has steps;
+//!    default settings), started plainly and eagerly, run in rotating rounds with 1
+//!    (`CERTFLOW_BENCH_ROUNDS`, default 4, a whole rotation) so that drift over the run falls
+//!    on all four sides; and once, one with as many activities as certflow's issuance has
+//!    steps;
 //! 3. the same Vault work done directly (transit key, CSR, PKI sign, key export, KV write);
 //! 4. Temporal's cost per issuance, per renewal cycle (timer-driven) and per `renew_now`, read
 //!    from a real history;
@@ -862,9 +863,9 @@ async fn benchmark() {
         + issuance_cost["local_activities"].as_u64().unwrap();
 
     // 1 and 2. Issuance through the API (both ways) against the server's floors: the same N at
-    // the same concurrency, in rotating rounds (floor, API, API in the worker; then API, ...),
-    // so that drift over the run (a growing database, a neighbour's load) falls on all sides
-    // alike. The floors' worker runs in this process with default settings.
+    // the same concurrency, in rotating rounds (floor, API, API in the worker, eager floor;
+    // then API, ...), so that drift over the run (a growing database, a neighbour's load)
+    // falls on all sides alike. The floors' worker runs in this process with default settings.
     let client = temporal_client().await;
     let queue = format!("bench-noop-{}", std::process::id());
     let runtime = Runtime::from_current_tokio(Default::default()).unwrap();
@@ -875,7 +876,7 @@ async fn benchmark() {
         .build();
     let mut worker = Worker::new(&runtime, client.clone(), options).unwrap();
     let stop = worker.shutdown_handle();
-    let rounds = setting("CERTFLOW_BENCH_ROUNDS", 3).max(1);
+    let rounds = setting("CERTFLOW_BENCH_ROUNDS", 4).max(1);
     let measure = async {
         // Warm up the floors' worker, as certflow's was above.
         noop_run(&client, &queue, (1, false), 4, 4).await;
@@ -967,9 +968,15 @@ async fn benchmark() {
     run.unwrap();
     // The rest measures the worker alone: without the API in it (and that API's fleet index).
     let mut stack = Arc::try_unwrap(stack).ok().expect("no job holds the stack");
-    stack.terminate_worker().await;
+    let status = stack.terminate_worker().await;
+    assert!(
+        status.success(),
+        "the worker serving the API stopped with {status}"
+    );
     stack.set_worker_env("CERTFLOW_WORKER_API_LISTEN", "");
     stack.start_worker();
+    // Up and warm before anything is measured.
+    issue_and_wait(&stack, &stored, &unique("warm")).await;
     let stack = Arc::new(stack);
 
     // 3. The Vault work alone.
@@ -1164,6 +1171,10 @@ async fn benchmark() {
     println!("  certflow issuance: {}", issuance["timeline"]);
     println!("  certflow, API in the worker: {}", eager["timeline"]);
     println!("  no-op, 1 activity: {}", one_step["timeline"]);
+    println!(
+        "  no-op, 1 activity, started eagerly: {}",
+        eager_one_step["timeline"]
+    );
     println!("\nTemporal per issuance: {issuance_cost}");
     println!("Temporal per renewal cycle: {renewal_cost}");
     println!("Temporal per renew_now: {renew_now_cost}");

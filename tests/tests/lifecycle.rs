@@ -613,8 +613,10 @@ async fn a_worker_that_serves_the_api_starts_lifecycles_eagerly() {
         assert_eq!(issued, 1, "one CA order");
     }
     // Without API credentials the worker refuses to serve the API, and to start at all.
+    // SIGTERM stops the API and then the worker, cleanly.
     let mut stack = stack;
-    stack.terminate_worker().await;
+    let status = stack.terminate_worker().await;
+    assert!(status.success(), "{status}");
     stack.set_worker_env("CERTFLOW_API_TOKEN", "");
     stack.start_worker();
     let status = stack.worker_exit(Duration::from_secs(30)).await;

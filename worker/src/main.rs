@@ -77,50 +77,65 @@ async fn main() -> Result<()> {
     }
 
     serve_metrics(activities.vault().clone()).await?;
-    // One stop for everything this process runs: the signal, or the API or the workers ending.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut signal = tokio::spawn(wait_for_stop_signal());
     let shutdowns: Vec<_> = workers.iter().map(|w| w.shutdown_handle()).collect();
-    let mut on_stop = stopped.clone();
-    tokio::spawn(async move {
-        let _ = on_stop.wait_for(|stop| *stop).await;
-        for shutdown in shutdowns {
-            shutdown();
-        }
-    });
-    let api = serve_api(&client, &task_queue, stopped.clone())?;
+    let stop_workers = || shutdowns.iter().for_each(|shutdown| shutdown());
+    let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
+    let api = serve_api(&client, &task_queue, api_stopped.clone())?;
     tracing::info!(task_queue, vault = %config.vault.addr, auth = config.vault.auth.name(), "certflow worker started");
     let run = futures::future::try_join_all(workers.iter_mut().map(|w| w.run()));
     tokio::pin!(run);
-    // Without an API, a stand-in that ends with the stop.
+    // Without an API, a stand-in that ends when the API would be stopped.
     let mut api = api.unwrap_or_else(|| {
-        let mut stopped = stopped;
+        let mut stopped = api_stopped;
         tokio::spawn(async move {
             let _ = stopped.wait_for(|stop| *stop).await;
             Ok(())
         })
     });
-    let (ran, served) = tokio::select! {
-        _ = &mut signal => {
-            tracing::info!("stop signal received; finishing in-flight tasks");
-            let _ = stop.send(true);
-            tokio::join!(run, api)
+    // One stop for all: the signal, or the API or the workers ending. The API stops first and
+    // drains, as a request under way (a revoke, a renewal) may need these workers.
+    let (ran, served, signalled) = tokio::select! {
+        signalled = &mut signal => {
+            tracing::info!("stop signal received; finishing in-flight requests and tasks");
+            let _ = stop_api.send(true);
+            let drain_then_stop = async {
+                let served = (&mut api).await;
+                stop_workers();
+                served
+            };
+            let (ran, served) = tokio::join!(run, drain_then_stop);
+            (ran, served, signalled)
         }
         served = &mut api => {
-            // The API failed (its port, TLS, the audit database, ...): stop the worker too.
-            let _ = stop.send(true);
-            if let Ok(Err(e)) = &served {
-                tracing::error!(error = format!("{e:#}"), "the starter API stopped; stopping the worker");
+            if let Some(e) = api_failure(&served) {
+                tracing::error!(error = e, "the starter API stopped; stopping the worker");
             }
-            (run.await, served)
+            stop_workers();
+            (run.await, served, Ok(()))
         }
         ran = &mut run => {
-            let _ = stop.send(true);
-            (ran, api.await)
+            let _ = stop_api.send(true);
+            (ran, api.await, Ok(()))
         }
     };
+    signalled.context("waiting for the stop signal")?;
+    if ran.is_err()
+        && let Some(e) = api_failure(&served)
+    {
+        tracing::error!(error = e, "the starter API failed as well");
+    }
     ran.context("worker stopped with an error")?;
     served.context("the starter API task")?
+}
+
+/// What went wrong with the API this worker served, if anything.
+fn api_failure(served: &Result<Result<()>, tokio::task::JoinError>) -> Option<String> {
+    match served {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("{e:#}")),
+        Err(e) => Some(e.to_string()),
+    }
 }
 
 /// With `CERTFLOW_WORKER_API_LISTEN` set, this process serves the starter API too, configured
