@@ -12,26 +12,8 @@ pub async fn run(
     config: ApiConfig,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    check_search_attributes(&temporal).await?;
     let namespace = temporal.namespace();
-    // Listing and metrics query them: refuse to start without them, naming what is missing.
-    let registered = temporal
-        .connection()
-        .operator_service()
-        .list_search_attributes(temporalio_client::tonic::Request::new(
-            temporalio_common::protos::temporal::api::operatorservice::v1::ListSearchAttributesRequest {
-                namespace: namespace.clone(),
-            },
-        ))
-        .await
-        .map_err(|e| anyhow!("listing search attributes: {}", e.message()))?
-        .into_inner()
-        .custom_attributes;
-    let missing = certflow_common::search::missing(&registered);
-    anyhow::ensure!(
-        missing.is_empty(),
-        "search attributes missing or of another type on the namespace: {}; register each with `temporal operator search-attribute create --name <name> --type <type>`",
-        missing.join(", ")
-    );
     let state = AppState {
         temporal,
         namespace: namespace.into(),
@@ -86,5 +68,30 @@ pub async fn run(
     tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), max_connections = limits.max_connections, "certflow starter API listening");
     crate::server::serve(listener, tls, router(state), limits, stop).await?;
     tracing::info!("certflow starter API stopped");
+    Ok(())
+}
+
+/// Refuses to start while a search attribute the workflows upsert, and listing and metrics
+/// query, is missing or of another type: the server would fail every workflow task that upserts
+/// it, stalling every lifecycle. The worker checks it too, with this same function.
+pub async fn check_search_attributes(temporal: &Client) -> Result<()> {
+    let registered = temporal
+        .connection()
+        .operator_service()
+        .list_search_attributes(temporalio_client::tonic::Request::new(
+            temporalio_common::protos::temporal::api::operatorservice::v1::ListSearchAttributesRequest {
+                namespace: temporal.namespace(),
+            },
+        ))
+        .await
+        .map_err(|e| anyhow!("listing search attributes: {}", e.message()))?
+        .into_inner()
+        .custom_attributes;
+    let missing = certflow_common::search::missing(&registered);
+    anyhow::ensure!(
+        missing.is_empty(),
+        "search attributes missing or of another type on the namespace: {}; register each with `temporal operator search-attribute create --name <name> --type <type>`",
+        missing.join(", ")
+    );
     Ok(())
 }

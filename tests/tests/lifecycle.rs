@@ -637,3 +637,60 @@ async fn a_worker_that_serves_the_api_starts_lifecycles_eagerly() {
         "{log}"
     );
 }
+
+/// On a namespace without certflow's search attributes, the worker (with or without the API it
+/// serves) and the API's own process refuse to start and name what is missing, rather than
+/// start lifecycles whose every workflow task the server would fail.
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_starts_on_a_namespace_without_the_search_attributes() {
+    // The stack's own worker, on the namespace that has them, is not needed.
+    let mut stack = Stack::start("nosa").await;
+    stack.kill_worker();
+    let namespace = unique("bare");
+    stack.temporal(&["operator", "namespace", "create", "--namespace", &namespace]);
+    // A new namespace reaches the frontend's cache within seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !stack
+        .temporal_output(&[
+            "operator",
+            "search-attribute",
+            "list",
+            "--namespace",
+            &namespace,
+        ])
+        .0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{namespace} never usable"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let missing =
+        "search attributes missing or of another type on the namespace: CertflowTenant (Keyword)";
+    stack.set_worker_env("TEMPORAL_NAMESPACE", &namespace);
+    for serve_api in [false, true] {
+        if serve_api {
+            let listen = format!("127.0.0.1:{}", common::free_port());
+            stack.set_worker_env("CERTFLOW_WORKER_API_LISTEN", &listen);
+            stack.set_worker_env("CERTFLOW_API_TOKEN", common::API_TOKEN);
+        }
+        // Each start's own log: the file is appended to.
+        let log_path = stack.servers.log_dir.join("nosa-worker.log");
+        std::fs::remove_file(&log_path).unwrap();
+        stack.start_worker();
+        let status = stack.worker_exit(Duration::from_secs(30)).await;
+        assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        assert!(log.contains(missing), "{log}");
+    }
+    let log = common::api_refuses_to_start(
+        "nosa-api",
+        common::StackOptions {
+            api_env: vec![("TEMPORAL_NAMESPACE".into(), namespace.clone())],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(log.contains(missing), "{log}");
+}

@@ -47,7 +47,7 @@ async fn main() -> Result<()> {
         .await
         .context("connecting to Temporal")?;
     let client = Client::new(connection, client_options).context("creating the Temporal client")?;
-    check_search_attributes(&client).await?;
+    certflow_starter_api::app::check_search_attributes(&client).await?;
 
     let runtime = Runtime::from_current_tokio(Default::default())?;
     // Sleeping lifecycles beyond the cache are replayed when they wake: memory stays bounded
@@ -164,31 +164,6 @@ fn serve_api(
     };
     let run = certflow_starter_api::app::run(client.clone(), config, stop);
     Ok(Some(tokio::spawn(run)))
-}
-
-/// Refuses to start while a search attribute the workflows upsert is missing or of another
-/// type: the server would fail every workflow task that upserts it, stalling every lifecycle.
-async fn check_search_attributes(client: &Client) -> Result<()> {
-    use temporalio_client::{NamespacedClient, tonic};
-    use temporalio_common::protos::temporal::api::operatorservice::v1::ListSearchAttributesRequest;
-    let request = ListSearchAttributesRequest {
-        namespace: client.namespace(),
-    };
-    let registered = client
-        .connection()
-        .operator_service()
-        .list_search_attributes(tonic::Request::new(request))
-        .await
-        .map_err(|e| anyhow!("listing search attributes: {}", e.message()))?
-        .into_inner()
-        .custom_attributes;
-    let missing = certflow_common::search::missing(&registered);
-    anyhow::ensure!(
-        missing.is_empty(),
-        "search attributes missing or of another type on the namespace: {}; register each with `temporal operator search-attribute create --name <name> --type <type>`",
-        missing.join(", ")
-    );
-    Ok(())
 }
 
 /// Prometheus metrics (`/metrics`) and readiness (`/readyz`: 200 while Vault accepts the
