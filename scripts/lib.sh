@@ -122,11 +122,14 @@ configure_vault() {
   sh "$CERTFLOW_ROOT/deploy/vault/configure.sh" "$1" "$CERTFLOW_ROOT/deploy/vault"
 }
 
+# app_role TENANT APPLICATION: the AppRole role `<tenant>.<application>` (the policy reads
+# apps/<role name>/*: that tenant's records of that application only); prints role_id and a
+# secret_id.
 app_role() {
-  local app=$1
-  bao write "auth/approle/role/$app" token_policies=certflow-application token_ttl=1h >/dev/null
-  printf '%s %s\n' "$(bao read -field=role_id "auth/approle/role/$app/role-id")" \
-    "$(bao write -f -field=secret_id "auth/approle/role/$app/secret-id")"
+  local role="$1.$2"
+  bao write "auth/approle/role/$role" token_policies=certflow-application token_ttl=1h >/dev/null
+  printf '%s %s\n' "$(bao read -field=role_id "auth/approle/role/$role/role-id")" \
+    "$(bao write -f -field=secret_id "auth/approle/role/$role/secret-id")"
 }
 
 # start_test_servers DIR: Temporal, OpenBao (set up by configure.sh), moto and PostgreSQL on free

@@ -33,6 +33,9 @@ pub struct ActivitiesConfig {
     /// `CERTFLOW_AUDIT_DATABASE_URL`: `sqlite://…` (default `sqlite://certflow-audit.db`) or
     /// `postgres://…`.
     pub audit_database_url: String,
+    /// `CERTFLOW_AUTHORIZATION_KEY_FILE`: the keys the API signs grants and approvals with;
+    /// required (without them the worker could check nothing, so it does not start).
+    pub authorization_keys: certflow_common::grant::AuthorizationKeys,
 }
 
 // The token is a secret: never print it.
@@ -66,6 +69,8 @@ impl ActivitiesConfig {
             },
             issuers: IssuersConfig::from_env()?,
             audit_database_url: or("CERTFLOW_AUDIT_DATABASE_URL", "sqlite://certflow-audit.db"),
+            authorization_keys: certflow_common::grant::AuthorizationKeys::from_env()
+                .map_err(anyhow::Error::msg)?,
         };
         for (name, value) in [
             ("VAULT_TRANSIT_PATH", &config.vault.transit_mount),

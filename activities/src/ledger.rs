@@ -180,6 +180,42 @@ async fn settle(
     Ok(answer)
 }
 
+/// Whether the ledger folder `folder` of a lifecycle records `serial` as issued to it (in
+/// `cycle`'s attempts, or in any when the cycle is not known): a lifecycle revokes nothing
+/// else.
+pub async fn issued_serial(
+    vault: &Vault,
+    folder: &str,
+    serial: &str,
+    cycle: Option<u32>,
+) -> Result<bool, VaultError> {
+    let wanted = normalised_serial(serial);
+    let entries = vault.kv_list(folder).await?;
+    let of_cycle = |key: &str| {
+        let c = key.split('.').next().unwrap_or(key);
+        cycle.is_none_or(|cycle| c == cycle.to_string())
+    };
+    for key in entries.iter().filter(|k| !k.ends_with('/') && of_cycle(k)) {
+        if let Some((Entry::Issued { certificate, .. }, _)) =
+            vault.kv_read::<Entry>(&format!("{folder}/{key}")).await?
+            && normalised_serial(&certificate.serial) == wanted
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// A serial's hex digits, without separators or leading zeros, lower case.
+fn normalised_serial(serial: &str) -> String {
+    let hex: String = serial
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    hex.trim_start_matches('0').to_string()
+}
+
 /// Withdraws the order recorded at `path` because its lifecycle ended: a request the CA holds
 /// is cancelled at the CA. Returns a certificate the CA issued for it (by then, or before),
 /// which the caller must revoke since it will never be installed.

@@ -4,6 +4,7 @@
 //! Each activity is idempotent: running it again (a retry, or a replay after a worker crash)
 //! never creates a second key version, issues a second certificate or writes a second record.
 
+pub mod authority;
 pub mod ca;
 pub mod config;
 pub mod csr_template;

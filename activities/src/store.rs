@@ -1,11 +1,12 @@
 //! The record applications read: certificate, chain, metadata and (unless sealed) the private
-//! key, at `<mount>/<prefix>/apps/<application>/<certificate_id>` in KV v2.
+//! key, at `<mount>/<prefix>/apps/<tenant>.<application>/<certificate_id>` in KV v2 (release 1
+//! wrote `apps/<application>/<certificate_id>`, see `certificate_path`).
 
 use certflow_common::RevocationReason;
 use serde::{Deserialize, Serialize};
 
-/// KV path of a certificate's record; the per-application Vault policy grants read on
-/// `<prefix>/apps/<application>/*`.
+/// KV path where release 1 kept a certificate's record (its frozen activities still write
+/// there; `lifecycle::record` moves it).
 pub fn certificate_path(prefix: &str, application: &str, certificate_id: &str) -> String {
     format!("{prefix}/apps/{application}/{certificate_id}")
 }
@@ -51,6 +52,10 @@ pub struct CertificateRecord {
     pub revoked_at_unix: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_reason: Option<RevocationReason>,
+    /// Where an earlier release kept this record, until that place is known to be empty
+    /// (`lifecycle::record`); the next write of the record drops it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<String>,
 }
 
 // Never print the private key, whatever logs a record.

@@ -6,9 +6,10 @@
 //! Nothing here carries key material: keys stay in Vault and are referred to by name and version.
 
 use crate::audit::AuditEvent;
+use crate::grant::Grant;
 use crate::names::LifecycleNames;
 use crate::servicenow::{RecordUpdate, WriteBack};
-use crate::status::{IssuerPolicy, Phase};
+use crate::status::{Decision, IssuerPolicy, Phase};
 use crate::{CertificateRequest, RevocationReason};
 use serde::{Deserialize, Serialize};
 use temporalio_common::ActivityError;
@@ -27,6 +28,12 @@ pub mod error_types {
     /// The ServiceNow record is not the tenant's (another tenant's, or not the record the
     /// request named): never written, and the reporter stops.
     pub const SERVICENOW_FORBIDDEN: &str = "ServiceNowForbidden";
+    /// The worker refuses to act for this workflow: its names, grant or approval are not what
+    /// Temporal and the API vouch for (a workflow started or steered around the API).
+    pub const NOT_AUTHORIZED: &str = "NotAuthorized";
+    /// The client that requested the certificate may no longer request it (its policy was
+    /// narrowed, or it was removed): the renewal is refused until the policy allows it again.
+    pub const POLICY_REFUSED: &str = "PolicyRefused";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +146,12 @@ pub struct OrderInput {
     /// issuer requires approval, whoever started the workflow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
+    /// The API's authorization of the lifecycle; the worker orders nothing without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<Grant>,
+    /// The approval, with the API's proof, when the first issuance passed an approval gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Decision>,
 }
 
 /// What came of an order.
@@ -175,6 +188,12 @@ pub struct InstallInput {
     pub names: LifecycleNames,
     pub cycle: u32,
     pub certificate: OrderedCertificate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<Grant>,
+    /// Oldest transit key version of a certificate still in force: earlier versions (keys of
+    /// expired, revoked or superseded certificates) are trimmed from the transit key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_key_versions_from: Option<u64>,
 }
 
 /// Revokes one certificate of a lifecycle.
@@ -187,6 +206,14 @@ pub struct RevokeSerialInput {
     pub ca_reference: Option<String>,
     pub reason: RevocationReason,
     pub requested_by: Option<String>,
+    /// The cycle that issued it: the worker revokes only a serial its ledger shows this
+    /// lifecycle was issued (in that cycle; in any, when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycle: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<Grant>,
 }
 
 /// Cleans up after a lifecycle ended as `outcome`.
@@ -195,6 +222,26 @@ pub struct RetireInput {
     pub request: CertificateRequest,
     pub names: LifecycleNames,
     pub outcome: Phase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<Grant>,
+}
+
+/// An approval to check before the approval gate opens on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionCheck {
+    pub decision: Decision,
+    /// The client that requested the certificate, per the lifecycle's grant.
+    pub requester: String,
+}
+
+/// A grant given to a lifecycle already running (`authorize`), to check before it is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrantCheck {
+    pub request: CertificateRequest,
+    pub tenant: String,
+    pub grant: Grant,
 }
 
 /// Marker type for the activity contract; see the module documentation.
@@ -287,14 +334,27 @@ impl CertificateActivities {
     pub fn retire_lifecycle(input: RetireInput) -> Result<(), ActivityError> {
         unimplemented!()
     }
+
+    /// Checks an approval's proof against this workflow's run chain and the four-eyes rule; a
+    /// local activity, no I/O but Temporal's word on the run chain.
+    #[activity(name = "check_decision")]
+    pub fn check_decision(input: DecisionCheck) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+
+    /// Checks a grant sent to a running lifecycle against this workflow and its request.
+    #[activity(name = "check_grant")]
+    pub fn check_grant(input: GrantCheck) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
 }
 
 /// The activity marker types, named so implementations can point at them with
 /// `#[activity(definition = contract::SubmitCsr)]` (the macro keeps its own module private).
 pub mod contract {
     pub use super::certificate_activities::{
-        GenerateKeyAndCsr, InstallCertificate, OrderCertificate, RecordAuditEvents,
-        RetireLifecycle, RevokeCertificate, RevokeSerial, ServicenowWriteBack, StoreCertificate,
-        SubmitCsr, UpdateServicenowRecord, VerifyCertificate, WithdrawOrder,
+        CheckDecision, CheckGrant, GenerateKeyAndCsr, InstallCertificate, OrderCertificate,
+        RecordAuditEvents, RetireLifecycle, RevokeCertificate, RevokeSerial, ServicenowWriteBack,
+        StoreCertificate, SubmitCsr, UpdateServicenowRecord, VerifyCertificate, WithdrawOrder,
     };
 }

@@ -131,6 +131,7 @@ mod tests {
             by: "jane".into(),
             comment: Some("ok\nfine".into()),
             client: None,
+            proof: None,
         };
         assert!(check_decision(&d).is_ok());
         d.comment = Some("nul\0here".into());

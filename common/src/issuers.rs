@@ -84,8 +84,11 @@ impl Default for ApprovalPolicy {
     }
 }
 
+/// How long a request waits at the approval gate unless the issuer or request says otherwise.
+pub const DEFAULT_APPROVAL_DEADLINE_SECONDS: u64 = 7 * 24 * 3600;
+
 fn default_approval_deadline() -> u64 {
-    7 * 24 * 3600
+    DEFAULT_APPROVAL_DEADLINE_SECONDS
 }
 
 /// Vault's (or OpenBao's) PKI secrets engine: `sign/<role>` on `mount`.

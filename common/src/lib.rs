@@ -7,6 +7,7 @@
 pub mod activities;
 pub mod audit;
 pub mod commands;
+pub mod grant;
 pub mod issuers;
 pub mod names;
 pub mod policy;

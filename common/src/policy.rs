@@ -189,6 +189,56 @@ impl RequestPolicy {
     }
 }
 
+/// What the worker knows of every API client: enough to re-check, at every order, that the
+/// client that requested a certificate may still request it. Built from the clients file (the
+/// API's own reader, `certflow-starter-api`'s `Clients`); holds no credential.
+#[derive(Debug, Clone, Default)]
+pub struct ClientPolicies(std::collections::BTreeMap<String, ClientPolicy>);
+
+/// One client, as far as requesting goes.
+#[derive(Debug, Clone)]
+pub struct ClientPolicy {
+    /// `None`: a client of every tenant (an operator).
+    pub tenant: Option<String>,
+    /// It has the `request` permission.
+    pub may_request: bool,
+    pub allow: Option<std::sync::Arc<RequestPolicy>>,
+}
+
+impl ClientPolicies {
+    pub fn insert(&mut self, name: impl Into<String>, policy: ClientPolicy) {
+        self.0.insert(name.into(), policy);
+    }
+
+    /// Whether `client` may, today, request `request` in `tenant`; if not, why.
+    pub fn check(
+        &self,
+        client: &str,
+        tenant: &str,
+        request: &CertificateRequest,
+    ) -> Result<(), String> {
+        let Some(policy) = self.0.get(client) else {
+            return Err(format!("client {client:?} no longer exists"));
+        };
+        if policy.tenant.as_deref().is_some_and(|own| own != tenant) {
+            return Err(format!(
+                "client {client:?} no longer belongs to tenant {tenant:?}"
+            ));
+        }
+        if !policy.may_request {
+            return Err(format!(
+                "client {client:?} may no longer request certificates"
+            ));
+        }
+        match &policy.allow {
+            None => Err(format!("client {client:?} has no allow policy")),
+            Some(allow) => allow
+                .check(request)
+                .map_err(|v| format!("client {client:?} may no longer request this: {v}")),
+        }
+    }
+}
+
 fn listed(list: &[String], value: &str) -> bool {
     list.iter().any(|v| v == ANY || v == value)
 }
@@ -275,6 +325,39 @@ mod tests {
         let mut r = request();
         r.ip_addresses.clear();
         assert_eq!(p.check(&r).unwrap_err().rule, "uri_prefixes");
+    }
+
+    #[test]
+    fn the_worker_rechecks_a_client_as_it_is_now() {
+        let mut book = ClientPolicies::default();
+        let r = request();
+        let client =
+            |tenant: Option<&str>, may_request, allow: Option<RequestPolicy>| ClientPolicy {
+                tenant: tenant.map(String::from),
+                may_request,
+                allow: allow.map(std::sync::Arc::new),
+            };
+        book.insert("sn", client(Some("acme"), true, Some(policy())));
+        assert_eq!(book.check("sn", "acme", &r), Ok(()));
+        assert!(
+            book.check("gone", "acme", &r)
+                .unwrap_err()
+                .contains("no longer exists")
+        );
+        assert!(
+            book.check("sn", "globex", &r)
+                .unwrap_err()
+                .contains("tenant")
+        );
+        let mut narrowed = policy();
+        narrowed.dns_suffixes = vec!["other.example.com".into()];
+        book.insert("sn", client(Some("acme"), true, Some(narrowed)));
+        let refusal = book.check("sn", "acme", &r).unwrap_err();
+        assert!(refusal.contains("allow.dns_suffixes"), "{refusal}");
+        book.insert("sn", client(Some("acme"), false, Some(policy())));
+        assert!(book.check("sn", "acme", &r).is_err());
+        book.insert("op", client(None, true, Some(RequestPolicy::any())));
+        assert_eq!(book.check("op", "globex", &r), Ok(()));
     }
 
     #[test]

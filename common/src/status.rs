@@ -146,6 +146,9 @@ pub enum EventKind {
     Cancelled,
     /// The lifecycle ended and its transit key was deleted.
     Retired,
+    /// The worker refused to order a certificate: the requesting client's current policy, the
+    /// lifecycle's grant or its approval does not allow it (the detail says which).
+    Refused,
 }
 
 /// One entry of a certificate's event history.
@@ -200,6 +203,10 @@ pub struct CarriedState {
     /// tenant: no reporter was started and none is signalled.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub write_back_off: bool,
+    /// The approval that opened the gate, with the API's proof, while the first certificate
+    /// is still to come (the worker checks it at each attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<Decision>,
 }
 
 /// One issuance attempt: cycle and attempt number within it.
@@ -273,6 +280,10 @@ pub struct LifecycleInput {
     /// continue-as-new from a lean run. Runs whose input lacks it check the patch as before.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lean: bool,
+    /// The API's signed authorization of this lifecycle (see `grant.rs`); the worker issues
+    /// nothing without one. Carried across continue-as-new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<crate::grant::Grant>,
 }
 
 /// Argument of the `revoke` update and signal.
@@ -312,6 +323,10 @@ pub struct Decision {
     /// The authenticated API client sending it; set by the API, whatever the body says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    /// The API's signature on an approval; set by the API, whatever the body says. An
+    /// approval without one (sent straight to Temporal) is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<crate::grant::DecisionProof>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

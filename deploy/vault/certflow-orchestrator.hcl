@@ -15,6 +15,10 @@ path "transit/keys/certflow-+/rotate" {
 path "transit/keys/certflow-+/csr" {
   capabilities = ["update"]
 }
+# Key versions of certificates no longer in force are removed for good.
+path "transit/keys/certflow-+/trim" {
+  capabilities = ["update"]
+}
 path "transit/export/signing-key/certflow-*" {
   capabilities = ["read"]
 }
@@ -44,6 +48,11 @@ path "secret/data/certflow/*" {
 }
 path "secret/metadata/certflow/*" {
   capabilities = ["read", "list"]
+}
+# A record an earlier release kept at apps/<application>/... (readable by any tenant's role of
+# that application) is moved to apps/<tenant>.<application>/ and removed, all versions, there.
+path "secret/metadata/certflow/apps/*" {
+  capabilities = ["read", "list", "delete"]
 }
 # Superseded and revoked versions of a record are destroyed, so no earlier private key stays
 # readable with `kv get -version=N`.

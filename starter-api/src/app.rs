@@ -30,6 +30,7 @@ pub async fn run(
             config.metrics_wait,
         ),
         metrics_detail_seconds: config.metrics_detail_seconds,
+        keys: std::sync::Arc::new(config.keys),
     };
     state.fleet.spawn_resync(state.clone());
     let listener = tokio::net::TcpListener::bind(&config.listen)

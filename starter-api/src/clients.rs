@@ -328,6 +328,24 @@ impl Clients {
         }
     }
 
+    /// What each client may request, for the worker to re-check at every order (no
+    /// credentials in it).
+    pub fn policies(&self) -> certflow_common::policy::ClientPolicies {
+        let mut book = certflow_common::policy::ClientPolicies::default();
+        for client in &self.0 {
+            let c = &client.caller;
+            book.insert(
+                c.name.clone(),
+                certflow_common::policy::ClientPolicy {
+                    tenant: c.tenant.clone(),
+                    may_request: c.permissions.contains(&Permission::Request),
+                    allow: c.policy.clone(),
+                },
+            );
+        }
+        book
+    }
+
     /// Whether any client authenticates with a TLS certificate.
     pub fn use_tls_certificates(&self) -> bool {
         self.0.iter().any(|c| c.tls_identity.is_some())

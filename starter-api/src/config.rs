@@ -26,6 +26,8 @@ pub struct ApiConfig {
     /// `CERTFLOW_METRICS_WAIT_SECONDS` (default 0.5, at most 60): how long a scrape waits for
     /// the index's update before answering from the index as it stands.
     pub metrics_wait: std::time::Duration,
+    /// `CERTFLOW_AUTHORIZATION_KEY_FILE`, shared with the worker: required.
+    pub keys: certflow_common::grant::AuthorizationKeys,
 }
 
 impl ApiConfig {
@@ -45,6 +47,8 @@ impl ApiConfig {
             )? as i64,
             metrics_resync_seconds: seconds("CERTFLOW_METRICS_RESYNC_SECONDS", 300)?.max(1),
             metrics_wait: wait_seconds("CERTFLOW_METRICS_WAIT_SECONDS", 0.5)?,
+            keys: certflow_common::grant::AuthorizationKeys::from_env()
+                .map_err(anyhow::Error::msg)?,
         })
     }
 }

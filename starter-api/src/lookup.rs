@@ -120,3 +120,14 @@ pub(crate) fn published_phase(found: &Found) -> Option<String> {
 pub(crate) fn requesting_client(found: &Found) -> Option<String> {
     found.description.memo().get(MEMO_CLIENT).ok().flatten()
 }
+
+/// The first run of the lifecycle's run chain, as Temporal describes it.
+pub(crate) fn first_run_id(found: &Found) -> String {
+    found
+        .description
+        .raw_description
+        .workflow_execution_info
+        .as_ref()
+        .map(|info| info.first_run_id.clone())
+        .unwrap_or_default()
+}

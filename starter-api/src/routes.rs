@@ -39,6 +39,8 @@ pub struct AppState {
     /// `CERTFLOW_METRICS_DETAIL_SECONDS`: active certificates expiring later get no
     /// per-certificate series.
     pub metrics_detail_seconds: i64,
+    /// Signs the grant of each lifecycle started and each approval (`grant.rs`).
+    pub keys: Arc<certflow_common::grant::AuthorizationKeys>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -467,7 +467,7 @@ fn cost(events: &[Value], from: usize) -> Value {
 
 /// Waits until a certificate's record in Vault KV holds a serial other than `serial`.
 async fn wait_for_new_serial(vault: &common::Vault, id: &str, serial: &str) {
-    let path = format!("secret/data/certflow/apps/bench/default/{id}");
+    let path = format!("secret/data/certflow/apps/default.bench/{id}");
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let (_, record) = vault.read(&path).await;
@@ -824,7 +824,7 @@ async fn benchmark() {
     body["renewal"] = json!({"renew_at_fraction": 0.6});
     let (status, created) = stack.post("/v1/certificates", &body).await;
     assert_eq!(status, 201, "{created}");
-    let path = format!("secret/data/certflow/apps/bench/default/{sample}");
+    let path = format!("secret/data/certflow/apps/default.bench/{sample}");
     let serial = loop {
         let (status, record) = vault.read(&path).await;
         if status == 200 {
@@ -1020,7 +1020,7 @@ async fn benchmark() {
         assert_eq!(status, 201, "{body}");
     }
     // Kill it once the first is stored: the others are in flight, at every step.
-    let first = format!("secret/data/certflow/apps/bench/default/{}", ids[0]);
+    let first = format!("secret/data/certflow/apps/default.bench/{}", ids[0]);
     while vault.read(&first).await.0 != 200 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -1030,7 +1030,7 @@ async fn benchmark() {
     stack.start_worker();
     let restarted = Instant::now();
     for id in &ids {
-        let path = format!("secret/data/certflow/apps/bench/default/{id}");
+        let path = format!("secret/data/certflow/apps/default.bench/{id}");
         while vault.read(&path).await.0 != 200 {
             assert!(
                 killed.elapsed() < Duration::from_secs(600),

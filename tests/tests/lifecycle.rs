@@ -115,13 +115,13 @@ async fn short_lived_certificate_renews_itself_with_a_new_key() {
     // The superseded record (with its private key) cannot be read back from KV any more.
     let (status, _) = vault
         .read(&format!(
-            "secret/data/certflow/apps/payments/default/{id}?version=1"
+            "secret/data/certflow/apps/default.payments/{id}?version=1"
         ))
         .await;
     assert_eq!(status, 404, "version 1 (the old key) must be destroyed");
     let (_, meta) = vault
         .read(&format!(
-            "secret/metadata/certflow/apps/payments/default/{id}"
+            "secret/metadata/certflow/apps/default.payments/{id}"
         ))
         .await;
     assert_eq!(meta["data"]["versions"]["1"]["destroyed"], true, "{meta}");
@@ -172,7 +172,7 @@ async fn revoke_via_api_reaches_the_crl_and_ends_the_workflow() {
     // No version of the record keeps the key, and the transit key is gone.
     let (status, _) = vault
         .read(&format!(
-            "secret/data/certflow/apps/payments/default/{id}?version=1"
+            "secret/data/certflow/apps/default.payments/{id}?version=1"
         ))
         .await;
     assert_eq!(status, 404, "the version holding the key must be destroyed");
@@ -394,9 +394,9 @@ async fn application_reads_its_own_certificate_and_no_one_elses() {
     stack.issue(&request(&theirs, "ledger")).await;
 
     let vault = stack.vault();
-    let billing = vault.with_token(&vault.application_token("billing").await);
+    let billing = vault.with_token(&vault.application_token("default", "billing").await);
     let (status, body) = billing
-        .read(&format!("secret/data/certflow/apps/billing/default/{mine}"))
+        .read(&format!("secret/data/certflow/apps/default.billing/{mine}"))
         .await;
     assert_eq!(status, 200, "{body}");
     assert!(
@@ -407,7 +407,7 @@ async fn application_reads_its_own_certificate_and_no_one_elses() {
     );
     let (status, _) = billing
         .read(&format!(
-            "secret/data/certflow/apps/ledger/default/{theirs}"
+            "secret/data/certflow/apps/default.ledger/{theirs}"
         ))
         .await;
     assert_eq!(status, 403, "billing must not read ledger's certificate");
@@ -448,7 +448,7 @@ async fn ca_refusal_fails_the_workflow_visibly() {
     );
     let (status, _) = stack
         .vault()
-        .read(&format!("secret/data/certflow/apps/payments/default/{id}"))
+        .read(&format!("secret/data/certflow/apps/default.payments/{id}"))
         .await;
     assert_eq!(status, 404, "nothing was stored");
 }

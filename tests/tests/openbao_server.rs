@@ -219,7 +219,7 @@ async fn the_compose_openbao_runs_sealed_on_tls_and_keeps_everything_across_a_re
     let id = unique("obs");
     let state = stack.issue(&request(&id, "payments")).await;
     let first_serial = state["current"]["serial"].as_str().unwrap().to_string();
-    let record = format!("secret/certflow/apps/payments/default/{id}");
+    let record = format!("secret/certflow/apps/default.payments/{id}");
     let (ok, stored) = bao.bao(&["kv", "get", "-field=serial", &record]);
     assert!(ok, "{stored}");
     assert_eq!(stored.trim(), first_serial);

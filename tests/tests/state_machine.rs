@@ -537,7 +537,7 @@ impl Machine {
                 .stack
                 .vault()
                 .read(&format!(
-                    "secret/data/certflow/apps/statemachine/default/{}",
+                    "secret/data/certflow/apps/default.statemachine/{}",
                     l.id
                 ))
                 .await;

@@ -35,7 +35,11 @@ async fn main() -> Result<()> {
         _ => anyhow::bail!("usage: certflow-worker [audit verify]"),
     }
     let config = ActivitiesConfig::from_env()?;
-    let activities = LifecycleActivities::from_config(&config).await?;
+    // The API's clients, as the API reads them: the worker re-checks at every order that the
+    // client that requested a certificate may still request it.
+    let clients = certflow_starter_api::clients::Clients::from_env()
+        .context("the API clients (CERTFLOW_API_CLIENTS_FILE, CERTFLOW_API_TOKEN), whose policies the worker re-checks at every order")?;
+    let activities = LifecycleActivities::from_config(&config, clients.policies()).await?;
     let task_queue = std::env::var("CERTFLOW_TASK_QUEUE")
         .unwrap_or_else(|_| certflow_common::DEFAULT_TASK_QUEUE.into());
 

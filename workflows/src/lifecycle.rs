@@ -16,6 +16,7 @@
 
 mod audit;
 mod gate;
+mod identity;
 mod issuance;
 mod legacy;
 mod options;
@@ -23,8 +24,9 @@ mod report;
 mod revocation;
 mod state;
 
-use certflow_common::activities::{CertificateActivities, RetireInput};
+use certflow_common::activities::{CertificateActivities, GrantCheck, RetireInput};
 use certflow_common::commands::PENDING_AT_CA;
+use certflow_common::grant::Grant;
 use certflow_common::schedule;
 use certflow_common::status::{RenewRequest, RevokeRequest};
 use certflow_common::{
@@ -56,8 +58,8 @@ const HISTORY_LIMIT: u32 = 2000;
 #[workflow_methods]
 impl CertificateLifecycle {
     #[init]
-    pub fn new(_ctx: &WorkflowContextView, input: LifecycleInput) -> Self {
-        Self::from_input(input)
+    pub fn new(ctx: &WorkflowContextView, input: LifecycleInput) -> Self {
+        Self::from_input(ctx, input)
     }
 
     #[run(name = "CertificateLifecycle")]
@@ -68,7 +70,52 @@ impl CertificateLifecycle {
             ctx.state_mut(|s| s.legacy = true);
             return legacy::run(ctx).await;
         }
+        // Input that Temporal's own record contradicts: nothing is done for it.
+        if let Some(refusal) = ctx.state(|s| s.refusal.clone()) {
+            return Err(ApplicationFailure::non_retryable(format!("refused: {refusal}")).into());
+        }
         lifecycle(ctx).await
+    }
+
+    /// Gives a lifecycle that has none (one running since before grants existed) the API's
+    /// grant; kept only once the worker has checked it (`certflow-starter-api grant-running`).
+    #[update(name = "authorize")]
+    pub async fn authorize(
+        ctx: &mut WorkflowContext<Self>,
+        grant: Grant,
+    ) -> Result<CertificateStatus, HandlerError> {
+        let check = ctx.state(|s| GrantCheck {
+            request: s.request.clone(),
+            tenant: s.tenant.clone(),
+            grant: grant.clone(),
+        });
+        ctx.execute_local_activity(
+            CertificateActivities::check_grant,
+            check,
+            options::configuration(),
+        )
+        .await
+        .map_err(|e| format!("grant refused: {}", state::with_causes(&e)))?;
+        ctx.state_mut(|s| {
+            s.client = Some(grant.client.clone());
+            s.grant = Some(grant);
+        });
+        Ok(ctx.state(|s| if s.legacy { s.v1.status() } else { s.status() }))
+    }
+
+    #[update_validator(authorize)]
+    fn validate_authorize(
+        &self,
+        _ctx: &WorkflowContextView,
+        grant: &Grant,
+    ) -> Result<(), HandlerError> {
+        if self.grant.as_ref().is_some_and(|g| g.mac == grant.mac) {
+            return Err("this grant is already held".into());
+        }
+        if grant.tenant != self.tenant {
+            return Err("the grant is for another tenant".into());
+        }
+        Ok(())
     }
 
     /// Revokes one certificate (default: the current one); answers once the CA revoked it.
@@ -110,7 +157,11 @@ impl CertificateLifecycle {
         _ctx: &WorkflowContextView,
         decision: &Decision,
     ) -> Result<(), HandlerError> {
-        self.validate_decision(decision)
+        self.validate_decision(decision)?;
+        if self.legacy {
+            return Ok(());
+        }
+        self.check_four_eyes(decision)
     }
 
     /// Rejects issuance at the approval gate: nothing reaches a CA and the lifecycle ends.
@@ -284,7 +335,7 @@ enum Wake {
 async fn lifecycle(
     ctx: &mut WorkflowContext<CertificateLifecycle>,
 ) -> WorkflowResult<LifecycleOutcome> {
-    begin(ctx);
+    begin(ctx)?;
     // The reporter's start stays cancellable with this run, and no longer (scoped.rs).
     let mut reporter = None;
     if ctx.state(|s| s.current.is_none())
@@ -310,11 +361,21 @@ async fn lifecycle(
     }
 }
 
-/// Fixes the lifecycle's identity on its first run: a random id, and the names it owns.
-fn begin(ctx: &mut WorkflowContext<CertificateLifecycle>) {
+/// Fixes the lifecycle's identity on its first run: its id, drawn from the generator Temporal
+/// seeds with the run's id (so the worker can derive it too), and the names it owns.
+fn begin(ctx: &mut WorkflowContext<CertificateLifecycle>) -> WorkflowResult<()> {
     if ctx.state(|s| s.lifecycle_id.is_empty()) {
         let (a, b): (u64, u64) = (ctx.random(), ctx.random());
         ctx.state_mut(|s| s.lifecycle_id = format!("{a:016x}{b:016x}"));
+    }
+    let drawn_elsewhere = ctx.state(|s| {
+        s.names.is_none() && s.owed_lifecycle_id.as_deref() != Some(s.lifecycle_id.as_str())
+    });
+    if drawn_elsewhere {
+        // A reset to before the first draw reseeds the generator: the worker could not
+        // recognise this lifecycle's names, so it owns none.
+        let message = "refused: this run's lifecycle id is not the one its first run owns";
+        return Err(ApplicationFailure::non_retryable(message).into());
     }
     ctx.state_mut(|s| {
         if s.names.is_none() {
@@ -327,6 +388,7 @@ fn begin(ctx: &mut WorkflowContext<CertificateLifecycle>) {
             ));
         }
     });
+    Ok(())
 }
 
 /// Request, approval and first issuance. `Some(phase)`: the lifecycle ended there.
@@ -633,6 +695,8 @@ async fn end(
             request: s.request.clone(),
             names: s.names().clone(),
             outcome: phase,
+            tenant: Some(s.tenant.clone()),
+            grant: s.grant.clone(),
         });
         ctx.execute_local_activity(
             CertificateActivities::retire_lifecycle,

@@ -30,6 +30,7 @@ fn input(id: &str, validity: u64) -> LifecycleInput {
         client: Some("fake-api-client".into()),
         // As the API starts them.
         lean: true,
+        grant: Some(fakes::grant("fake-api-client", false)),
     }
 }
 
@@ -74,7 +75,16 @@ async fn decide(
         by: "approver".into(),
         comment: comment.map(str::to_string),
         client: Some("fake-approver-client".into()),
+        proof: Some(fakes::proof(false)),
     };
+    send_decision(h, approve, decision).await
+}
+
+async fn send_decision(
+    h: &Handle,
+    approve: bool,
+    decision: Decision,
+) -> Result<CertificateStatus, String> {
     let options = WorkflowExecuteUpdateOptions::default();
     let result = if approve {
         h.execute_update(CertificateLifecycle::approve, decision, options)
@@ -429,6 +439,49 @@ async fn a_certificate_that_fails_verification_is_revoked() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn input_that_temporal_contradicts_is_refused_before_anything_is_done() {
+    with_worker("forged", |env: Env| async move {
+        let refused = |h: Handle| async move {
+            let e = h
+                .get_result(WorkflowGetResultOptions::default())
+                .await
+                .unwrap_err();
+            format!("{e:?}")
+        };
+        // A "continuation" started by a client, carrying another lifecycle's names.
+        let carried_id = unique("forged-carried");
+        let mut forged = input(&carried_id, 3600);
+        let victim = certflow_common::LifecycleNames::new("default", "fakes", "victim", "00ff");
+        forged.carried = Some(certflow_common::CarriedState {
+            lifecycle_id: "00ff".into(),
+            names: Some(victim),
+            ..Default::default()
+        });
+        let e = refused(env.start(forged).await).await;
+        assert!(e.contains("not continued by the lifecycle itself"), "{e}");
+        // A tenant other than the workflow id's; a workflow id of release 1, started anew.
+        let tenant_id = unique("forged-tenant");
+        let mut other = input(&tenant_id, 3600);
+        other.tenant = Some("acme".into());
+        other.grant = None;
+        let e = refused(env.start(other).await).await;
+        assert!(e.contains("not of tenant"), "{e}");
+        let v1_id = unique("forged-v1");
+        let legacy = certflow_common::names::legacy_workflow_id(&v1_id);
+        let e = refused(env.start_as(&legacy, input(&v1_id, 3600)).await).await;
+        assert!(e.contains("never started again"), "{e}");
+        // None of them reached an activity.
+        for id in [&carried_id, &tenant_id, &v1_id] {
+            assert!(
+                env.fakes
+                    .read(id, |s| s.ordered.is_empty() && s.retired == 0)
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_approval_gate_in_all_three_outcomes() {
     with_worker("gate", |env: Env| async move {
         let gated = |id: &str, deadline: u64| {
@@ -456,6 +509,32 @@ async fn the_approval_gate_in_all_three_outcomes() {
                 .unwrap_err()
                 .contains("comment")
         );
+        // Approvals sent around the API: unsigned, by the requesting client, or with a forged
+        // signature. Each is refused and the gate stays shut.
+        let approval =
+            |client: &str, proof: Option<certflow_common::grant::DecisionProof>| Decision {
+                by: "mallory".into(),
+                comment: None,
+                client: Some(client.into()),
+                proof,
+            };
+        let unsigned = send_decision(&h, true, approval("fake-approver-client", None)).await;
+        assert!(unsigned.unwrap_err().contains("not signed"));
+        let own = approval("fake-api-client", Some(fakes::proof(false)));
+        assert!(
+            send_decision(&h, true, own)
+                .await
+                .unwrap_err()
+                .contains("four eyes")
+        );
+        let mut forged = fakes::proof(false);
+        forged.mac = "forged".into();
+        let forged = approval("fake-approver-client", Some(forged));
+        let refusal = send_decision(&h, true, forged).await.unwrap_err();
+        assert!(refusal.contains("approval refused"), "{refusal}");
+        let state = env.state(&h).await;
+        assert_eq!(state.phase, Phase::AwaitingApproval);
+        assert!(state.approval.is_none());
         let state = decide(&h, true, Some("fine")).await.unwrap();
         assert_ne!(state.phase, Phase::AwaitingApproval);
         assert!(

@@ -34,6 +34,7 @@ fn input(id: &str, history_limit: Option<u32>) -> LifecycleInput {
         history_limit,
         client: Some("fake-api-client".into()),
         lean: true,
+        grant: Some(fakes::grant("fake-api-client", false)),
     }
 }
 

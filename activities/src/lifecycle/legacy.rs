@@ -158,6 +158,7 @@ pub(super) async fn store_certificate(
         transit_key_version: input.key_version,
         revoked_at_unix: None,
         revocation_reason: None,
+        moved_from: None,
     };
     let expected = existing.map_or(0, |(_, v)| v);
     let version = acts

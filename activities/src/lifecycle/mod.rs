@@ -3,13 +3,16 @@
 //! 1's workflow, which lifecycles started by that release call until their next renewal.
 
 mod audit;
+mod checks;
 mod install;
 mod legacy;
 mod order;
+pub(crate) mod record;
 mod retire;
 mod revoke;
 mod servicenow;
 
+use crate::authority::Authority;
 use crate::ca::acmpca::AwsPrivateCa;
 use crate::ca::keyfactor::KeyfactorCommand;
 use crate::ca::pacer::CallPacer;
@@ -22,11 +25,13 @@ use crate::vault::Vault;
 use anyhow::{Context, Result};
 use certflow_audit::AuditStore;
 use certflow_common::activities::{
-    InstallInput, IssuedCertificate, KeyAndCsr, KeyAndCsrInput, OrderInput, OrderOutcome,
-    RetireInput, RevocationResult, RevokeInput, RevokeSerialInput, StoreInput, StoredCertificate,
-    SubmitCsrInput, SubmitOutcome, VerifiedCertificate, VerifyInput, contract, error_types,
+    DecisionCheck, GrantCheck, InstallInput, IssuedCertificate, KeyAndCsr, KeyAndCsrInput,
+    OrderInput, OrderOutcome, RetireInput, RevocationResult, RevokeInput, RevokeSerialInput,
+    StoreInput, StoredCertificate, SubmitCsrInput, SubmitOutcome, VerifiedCertificate, VerifyInput,
+    contract, error_types,
 };
 use certflow_common::audit::AuditEvent;
+use certflow_common::policy::ClientPolicies;
 use certflow_common::servicenow::{RecordUpdate, WriteBack};
 use certflow_common::{CertificateRequest, IssuerConfig, IssuersConfig};
 use std::future::Future;
@@ -45,6 +50,7 @@ pub struct LifecycleActivities {
     kv_prefix: String,
     servicenow: Option<Arc<ServiceNow>>,
     audit: Option<AuditStore>,
+    authority: Arc<Authority>,
 }
 
 impl LifecycleActivities {
@@ -54,6 +60,7 @@ impl LifecycleActivities {
         issuers_config: IssuersConfig,
         kv_prefix: impl Into<String>,
         servicenow: Option<ServiceNow>,
+        authority: Authority,
     ) -> Self {
         Self {
             vault,
@@ -62,6 +69,7 @@ impl LifecycleActivities {
             kv_prefix: kv_prefix.into(),
             servicenow: servicenow.map(Arc::new),
             audit: None,
+            authority: Arc::new(authority),
         }
     }
 
@@ -71,8 +79,9 @@ impl LifecycleActivities {
         self
     }
 
-    /// Builds Vault access and one CA client per configured issuer.
-    pub async fn from_config(config: &ActivitiesConfig) -> Result<Self> {
+    /// Builds Vault access and one CA client per configured issuer. `policies`: what each API
+    /// client may request today (from the clients file), re-checked at every order.
+    pub async fn from_config(config: &ActivitiesConfig, policies: ClientPolicies) -> Result<Self> {
         let vault = Arc::new(Vault::new(&config.vault)?);
         // A worker starts even if Vault is unreachable or refuses it for now: it reports not
         // ready, and its keeper goes on trying.
@@ -103,12 +112,14 @@ impl LifecycleActivities {
             .await
             .context("the audit database (CERTFLOW_AUDIT_DATABASE_URL)")?
             .with_key(certflow_audit::AuditKey::from_env()?);
+        let authority = Authority::new(config.authorization_keys.clone(), policies);
         Ok(Self::new(
             vault,
             issuers,
             config.issuers.clone(),
             &config.vault.kv_prefix,
             servicenow,
+            authority,
         )
         .with_audit(audit))
     }
@@ -206,7 +217,10 @@ impl LifecycleActivities {
     ) -> Result<OrderOutcome, ActivityError> {
         let id = input.request.certificate_id.clone();
         let first_try = ctx.info().attempt <= 1;
-        let work = order::run(&self, input, first_try);
+        let work = async {
+            let caller = self.authority.caller(&ctx).await?;
+            order::run(&self, &caller, input, first_try).await
+        };
         traced("order_certificate", &id, &ctx, work).await
     }
 
@@ -217,7 +231,11 @@ impl LifecycleActivities {
         input: OrderInput,
     ) -> Result<Option<IssuedCertificate>, ActivityError> {
         let id = input.request.certificate_id.clone();
-        traced("withdraw_order", &id, &ctx, order::withdraw(&self, input)).await
+        let work = async {
+            let caller = self.authority.caller(&ctx).await?;
+            order::withdraw(&self, &caller, input).await
+        };
+        traced("withdraw_order", &id, &ctx, work).await
     }
 
     #[activity(definition = contract::InstallCertificate)]
@@ -228,7 +246,10 @@ impl LifecycleActivities {
     ) -> Result<StoredCertificate, ActivityError> {
         let id = input.request.certificate_id.clone();
         let first_try = ctx.info().attempt <= 1;
-        let work = install::run(&self, input, first_try);
+        let work = async {
+            let caller = self.authority.caller(&ctx).await?;
+            install::run(&self, &caller, input, first_try).await
+        };
         traced("install_certificate", &id, &ctx, work).await
     }
 
@@ -239,7 +260,11 @@ impl LifecycleActivities {
         input: RevokeSerialInput,
     ) -> Result<RevocationResult, ActivityError> {
         let id = input.request.certificate_id.clone();
-        traced("revoke_serial", &id, &ctx, revoke::run(&self, input)).await
+        let work = async {
+            let caller = self.authority.caller(&ctx).await?;
+            revoke::run(&self, &caller, input).await
+        };
+        traced("revoke_serial", &id, &ctx, work).await
     }
 
     #[activity(definition = contract::RetireLifecycle)]
@@ -249,7 +274,35 @@ impl LifecycleActivities {
         input: RetireInput,
     ) -> Result<(), ActivityError> {
         let id = input.request.certificate_id.clone();
-        traced("retire_lifecycle", &id, &ctx, retire::run(&self, input)).await
+        let work = async {
+            let caller = self.authority.caller(&ctx).await?;
+            retire::run(&self, &caller, input).await
+        };
+        traced("retire_lifecycle", &id, &ctx, work).await
+    }
+
+    #[activity(definition = contract::CheckDecision)]
+    pub async fn check_decision(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: DecisionCheck,
+    ) -> Result<(), ActivityError> {
+        let caller = self.authority.caller(&ctx).await?;
+        self.authority
+            .approval(&caller, &input.decision, &input.requester)
+    }
+
+    #[activity(definition = contract::CheckGrant)]
+    pub async fn check_grant(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: GrantCheck,
+    ) -> Result<(), ActivityError> {
+        let caller = self.authority.caller(&ctx).await?;
+        let grant = Some(&input.grant);
+        self.authority
+            .grant(&caller, grant, &input.tenant, &input.request)
+            .map(|_| ())
     }
 
     #[activity(definition = contract::RecordAuditEvents)]
@@ -262,7 +315,11 @@ impl LifecycleActivities {
             .first()
             .map(|e| e.certificate_id.clone())
             .unwrap_or_default();
-        traced("record_audit_events", &id, &ctx, audit::run(&self, events)).await
+        let work = async {
+            checks::events_of_caller(&ctx, &events)?;
+            audit::run(&self, events).await
+        };
+        traced("record_audit_events", &id, &ctx, work).await
     }
 
     #[activity(definition = contract::UpdateServicenowRecord)]
@@ -300,13 +357,11 @@ impl LifecycleActivities {
         input: KeyAndCsrInput,
     ) -> Result<KeyAndCsr, ActivityError> {
         let id = input.request.certificate_id.clone();
-        traced(
-            "generate_key_and_csr",
-            &id,
-            &ctx,
-            legacy::generate_key_and_csr(&self, input),
-        )
-        .await
+        let work = async {
+            checks::release1_caller(&ctx, &id)?;
+            legacy::generate_key_and_csr(&self, input).await
+        };
+        traced("generate_key_and_csr", &id, &ctx, work).await
     }
 
     #[activity(definition = contract::SubmitCsr)]
@@ -316,7 +371,11 @@ impl LifecycleActivities {
         input: SubmitCsrInput,
     ) -> Result<SubmitOutcome, ActivityError> {
         let id = input.request.certificate_id.clone();
-        traced("submit_csr", &id, &ctx, legacy::submit_csr(&self, input)).await
+        let work = async {
+            checks::release1_caller(&ctx, &id)?;
+            legacy::submit_csr(&self, input).await
+        };
+        traced("submit_csr", &id, &ctx, work).await
     }
 
     #[activity(definition = contract::VerifyCertificate)]
@@ -342,13 +401,11 @@ impl LifecycleActivities {
         input: StoreInput,
     ) -> Result<StoredCertificate, ActivityError> {
         let id = input.request.certificate_id.clone();
-        traced(
-            "store_certificate",
-            &id,
-            &ctx,
-            legacy::store_certificate(&self, input),
-        )
-        .await
+        let work = async {
+            checks::release1_caller(&ctx, &id)?;
+            legacy::store_certificate(&self, input).await
+        };
+        traced("store_certificate", &id, &ctx, work).await
     }
 
     #[activity(definition = contract::RevokeCertificate)]
@@ -358,12 +415,10 @@ impl LifecycleActivities {
         input: RevokeInput,
     ) -> Result<RevocationResult, ActivityError> {
         let id = input.request.certificate_id.clone();
-        traced(
-            "revoke_certificate",
-            &id,
-            &ctx,
-            legacy::revoke_certificate(&self, input),
-        )
-        .await
+        let work = async {
+            checks::release1_caller(&ctx, &id)?;
+            legacy::revoke_certificate(&self, input).await
+        };
+        traced("revoke_certificate", &id, &ctx, work).await
     }
 }

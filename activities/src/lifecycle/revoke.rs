@@ -1,28 +1,52 @@
 //! `revoke_serial`: revokes one certificate of a lifecycle at its CA; if it is the one the
 //! application reads, the record says so and keeps no key, in any version.
 
-use super::LifecycleActivities;
+use super::{LifecycleActivities, record};
+use crate::authority::{Caller, refused};
 use crate::ca::{CaError, CertificateAuthority, RevocationTarget};
 use crate::failure::{from_ca, from_vault};
+use crate::ledger;
 use crate::metrics;
 use crate::store::{CertificateRecord, RecordStatus};
-use certflow_common::RevocationReason;
 use certflow_common::activities::{RevocationResult, RevokeSerialInput};
+use certflow_common::{DEFAULT_TENANT, RevocationReason};
 use temporalio_sdk::activities::ActivityError;
 
+/// Revocation needs no grant (a lifecycle from before grants can always be revoked, and
+/// revoking grants no power), but only ever touches what the workflow owns: a serial its
+/// ledger shows it was issued, and its own record.
 pub(super) async fn run(
     acts: &LifecycleActivities,
+    caller: &Caller,
     input: RevokeSerialInput,
 ) -> Result<RevocationResult, ActivityError> {
     let r = &input.request;
+    let tenant = input.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
+    let authority = &acts.authority;
+    let owned = authority.owned(caller, tenant, r, &input.names)?;
+    if let Some(grant) = &input.grant {
+        authority.grant(caller, Some(grant), tenant, r)?;
+    }
+    let ledger = acts.kv_path(&owned.names.ledger);
+    let issued = ledger::issued_serial(&acts.vault, &ledger, &input.serial, input.cycle)
+        .await
+        .map_err(|e| from_vault("reading the issuance ledger", e))?;
+    if !issued {
+        return Err(refused(format!(
+            "serial {} was not issued to this lifecycle",
+            input.serial
+        )));
+    }
+    let place = record::place(acts, &owned, &r.application).await?;
     let ca = acts.ca(&r.issuer)?;
     let target = RevocationTarget {
         serial: &input.serial,
         ca_reference: input.ca_reference.as_deref(),
     };
     let revoked_at = at_ca(ca.as_ref(), &r.issuer, &target, input.reason).await?;
-    let path = acts.kv_path(&input.names.record);
-    mark_record(acts, &path, &input.serial, revoked_at, input.reason).await?;
+    if let record::Place::Mine(path, ..) = place {
+        mark_record(acts, &path, &input.serial, revoked_at, input.reason).await?;
+    }
     tracing::info!(serial = %input.serial, reason = ?input.reason,
         requested_by = input.requested_by.as_deref().unwrap_or("unknown"), "certificate revoked");
     Ok(RevocationResult {

@@ -122,3 +122,30 @@ impl Vault {
             .map_err(VaultError::from)
     }
 }
+
+impl Vault {
+    /// Removes `path` with every version and its metadata (a record moved elsewhere).
+    /// Idempotent: an absent path is fine.
+    pub async fn kv_delete_all(&self, path: &str) -> Result<(), VaultError> {
+        let _timer = crate::metrics::vault_timer("kv_delete_all");
+        match vaultrs::kv2::delete_metadata(&*self.client(), &self.config.kv_mount, path).await {
+            Ok(()) => Ok(()),
+            Err(e) => match VaultError::from(e) {
+                VaultError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// The keys under folder `path` (sub-folders end with `/`); empty if there is none.
+    pub async fn kv_list(&self, path: &str) -> Result<Vec<String>, VaultError> {
+        let _timer = crate::metrics::vault_timer("kv_list");
+        match vaultrs::kv2::list(&*self.client(), &self.config.kv_mount, path).await {
+            Ok(keys) => Ok(keys),
+            Err(e) => match VaultError::from(e) {
+                VaultError::NotFound(_) => Ok(Vec::new()),
+                other => Err(other),
+            },
+        }
+    }
+}

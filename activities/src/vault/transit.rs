@@ -14,6 +14,8 @@ struct KeyInfo {
     #[serde(rename = "type")]
     key_type: String,
     exportable: bool,
+    #[serde(default)]
+    min_available_version: u64,
 }
 
 #[derive(Deserialize)]
@@ -122,6 +124,33 @@ impl Vault {
 }
 
 impl Vault {
+    /// Removes for good every version of key `name` below `keep_from` (keys of certificates
+    /// no longer in force), so no superseded private key stays exportable and the key's
+    /// storage entry stays small. Only ever raises the floor; idempotent.
+    pub async fn trim_key_versions(&self, name: &str, keep_from: u64) -> Result<(), VaultError> {
+        let info = self.read_key(name).await?;
+        let keep_from = keep_from.min(info.latest_version);
+        if keep_from <= info.min_available_version.max(1) {
+            return Ok(());
+        }
+        let _timer = crate::metrics::vault_timer("trim_key_versions");
+        let mount = &self.config.transit_mount;
+        // Trimming needs both floors at or above it; signing uses the latest version only.
+        let config = json!({
+            "min_decryption_version": keep_from,
+            "min_encryption_version": keep_from,
+        });
+        let path = format!("{mount}/keys/{name}/config");
+        self.raw::<serde_json::Value>(Method::POST, &path, Some(&config))
+            .await?;
+        let path = format!("{mount}/keys/{name}/trim");
+        let trim = json!({ "min_available_version": keep_from });
+        self.raw::<serde_json::Value>(Method::POST, &path, Some(&trim))
+            .await?;
+        tracing::info!(key = name, keep_from, "superseded key versions trimmed");
+        Ok(())
+    }
+
     /// Deletes transit key `name` with every version, once its lifecycle has ended: no
     /// certificate it signed may be used again. Idempotent: an absent key is fine.
     pub async fn delete_key(&self, name: &str) -> Result<(), VaultError> {

@@ -15,12 +15,12 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, extract::rejection::QueryRejection};
+use certflow_common::grant::request_fingerprint;
 use certflow_common::{
     CertificateRequest, FieldError, LifecycleInput, ValidationErrors, search, workflow_id,
 };
 use certflow_workflows::CertificateLifecycle;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use temporalio_client::errors::WorkflowStartError;
 use temporalio_client::{
     WorkflowExecutionStatus, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
@@ -154,6 +154,15 @@ async fn start_once(
         .memo(memo)
         .search_attributes(SearchAttributes::new(attributes))
         .build();
+    // What the worker believes of this lifecycle: the API's word, signed.
+    let grant = state.keys.grant(
+        &id,
+        &tenant,
+        &client,
+        &request,
+        approval.is_some(),
+        unix_now(),
+    );
     let input = LifecycleInput {
         request: request.clone(),
         carried: None,
@@ -162,6 +171,7 @@ async fn start_once(
         history_limit: None,
         client: Some(client.clone()),
         lean: true,
+        grant: Some(grant),
     };
     match state
         .temporal
@@ -265,11 +275,8 @@ fn same_request_or_conflict(
     Ok((StatusCode::OK, Json(created)))
 }
 
-fn request_fingerprint(request: &CertificateRequest, tenant: &str) -> String {
-    let canonical = serde_json::to_vec(request).expect("requests serialize");
-    let mut h = Sha256::new();
-    h.update(tenant.as_bytes());
-    h.update([0]);
-    h.update(canonical);
-    hex::encode(h.finalize())
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

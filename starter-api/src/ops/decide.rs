@@ -8,6 +8,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use certflow_common::commands::check_decision;
+use certflow_common::grant::ApprovalFacts;
 use certflow_common::{CertificateStatus, Decision, DecisionKind};
 use certflow_workflows::CertificateLifecycle;
 use temporalio_client::WorkflowExecuteUpdateOptions;
@@ -56,16 +57,34 @@ async fn decide(
     check_decision(&decision).map_err(ApiError::Invalid)?;
     // The audit trail records who authenticated, beside the name the caller gives.
     decision.client = Some(caller.name.clone());
+    decision.proof = None;
     let found = lookup::authorized(state, caller, &id, &scope, Permission::Approve).await?;
-    // Four eyes: the client that made a request does not approve it, unless allowed to.
-    if kind == DecisionKind::Approved
-        && !caller.may_approve_own_requests
-        && lookup::requesting_client(&found).as_deref() == Some(caller.name.as_str())
-    {
-        return Err(ApiError::Forbidden(format!(
-            "client {:?} made this request and may not approve it; another client with the approve permission must",
-            caller.name
-        )));
+    if kind == DecisionKind::Approved {
+        let requester = lookup::requesting_client(&found);
+        // Four eyes: the client that made a request does not approve it, unless allowed to.
+        if !caller.may_approve_own_requests && requester.as_deref() == Some(caller.name.as_str()) {
+            return Err(ApiError::Forbidden(format!(
+                "client {:?} made this request and may not approve it; another client with the approve permission must",
+                caller.name
+            )));
+        }
+        // The worker opens the gate only on the API's word, for this lifecycle's run chain.
+        let facts = ApprovalFacts {
+            workflow_id: &found.handle.info().workflow_id,
+            first_run_id: &lookup::first_run_id(&found),
+            by: &decision.by,
+            comment: decision.comment.as_deref(),
+            client: &caller.name,
+            requester: requester.as_deref().unwrap_or_default(),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        decision.proof = Some(
+            state
+                .keys
+                .approve(&facts, caller.may_approve_own_requests, now),
+        );
     }
     let options = WorkflowExecuteUpdateOptions::default();
     let result = match kind {

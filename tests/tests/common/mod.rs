@@ -61,6 +61,36 @@ impl Servers {
 
 pub const API_TOKEN: &str = "test-api-token-0123456789";
 
+/// The key file API and worker share to sign and check grants and approvals: one per test
+/// process, random, readable by its owner only.
+pub fn authorization_key_file(servers: &Servers) -> PathBuf {
+    static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .unwrap()
+            .read_exact(&mut bytes)
+            .unwrap();
+        std::fs::create_dir_all(&servers.log_dir).unwrap();
+        let path = servers
+            .log_dir
+            .join(format!("authorization-{}.key", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, format!("{}\n", hex::encode(bytes)).as_bytes())
+            .unwrap();
+        path
+    })
+    .clone()
+}
+
 /// Issuer bounds for tests: short lifetimes, and renewals at any time (production defaults
 /// are 1 hour and 5 minutes; the tests of those bounds set their own).
 pub const TEST_LIMITS: &str = "min_validity_seconds = 30, min_renewal_interval_seconds = 0";
@@ -96,6 +126,7 @@ pub struct Stack {
     issuers_file: Option<PathBuf>,
     worker_env: Vec<(String, String)>,
     pub audit_database_url: String,
+    clients_file: Option<PathBuf>,
 }
 
 pub fn free_port() -> u16 {
@@ -196,7 +227,12 @@ impl Stack {
             worker_env.push(("CERTFLOW_API_TOKEN".into(), API_TOKEN.into()));
             format!("http://{listen}")
         });
+        let clients_file = options
+            .clients_toml
+            .as_ref()
+            .map(|_| servers.log_dir.join(format!("{name}-clients.toml")));
         let mut stack = Self {
+            clients_file,
             servers,
             name: name.to_string(),
             task_queue,
@@ -253,11 +289,18 @@ impl Stack {
         // Any free port, unless a test asks for one.
         worker.env("CERTFLOW_METRICS_LISTEN", "127.0.0.1:0");
         worker.env("CERTFLOW_AUDIT_DATABASE_URL", &self.audit_database_url);
+        // The API's clients and key, as the API has them: the worker checks grants and
+        // approvals with the key, and re-checks each client's policy at every order.
+        if let Some(path) = &self.clients_file {
+            worker.env("CERTFLOW_API_CLIENTS_FILE", path);
+        }
         worker
             .env("TEMPORAL_ADDRESS", &s.temporal_address)
             .env("CERTFLOW_TASK_QUEUE", &self.task_queue)
             .env("VAULT_ADDR", &s.vault_addr)
             .env("VAULT_TOKEN", &s.worker_token)
+            .env("CERTFLOW_API_TOKEN", API_TOKEN)
+            .env("CERTFLOW_AUTHORIZATION_KEY_FILE", authorization_key_file(s))
             .env("RUST_LOG", "info");
         // The test's own settings last, so they can override any of the above.
         worker.envs(self.worker_env.iter().map(|(k, v)| (k, v)));
@@ -268,6 +311,15 @@ impl Stack {
             .spawn()
             .expect("starting certflow-worker (build it first: cargo build --workspace --bins)");
         self.worker = Some(child);
+    }
+
+    /// Replaces the clients file API and worker read (each reads it when it starts).
+    pub fn rewrite_clients(&self, toml: &str) {
+        let path = self
+            .clients_file
+            .as_ref()
+            .expect("a stack with a clients file");
+        std::fs::write(path, toml).unwrap();
     }
 
     /// Sets (or replaces) an environment variable of the worker, for its next start.
@@ -593,7 +645,7 @@ impl Vault {
     pub async fn certificate_record_in(&self, tenant: &str, application: &str, id: &str) -> Value {
         let (status, body) = self
             .read(&format!(
-                "secret/data/certflow/apps/{application}/{tenant}/{id}"
+                "secret/data/certflow/apps/{tenant}.{application}/{id}"
             ))
             .await;
         assert_eq!(status, 200, "{body}");
@@ -664,8 +716,10 @@ impl Vault {
         count
     }
 
-    /// Creates the AppRole role of `application` and logs in with it; returns the app's token.
-    pub async fn application_token(&self, application: &str) -> String {
+    /// Creates the AppRole role of `application` of `tenant` (`<tenant>.<application>`, as
+    /// scripts/app-role.sh does) and logs in with it; returns the application's token.
+    pub async fn application_token(&self, tenant: &str, application: &str) -> String {
+        let application = format!("{tenant}.{application}");
         let (s, b) = self
             .request(
                 reqwest::Method::POST,
@@ -832,6 +886,10 @@ fn api_command(
         api.env("CERTFLOW_API_CLIENTS_FILE", path);
     }
     api.env("TEMPORAL_ADDRESS", &servers.temporal_address)
+        .env(
+            "CERTFLOW_AUTHORIZATION_KEY_FILE",
+            authorization_key_file(servers),
+        )
         .env("VAULT_ADDR", &servers.vault_addr)
         .env("CERTFLOW_TASK_QUEUE", task_queue)
         .env("CERTFLOW_API_TOKEN", API_TOKEN)

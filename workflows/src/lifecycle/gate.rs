@@ -1,7 +1,9 @@
 //! The approval gate: before the first issuance, wait for an approve or reject update (from
 //! ServiceNow through the API, or an operator with the `temporal` CLI) until the deadline.
 
-use super::state::{CertificateLifecycle, HandlerError, now, record};
+use super::options;
+use super::state::{CertificateLifecycle, HandlerError, now, record, with_causes};
+use certflow_common::activities::{CertificateActivities, DecisionCheck};
 use certflow_common::{
     ApprovalGate, ApprovalRecord, CertificateStatus, Decision, DecisionKind, EventKind, Phase,
 };
@@ -53,6 +55,9 @@ pub(crate) async fn await_decision(
     };
     ctx.state_mut(|s| {
         s.phase = phase;
+        if kind == DecisionKind::Approved {
+            s.approved = s.decision.as_ref().map(|(_, d)| d.clone());
+        }
         s.approval = Some(ApprovalRecord {
             decision: kind,
             by,
@@ -65,11 +70,30 @@ pub(crate) async fn await_decision(
 }
 
 /// The `approve` and `reject` updates: record the decision, answer once the gate has acted.
+///
+/// An approval of a lifecycle the API granted is checked by the worker first (the API's
+/// signature, for this run chain; four eyes): a forged one is refused and changes nothing.
 pub(crate) async fn decide(
     ctx: &mut WorkflowContext<CertificateLifecycle>,
     kind: DecisionKind,
     decision: Decision,
 ) -> Result<CertificateStatus, HandlerError> {
+    let requester = ctx.state(|s| s.grant.as_ref().map(|g| g.client.clone()));
+    if let (DecisionKind::Approved, Some(requester)) = (kind, requester) {
+        let check = DecisionCheck {
+            decision: decision.clone(),
+            requester,
+        };
+        ctx.execute_local_activity(
+            CertificateActivities::check_decision,
+            check,
+            options::configuration(),
+        )
+        .await
+        .map_err(|e| format!("approval refused: {}", with_causes(&e)))?;
+        // Another decision, or the deadline, may have come while it was checked.
+        ctx.state(|s| s.check_decision(&decision))?;
+    }
     ctx.state_mut(|s| s.decision = Some((kind, decision)));
     ctx.wait_condition(|s| s.phase != Phase::AwaitingApproval)
         .await?;

@@ -9,8 +9,7 @@ use super::report;
 use super::revocation;
 use super::state::{CertificateLifecycle, MAX_VALID_SERIALS, now, record, with_causes};
 use certflow_common::activities::{
-    CertificateActivities, InstallInput, IssuedCertificate, OrderInput, OrderOutcome,
-    OrderedCertificate,
+    CertificateActivities, InstallInput, IssuedCertificate, OrderOutcome, OrderedCertificate,
 };
 use certflow_common::status::PendingAttempt;
 use certflow_common::{CertificateFacts, EventKind, RevocationReason, SerialRecord};
@@ -66,15 +65,7 @@ async fn order_until_settled(
             return Ok(Attempt::Ending);
         }
         let (input, issuer) = ctx.state(|s| {
-            let input = OrderInput {
-                request: s.request.clone(),
-                tenant: s.tenant.clone(),
-                lifecycle_id: s.lifecycle_id.clone(),
-                names: s.names().clone(),
-                cycle,
-                attempt,
-                approved_by: s.approval.as_ref().and_then(|a| a.by.clone()),
-            };
+            let input = s.order_input(cycle, attempt);
             (input, s.request.issuer.clone())
         });
         ctx.state_mut(|s| s.ordering = true);
@@ -92,6 +83,9 @@ async fn order_until_settled(
             Err(_) if ending.is_some() => return Ok(Attempt::Ending),
             Err(e) => {
                 let message = format!("ordering the certificate: {}", with_causes(&e));
+                if refused_by_worker(&e) {
+                    record(ctx, EventKind::Refused, cycle, message.clone());
+                }
                 return Ok(Attempt::Failed(message));
             }
             Ok(OrderOutcome::Pending { detail }) => {
@@ -143,6 +137,15 @@ async fn order_until_settled(
     }
 }
 
+/// The worker refused the order for want of authority (policy, grant, approval), not because
+/// the CA or Vault failed.
+fn refused_by_worker(e: &temporalio_common::error::ActivityExecutionError) -> bool {
+    use certflow_common::activities::error_types::{NOT_AUTHORIZED, POLICY_REFUSED};
+    use temporalio_common::error::IncomingError;
+    matches!(e.cause(), Some(IncomingError::Application(f))
+        if matches!(f.type_name(), Some(NOT_AUTHORIZED | POLICY_REFUSED)))
+}
+
 /// Sleeps `pause` unless the lifecycle starts ending first; true if it did.
 async fn wait_or_end(
     ctx: &mut WorkflowContext<CertificateLifecycle>,
@@ -174,6 +177,10 @@ async fn install(
         names: s.names().clone(),
         cycle,
         certificate: ordered.clone(),
+        grant: s.grant.clone(),
+        keep_key_versions_from: Some(
+            s.oldest_key_version_in_force(cycle, ordered.verified.not_before_unix),
+        ),
     });
     let stored = ctx
         .execute_local_activity(
@@ -273,15 +280,7 @@ async fn withdraw(
     attempt: u32,
 ) -> WorkflowResult<()> {
     let (input, issuer) = ctx.state(|s| {
-        let input = OrderInput {
-            request: s.request.clone(),
-            tenant: s.tenant.clone(),
-            lifecycle_id: s.lifecycle_id.clone(),
-            names: s.names().clone(),
-            cycle,
-            attempt,
-            approved_by: s.approval.as_ref().and_then(|a| a.by.clone()),
-        };
+        let input = s.order_input(cycle, attempt);
         (input, s.request.issuer.clone())
     });
     let task_queue = ctx.task_queue().to_string();

@@ -224,6 +224,9 @@ pub(crate) async fn revoke_one(
             ca_reference: serial.ca_reference.clone(),
             reason,
             requested_by,
+            cycle: Some(serial.cycle),
+            tenant: Some(s.tenant.clone()),
+            grant: s.grant.clone(),
         };
         (input, s.request.issuer.clone())
     });

@@ -3,8 +3,11 @@
 //! accepted live here too, next to the state they read.
 
 use super::audit::Outbox;
+use super::identity;
 use super::legacy;
+use certflow_common::activities::OrderInput;
 use certflow_common::commands::{self, Command};
+use certflow_common::grant::Grant;
 use certflow_common::status::PendingAttempt;
 use certflow_common::status::{MAX_EVENTS, RenewRequest, RevokeRequest};
 use certflow_common::{
@@ -13,6 +16,7 @@ use certflow_common::{
     LifecycleInput, LifecycleNames, Phase, RenewalFailure, RevocationReason, SerialRecord,
 };
 use std::collections::BTreeSet;
+use temporalio_sdk::WorkflowContextView;
 use temporalio_sdk::workflows::workflow;
 
 /// Error type of handlers and validators: its message is what the caller sees.
@@ -36,6 +40,13 @@ pub struct CertificateLifecycle {
     pub(crate) lifecycle_id: String,
     /// Fixed at the first run; `None` only until then.
     pub(crate) names: Option<LifecycleNames>,
+    /// The lifecycle id the first run must draw (from its run id; `identity.rs`).
+    pub(crate) owed_lifecycle_id: Option<String>,
+    /// The API's authorization of this lifecycle (absent: started around the API, or before
+    /// grants existed; such a lifecycle is issued nothing until it is given one).
+    pub(crate) grant: Option<Grant>,
+    /// Why this run's input cannot be believed; the run then ends at once, having done nothing.
+    pub(crate) refusal: Option<String>,
     pub(crate) phase: Phase,
     /// Cycle of the current certificate (0: the first one).
     pub(crate) cycle: u32,
@@ -61,6 +72,9 @@ pub struct CertificateLifecycle {
     pub(crate) gate: Option<ApprovalGate>,
     pub(crate) decision: Option<(DecisionKind, Decision)>,
     pub(crate) approval: Option<ApprovalRecord>,
+    /// The approval that opened the gate, with the API's proof: the worker checks it at every
+    /// attempt at the first certificate (carried while the CA holds that request).
+    pub(crate) approved: Option<Decision>,
     pub(crate) report_sequence: u64,
     /// The worker does not write back to ServiceNow for this tenant: no reporter.
     pub(crate) write_back_off: bool,
@@ -143,22 +157,31 @@ impl Ending {
 }
 
 impl CertificateLifecycle {
-    pub(crate) fn from_input(input: LifecycleInput) -> Self {
+    pub(crate) fn from_input(view: &WorkflowContextView, input: LifecycleInput) -> Self {
+        let checked = identity::check(view, &input);
         let v1 = Box::new(legacy::State::new(input.clone()));
         let first_run = input.carried.is_none();
         let lean_input = input.lean;
         let carried = input.carried.unwrap_or_default();
-        let phase = match (&carried.current, &input.approval) {
+        // A grant that asks for approval gets a gate, whatever the input says.
+        let gate = input.approval.clone().or_else(|| {
+            let required = input.grant.as_ref().is_some_and(|g| g.approval_required);
+            (first_run && required).then(|| ApprovalGate {
+                deadline_seconds: input
+                    .request
+                    .approval_deadline_seconds
+                    .unwrap_or(certflow_common::issuers::DEFAULT_APPROVAL_DEADLINE_SECONDS),
+            })
+        });
+        let phase = match (&carried.current, &gate) {
             (Some(_), _) => Phase::Active,
             (None, Some(_)) => Phase::AwaitingApproval,
             (None, None) => Phase::Issuing,
         };
-        let names = carried.names.clone().or_else(|| {
-            // Carried over from a release 1 run: it keeps release 1's names.
-            (!first_run).then(|| {
-                LifecycleNames::legacy(&input.request.application, &input.request.certificate_id)
-            })
-        });
+        let (names, owed_lifecycle_id, refusal) = match &checked {
+            Ok(c) => (c.names.clone(), c.lifecycle_id.clone(), None),
+            Err(e) => (None, None, Some(e.clone())),
+        };
         let mut serials = carried.serials;
         if serials.is_empty()
             && let Some(c) = &carried.current
@@ -176,9 +199,16 @@ impl CertificateLifecycle {
                 .tenant
                 .unwrap_or_else(|| certflow_common::DEFAULT_TENANT.into()),
             request: input.request,
-            client: input.client,
+            client: input
+                .grant
+                .as_ref()
+                .map(|g| g.client.clone())
+                .or(input.client),
             lifecycle_id: carried.lifecycle_id,
             names,
+            owed_lifecycle_id,
+            grant: input.grant,
+            refusal,
             phase: if carried.renewal_failure.is_some() {
                 Phase::RenewalFailed
             } else {
@@ -198,9 +228,10 @@ impl CertificateLifecycle {
             held_at_ca: None,
             resume: carried.pending,
             failure: None,
-            gate: input.approval,
+            gate,
             decision: None,
             approval: carried.approval,
+            approved: carried.approved,
             report_sequence: carried.report_sequence,
             write_back_off: carried.write_back_off,
             reported: None,
@@ -268,12 +299,14 @@ impl CertificateLifecycle {
                 audit_outbox: self.audit.pending.clone(),
                 pending: self.resume,
                 write_back_off: self.write_back_off,
+                approved: self.approved.clone().filter(|_| self.current.is_none()),
             }),
             approval: None,
             tenant: Some(self.tenant.clone()),
             history_limit: self.history_limit,
             client: self.client.clone(),
             lean: self.lean,
+            grant: self.grant.clone(),
         }
     }
 
@@ -416,6 +449,58 @@ impl CertificateLifecycle {
             return Err("a decision was already taken".into());
         }
         commands::check_decision(decision).map_err(|e| e.to_string().into())
+    }
+
+    /// An approval of a lifecycle the API granted carries the API's signature, and comes from
+    /// another client than the requester's unless that signature says it may approve its own
+    /// requests. (The signature itself is checked by the worker, `gate::decide`.)
+    pub(crate) fn check_four_eyes(&self, decision: &Decision) -> Result<(), HandlerError> {
+        let Some(grant) = &self.grant else {
+            return Ok(());
+        };
+        let Some(proof) = &decision.proof else {
+            return Err(
+                "an approval must come through the API, which signs it; this one is not signed"
+                    .into(),
+            );
+        };
+        let client = decision.client.as_deref().unwrap_or_default();
+        if client == grant.client && !proof.own_requests_allowed {
+            return Err(format!(
+                "four eyes: client {client:?} requested this certificate and may not approve it; another client must"
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The input of an order: what to issue, and what the worker needs to check that it may.
+    pub(crate) fn order_input(&self, cycle: u32, attempt: u32) -> OrderInput {
+        OrderInput {
+            request: self.request.clone(),
+            tenant: self.tenant.clone(),
+            lifecycle_id: self.lifecycle_id.clone(),
+            names: self.names().clone(),
+            cycle,
+            attempt,
+            approved_by: self.approval.as_ref().and_then(|a| a.by.clone()),
+            grant: self.grant.clone(),
+            approval: self.approved.clone(),
+        }
+    }
+
+    /// The oldest transit key version a certificate in force still needs once cycle `cycle`
+    /// is installed (at `now`, a time from history): cycle N's key is version N + 1.
+    pub(crate) fn oldest_key_version_in_force(&self, cycle: u32, now: i64) -> u64 {
+        let oldest = self
+            .serials
+            .iter()
+            .filter(|s| s.revoked.is_none() && s.not_after_unix > now)
+            .map(|s| s.cycle)
+            .chain([cycle])
+            .min()
+            .unwrap_or(cycle);
+        u64::from(oldest) + 1
     }
 
     /// Whether a `revoke` accepted now ends the lifecycle.

@@ -5,11 +5,12 @@
 #![allow(dead_code)]
 
 use certflow_common::activities::{
-    InstallInput, IssuedCertificate, OrderInput, OrderOutcome, OrderedCertificate, RetireInput,
-    RevocationResult, RevokeSerialInput, StoredCertificate, VerifiedCertificate, contract,
-    error_types,
+    DecisionCheck, GrantCheck, InstallInput, IssuedCertificate, OrderInput, OrderOutcome,
+    OrderedCertificate, RetireInput, RevocationResult, RevokeSerialInput, StoredCertificate,
+    VerifiedCertificate, contract, error_types,
 };
 use certflow_common::audit::AuditEvent;
+use certflow_common::grant::{DecisionProof, Grant};
 use certflow_common::servicenow::{RecordUpdate, WriteBack};
 use certflow_common::{IssuerPolicy, LifecycleInput, RevocationReason, ca_task_queue};
 use certflow_workflows::{CertificateLifecycle, ServiceNowReporter};
@@ -26,6 +27,34 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError, activities};
 use temporalio_sdk::{ApplicationFailure, Runtime, Worker, WorkerOptions};
 
 pub const ISSUER: &str = "fake-ca";
+
+/// The signature the fake worker takes for the API's (the real check is the activities' own,
+/// tested against real servers); anything else is a forgery.
+pub const SIGNED: &str = "signed-by-the-fake-api";
+
+/// A grant as the API gives one, signed the fake way.
+pub fn grant(client: &str, approval_required: bool) -> Grant {
+    Grant {
+        key_id: "fake".into(),
+        tenant: "default".into(),
+        client: client.into(),
+        request_sha256: "00".repeat(32),
+        approval_required,
+        approved: false,
+        signed_at_unix: 0,
+        mac: SIGNED.into(),
+    }
+}
+
+/// An approval proof as the API signs one.
+pub fn proof(own_requests_allowed: bool) -> DecisionProof {
+    DecisionProof {
+        key_id: "fake".into(),
+        own_requests_allowed,
+        signed_at_unix: 0,
+        mac: SIGNED.into(),
+    }
+}
 
 /// What the fake CA does with the next order of a certificate.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -277,6 +306,38 @@ impl Fakes {
         Ok(())
     }
 
+    #[activity(definition = contract::CheckDecision)]
+    pub async fn check_decision(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: DecisionCheck,
+    ) -> Result<(), ActivityError> {
+        let proof = input.decision.proof.as_ref();
+        let own = input.decision.client.as_deref() == Some(input.requester.as_str());
+        match proof {
+            Some(p) if p.mac == SIGNED && (!own || p.own_requests_allowed) => Ok(()),
+            _ => Err(refusal(
+                error_types::NOT_AUTHORIZED,
+                "not authorized: the approval is not the API's",
+            )),
+        }
+    }
+
+    #[activity(definition = contract::CheckGrant)]
+    pub async fn check_grant(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: GrantCheck,
+    ) -> Result<(), ActivityError> {
+        match input.grant.mac == SIGNED {
+            true => Ok(()),
+            false => Err(refusal(
+                error_types::NOT_AUTHORIZED,
+                "not authorized: the grant is not the API's",
+            )),
+        }
+    }
+
     #[activity(definition = contract::RecordAuditEvents)]
     pub async fn record_audit_events(
         self: Arc<Self>,
@@ -416,6 +477,16 @@ impl Env {
         input: LifecycleInput,
     ) -> WorkflowHandle<Client, CertificateLifecycle> {
         let id = certflow_common::workflow_id("default", &input.request.certificate_id);
+        self.start_as(&id, input).await
+    }
+
+    /// Starts the lifecycle under workflow id `id`, as anyone who reaches Temporal can.
+    pub async fn start_as(
+        &self,
+        id: &str,
+        input: LifecycleInput,
+    ) -> WorkflowHandle<Client, CertificateLifecycle> {
+        let id = id.to_string();
         let options = WorkflowStartOptions::new(self.queue.clone(), id.clone())
             .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
             .build();

@@ -262,6 +262,7 @@ impl State {
             client: None,
             // The next run checks the patches, and follows the lean cycle from there.
             lean: false,
+            grant: None,
         }
     }
 
@@ -334,7 +335,7 @@ async fn lifecycle(
                 }
             }
             Wake::Upgrade => {
-                let input = st(ctx, |s| s.continuation());
+                let input = continuation(ctx);
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
             }
             wake => {
@@ -348,12 +349,20 @@ async fn lifecycle(
                 .await?;
                 if st(ctx, |s| s.revoke_request.is_none()) {
                     audit::flush(ctx).await?;
-                    let input = st(ctx, |s| s.continuation());
+                    let input = continuation(ctx);
                     ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
                 }
             }
         }
     }
+}
+
+/// The next run's input, with the grant this run was given (`authorize`), if any.
+fn continuation(ctx: &WorkflowContext<CertificateLifecycle>) -> LifecycleInput {
+    ctx.state(|w| LifecycleInput {
+        grant: w.grant.clone(),
+        ..w.v1.continuation()
+    })
 }
 
 /// Issues certificate number `cycle`: key and CSR in Vault, CA, verification, storage.
