@@ -56,10 +56,13 @@ start_temporal() {
   wait_for "Temporal" 60 temporal operator cluster health --address "127.0.0.1:$port"
 }
 
-# start_vault DIR PORT ROOT_TOKEN: OpenBao dev server (in memory, unsealed).
+# start_vault DIR PORT ROOT_TOKEN: OpenBao dev server (in memory, unsealed). The root token goes
+# through the environment, never the command line (`ps` shows that to every user); the dev
+# server prints it in its log, which only the owner reads (umask 077).
 start_vault() {
   local dir=$1 port=$2 token=$3
-  bao server -dev -dev-root-token-id="$token" -dev-listen-address="127.0.0.1:$port" >"$dir/vault.log" 2>&1 &
+  (umask 077; BAO_DEV_ROOT_TOKEN_ID="$token" \
+    bao server -dev -dev-listen-address="127.0.0.1:$port" >"$dir/vault.log" 2>&1) &
   echo $! >"$dir/vault.pid"
   VAULT_ADDR="http://127.0.0.1:$port" BAO_ADDR="http://127.0.0.1:$port" \
     wait_for "OpenBao" 30 bao status -address="http://127.0.0.1:$port"
@@ -130,6 +133,12 @@ app_role() {
   bao write "auth/approle/role/$role" token_policies=certflow-application token_ttl=1h >/dev/null
   printf '%s %s\n' "$(bao read -field=role_id "auth/approle/role/$role/role-id")" \
     "$(bao write -f -field=secret_id "auth/approle/role/$role/secret-id")"
+}
+
+# new_authorization_key FILE: the key API and worker share to sign and check grants and
+# approvals (mode 600).
+new_authorization_key() {
+  (umask 077; openssl rand -hex 32 >"$1")
 }
 
 # start_test_servers DIR: Temporal, OpenBao (set up by configure.sh), moto and PostgreSQL on free

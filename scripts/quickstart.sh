@@ -9,6 +9,8 @@
 source "$(dirname "$0")/lib.sh"
 ensure_tools
 cd "$CERTFLOW_ROOT"
+# Tokens, keys and logs of the demo are its owner's alone.
+umask 077
 
 TEMPORAL_PORT=${TEMPORAL_PORT:-7233}
 TEMPORAL_UI_PORT=${TEMPORAL_UI_PORT:-8233}
@@ -33,6 +35,11 @@ configure_vault "$dir"
 
 export TEMPORAL_ADDRESS="127.0.0.1:$TEMPORAL_PORT"
 export CERTFLOW_AUDIT_DATABASE_URL="sqlite://$dir/audit.db"
+# The API signs each lifecycle's grant and each approval; the worker checks them.
+new_authorization_key "$dir/authorization.key"
+export CERTFLOW_AUTHORIZATION_KEY_FILE="$dir/authorization.key"
+# API and worker know the same clients (the worker re-checks their policy at every order).
+export CERTFLOW_API_TOKEN="$api_token"
 # The demo certificate lives 5 minutes, so the quick start lowers the issuer's bounds (the
 # defaults are a 1 hour minimum lifetime and 5 minutes between renewals).
 cat >"$dir/issuers.toml" <<'TOML'
@@ -46,18 +53,21 @@ VAULT_ADDR="$BAO_ADDR" VAULT_TOKEN="$(cat "$dir/worker-token")" \
   CERTFLOW_METRICS_LISTEN="127.0.0.1:$METRICS_PORT" \
   target/debug/certflow-worker >"$dir/audit.jsonl" 2>"$dir/worker.log" &
 echo $! >"$dir/worker.pid"
-CERTFLOW_API_TOKEN="$api_token" CERTFLOW_API_LISTEN="127.0.0.1:$API_PORT" \
+CERTFLOW_API_LISTEN="127.0.0.1:$API_PORT" \
   target/debug/certflow-starter-api >"$dir/api.log" 2>&1 &
 echo $! >"$dir/api.pid"
 api="http://127.0.0.1:$API_PORT"
 wait_for "starter API" 30 curl -sf "$api/healthz"
 
 log "requesting the demo certificate demo-1 (lifetime 5 minutes, renews itself every ~3 minutes)"
-curl -sf -X POST "$api/v1/certificates" -H "Authorization: Bearer $api_token" -H 'Content-Type: application/json' -d '{
+# The token reaches curl in a file, not on its command line.
+printf 'Authorization: Bearer %s\n' "$api_token" >"$dir/auth-header"
+curl -sf -X POST "$api/v1/certificates" -H "@$dir/auth-header" -H 'Content-Type: application/json' -d '{
   "certificate_id": "demo-1", "common_name": "demo.example.com", "dns_names": ["www.demo.example.com"],
   "validity_seconds": 300, "issuer": "vault-pki", "application": "demo", "requested_by": "quickstart"}' >/dev/null
-wait_for "the demo certificate" 60 sh -c "curl -sf -H 'Authorization: Bearer $api_token' $api/v1/certificates/demo-1 | grep -q '\"phase\":\"active\"'"
+wait_for "the demo certificate" 60 sh -c "curl -sf -H @$dir/auth-header $api/v1/certificates/demo-1 | grep -q '\"phase\":\"active\"'"
 
+printf 'export CERTFLOW_API_TOKEN=%s BAO_ADDR=%s BAO_TOKEN=%s\n' "$api_token" "$BAO_ADDR" "$root_token" >"$dir/env"
 cat <<INFO
 
 certflow is running. The demo certificate demo-1 is issued and stored in Vault.
@@ -67,10 +77,10 @@ certflow is running. The demo certificate demo-1 is issued and stored in Vault.
   Vault (OpenBao)   $BAO_ADDR
   Worker metrics    http://127.0.0.1:$METRICS_PORT/metrics
 
-  export CERTFLOW_API_TOKEN=$api_token BAO_ADDR=$BAO_ADDR BAO_TOKEN=$root_token
+  source .certflow/env    # CERTFLOW_API_TOKEN, BAO_ADDR and BAO_TOKEN (yours alone to read)
   curl -s -H "Authorization: Bearer \$CERTFLOW_API_TOKEN" $api/v1/certificates/demo-1
   curl -s -H "Authorization: Bearer \$CERTFLOW_API_TOKEN" $api/v1/certificates/demo-1/audit
-  bao kv get -field=certificate secret/certflow/apps/demo/default/demo-1
+  bao kv get -field=certificate secret/certflow/apps/default.demo/demo-1
   temporal workflow update execute --address $TEMPORAL_ADDRESS --workflow-id certificate/default/demo-1 \\
       --name revoke --input '{"reason":"superseded","requested_by":"me"}'
 

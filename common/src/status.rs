@@ -406,6 +406,10 @@ pub struct CertificateStatus {
     /// The ServiceNow record the state is written back to.
     pub servicenow: Option<crate::request::ServiceNowRecord>,
     pub events: Vec<LifecycleEvent>,
+    /// The lifecycle holds the API's grant; without one the worker renews nothing (a
+    /// lifecycle started before grants existed: `certflow-starter-api grant-running`).
+    #[serde(default)]
+    pub granted: bool,
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod clients;
 pub mod config;
 pub mod error;
 pub mod fleet;
+pub mod grant_running;
 pub mod guard;
 pub mod identity;
 pub mod key_claims;

@@ -595,3 +595,92 @@ async fn transit_keeps_only_the_key_versions_of_certificates_in_force() {
         "the first certificate's key is still exportable"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycles_running_from_before_grants_are_granted_once_if_their_client_may() {
+    let stack = stack("trust-grant-running").await;
+    // As the API of the release before started a gated request: no grant.
+    let start_old = |id: &str, common_name: &str| {
+        let mut r = request(id, "payments");
+        r["common_name"] = json!(common_name);
+        r["dns_names"] = json!([]);
+        let input = json!({"request": r, "tenant": "acme", "client": "acme-requester",
+            "approval": {"deadline_seconds": 600}, "lean": true});
+        stack.temporal(&[
+            "workflow",
+            "start",
+            "--task-queue",
+            &stack.task_queue,
+            "--type",
+            "CertificateLifecycle",
+            "--workflow-id",
+            &format!("certificate/acme/{id}"),
+            "--memo",
+            "tenant=\"acme\"",
+            "--memo",
+            "client=\"acme-requester\"",
+            "--input",
+            &input.to_string(),
+        ]);
+    };
+    let old = unique("old");
+    start_old(&old, &format!("{old}.test.example.com"));
+    // One the client may no longer have: it is not granted.
+    let outside = unique("outside");
+    start_old(&outside, &format!("{outside}.elsewhere.example.org"));
+    let state = wait_phase(&stack, &old, "awaiting_approval").await;
+    assert_eq!(state["granted"], false, "{state}");
+    wait_phase(&stack, &outside, "awaiting_approval").await;
+
+    let run = |args: &[&str]| {
+        let out = stack.api_tool(args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.code(),
+            text + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = run(&["grant-running", "--dry-run"]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains(&format!("would grant\tcertificate/acme/{old}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("refused\tcertificate/acme/{outside}")),
+        "{out}"
+    );
+    assert_eq!(
+        wait_phase(&stack, &old, "awaiting_approval").await["granted"],
+        false
+    );
+    let (code, out) = run(&["grant-running"]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains(&format!("granted\tcertificate/acme/{old}")),
+        "{out}"
+    );
+    assert_eq!(
+        wait_phase(&stack, &old, "awaiting_approval").await["granted"],
+        true
+    );
+    // Again: nothing more to grant.
+    let (_, out) = run(&["grant-running"]);
+    assert!(
+        !out.contains(&format!("granted\tcertificate/acme/{old}")),
+        "{out}"
+    );
+
+    // Granted, it is approved through the API like any other, and issued.
+    let (status, answer) = stack
+        .call_as(
+            Some(&bearer(APPROVER_TOKEN)),
+            Method::POST,
+            &format!("/v1/certificates/{old}/approve"),
+            Some(&json!({"by": "jane"})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    wait_phase(&stack, &old, "active").await;
+}

@@ -277,14 +277,21 @@ impl CertificateLifecycle {
 
     #[query(name = "state")]
     pub fn state(&self, _ctx: &WorkflowContextView) -> CertificateStatus {
-        if self.legacy {
-            return self.v1.status();
-        }
-        self.status()
+        self.answer()
     }
 }
 
 impl CertificateLifecycle {
+    /// The `state` query's answer, whichever release's code runs.
+    fn answer(&self) -> CertificateStatus {
+        if self.legacy {
+            let mut status = self.v1.status();
+            status.granted = self.grant.is_some();
+            return status;
+        }
+        self.status()
+    }
+
     fn validate_decision(&self, decision: &Decision) -> Result<(), HandlerError> {
         if self.legacy {
             return self.v1.validate_decision(decision);

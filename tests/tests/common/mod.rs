@@ -313,6 +313,27 @@ impl Stack {
         self.worker = Some(child);
     }
 
+    /// Runs the API binary with `args` (a subcommand such as `grant-running`), configured as
+    /// the stack's API is; returns its output.
+    pub fn api_tool(&self, args: &[&str]) -> std::process::Output {
+        let s = &self.servers;
+        let mut tool = Command::new(s.bin_dir.join("certflow-starter-api"));
+        if let Some(path) = &self.issuers_file {
+            tool.env("CERTFLOW_ISSUERS_FILE", path);
+        }
+        if let Some(path) = &self.clients_file {
+            tool.env("CERTFLOW_API_CLIENTS_FILE", path);
+        }
+        tool.args(args)
+            .env("TEMPORAL_ADDRESS", &s.temporal_address)
+            .env("CERTFLOW_TASK_QUEUE", &self.task_queue)
+            .env("CERTFLOW_API_TOKEN", API_TOKEN)
+            .env("CERTFLOW_AUTHORIZATION_KEY_FILE", authorization_key_file(s))
+            .env("CERTFLOW_AUDIT_DATABASE_URL", &self.audit_database_url)
+            .output()
+            .expect("certflow-starter-api")
+    }
+
     /// Replaces the clients file API and worker read (each reads it when it starts).
     pub fn rewrite_clients(&self, toml: &str) {
         let path = self

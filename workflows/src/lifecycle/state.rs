@@ -277,6 +277,7 @@ impl CertificateLifecycle {
             approval: self.approval.clone(),
             servicenow: self.request.servicenow.clone(),
             events: self.events.clone(),
+            granted: self.grant.is_some(),
         }
     }
 

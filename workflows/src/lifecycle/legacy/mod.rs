@@ -238,6 +238,7 @@ impl State {
             approval: self.approval.clone(),
             servicenow: self.request.servicenow.clone(),
             events: self.events.clone(),
+            granted: false,
         }
     }
 
