@@ -33,6 +33,7 @@ pub async fn run(
         keys: std::sync::Arc::new(config.keys),
     };
     state.fleet.spawn_resync(state.clone());
+    state.guard.spawn_housekeeping();
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -65,8 +66,9 @@ pub async fn run(
             None
         }
     };
-    let limits = crate::server::Limits::from_env()?;
-    tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), max_connections = limits.max_connections, "certflow starter API listening");
+    let mut limits = crate::server::Limits::from_env()?;
+    limits.fit_open_file_limit();
+    tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), max_connections = limits.caps.total, per_source = limits.caps.per_source, "certflow starter API listening");
     crate::server::serve(listener, tls, router(state), limits, stop).await?;
     tracing::info!("certflow starter API stopped");
     Ok(())

@@ -2,14 +2,16 @@
 //! certificate, must name a client of the clients file (see `clients.rs`); the caller is then
 //! available to the handlers as an extension.
 //!
-//! Failed attempts are throttled per source address and per user name (`guard.rs`): a key out
-//! of budget gets 429 with `Retry-After` before any password is hashed.
+//! Failed attempts are throttled per source address, and per source and user name (`guard.rs`):
+//! a credential that verifies is never refused for long; a failure out of budget gets 429 with
+//! `Retry-After`. A request that authenticates marks its connection as a proven caller's
+//! (`connections.rs`).
 
 use crate::clients::Credentials;
 use crate::error::ApiError;
-use crate::guard::Key;
+use crate::guard::{Key, PROBE_EVERY};
 use crate::routes::AppState;
-use crate::server::ClientAddr;
+use crate::server::{ClientAddr, OnConnection};
 use crate::tls::PeerCertificate;
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -32,37 +34,34 @@ pub async fn require_client(
         .and_then(PeerCertificate::identity);
     let mut keys: Vec<Key> = source.map(Key::Source).into_iter().collect();
     let caller = match header.as_deref().map(Credentials::parse) {
-        Some(Credentials::Bearer(token)) => {
-            refuse_if_blocked(&state, &keys)?;
-            state.clients.authenticate_bearer(&token)
-        }
+        // A hash to check, no more: checked whatever the source's failures.
+        Some(Credentials::Bearer(token)) => state.clients.authenticate_bearer(&token),
         Some(Credentials::Basic { username, password }) => {
-            keys.push(Key::User(username.clone()));
-            refuse_if_blocked(&state, &keys)?;
-            let throttled = || state.guard.blocked(&keys);
-            state
-                .clients
-                .authenticate_basic(&username, password, throttled)
-                .await
-                .map_err(ApiError::TooManyFailures)?
+            let known = state.clients.knows_basic_user(&username);
+            if let Some(ip) = source {
+                keys.push(Key::SourceUser(ip, known.then(|| username.clone())));
+            }
+            // Out of budget: one password now and then is still checked, the rest wait.
+            if let (Some(wait), Some(key)) = (state.guard.blocked(&keys), keys.last())
+                && !state.guard.may_probe(key)
+            {
+                return Err(ApiError::TooManyFailures(wait.min(PROBE_EVERY)));
+            }
+            state.clients.authenticate_basic(&username, password).await
         }
-        Some(Credentials::Malformed) => {
-            refuse_if_blocked(&state, &keys)?;
-            None
-        }
+        Some(Credentials::Malformed) => None,
         None => certificate.and_then(|peer| state.clients.authenticate_certificate(&peer)),
     };
     let Some(caller) = caller else {
         state.guard.failed(&keys);
-        return Err(ApiError::Unauthorized);
+        return Err(match state.guard.blocked(&keys) {
+            Some(wait) => ApiError::TooManyFailures(wait),
+            None => ApiError::Unauthorized,
+        });
     };
+    if let Some(OnConnection(connection)) = request.extensions().get::<OnConnection>() {
+        connection.authenticated();
+    }
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
-}
-
-fn refuse_if_blocked(state: &AppState, keys: &[Key]) -> Result<(), ApiError> {
-    match state.guard.blocked(keys) {
-        Some(wait) => Err(ApiError::TooManyFailures(wait)),
-        None => Ok(()),
-    }
 }

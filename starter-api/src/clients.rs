@@ -346,6 +346,14 @@ impl Clients {
         book
     }
 
+    /// Whether a client has this Basic user name (its failures are throttled under their own
+    /// key; unknown names share one per source).
+    pub fn knows_basic_user(&self, username: &str) -> bool {
+        self.0
+            .iter()
+            .any(|c| c.basic.as_ref().is_some_and(|(u, _)| u == username))
+    }
+
     /// Whether any client authenticates with a TLS certificate.
     pub fn use_tls_certificates(&self) -> bool {
         self.0.iter().any(|c| c.tls_identity.is_some())
@@ -369,15 +377,7 @@ impl Clients {
     /// The caller with this Basic user name and password, if right. The password is hashed on
     /// a blocking thread, at most a few at a time, never on the async runtime; an unknown user
     /// is checked against a dummy hash, so the time taken does not tell which users exist.
-    ///
-    /// `throttled` is asked once a hashing slot is free: a caller throttled meanwhile (by the
-    /// failures of requests queued with it) gets `Err(wait)` and nothing is hashed.
-    pub async fn authenticate_basic(
-        &self,
-        username: &str,
-        password: String,
-        throttled: impl Fn() -> Option<std::time::Duration>,
-    ) -> Result<Option<Caller>, std::time::Duration> {
+    pub async fn authenticate_basic(&self, username: &str, password: String) -> Option<Caller> {
         let client = self
             .0
             .iter()
@@ -387,11 +387,8 @@ impl Clients {
             None => (DUMMY_HASH.clone(), None),
         };
         let Ok(_permit) = self.hashing().acquire().await else {
-            return Ok(None);
+            return None;
         };
-        if let Some(wait) = throttled() {
-            return Err(wait);
-        }
         let verified = tokio::task::spawn_blocking(move || {
             PasswordHash::new(&hash).ok().is_some_and(|h| {
                 Argon2::default()
@@ -401,7 +398,7 @@ impl Clients {
         })
         .await
         .unwrap_or(false);
-        Ok(caller.filter(|_| verified))
+        caller.filter(|_| verified)
     }
 }
 
@@ -490,10 +487,7 @@ mod tests {
     use super::*;
 
     async fn authenticate(clients: &Clients, user: &str, password: &str) -> Option<Caller> {
-        clients
-            .authenticate_basic(user, password.to_string(), || None)
-            .await
-            .unwrap()
+        clients.authenticate_basic(user, password.to_string()).await
     }
 
     #[tokio::test]

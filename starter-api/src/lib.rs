@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod clients;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod fleet;
 pub mod grant_running;

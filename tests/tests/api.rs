@@ -272,8 +272,34 @@ async fn unknown_users_take_as_long_as_known_ones() {
     assert_eq!(status, 200, "the right password still works");
 }
 
+/// A client whose connections come from `ip` (any 127.x.y.z is this host's).
+fn client_from(ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(ip))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Status and Retry-After of a listing with this `Authorization`, from `client`.
+async fn list_with(
+    stack: &Stack,
+    client: &reqwest::Client,
+    authorization: &str,
+) -> (u16, Option<u64>) {
+    let response = client
+        .get(format!("{}/v1/certificates", stack.api_url))
+        .header("authorization", authorization)
+        .send()
+        .await
+        .unwrap();
+    let retry = response.headers().get("retry-after");
+    let retry = retry.map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+    (response.status().as_u16(), retry)
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_flood_of_wrong_passwords_is_throttled_and_stalls_nothing() {
+async fn a_flood_of_wrong_credentials_is_throttled_and_locks_no_one_out() {
     let bin = common::Servers::from_env().bin_dir;
     let stack = Stack::start_with(
         "auth-flood",
@@ -317,60 +343,149 @@ async fn a_flood_of_wrong_passwords_is_throttled_and_stalls_nothing() {
         statuses.iter().all(|s| *s == 401 || *s == 429),
         "{statuses:?}"
     );
-    // Status and Retry-After of a listing as `sn-user` with `password`, from this address.
-    let list_as = |password: &'static str| {
-        let url = format!("{}/v1/certificates", stack.api_url);
-        async move {
-            let response = reqwest::Client::new()
-                .get(url)
-                .header("authorization", basic("sn-user", password))
-                .send()
-                .await
-                .unwrap();
-            let retry = response.headers().get("retry-after");
-            let retry = retry.map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
-            (response.status().as_u16(), retry)
-        }
-    };
-    // A slow flood can end just before the budget refills by one. Until a wrong password is
-    // refused with at least 2 s still to wait, wait out the block and spend what refilled, so
-    // that the checks below meet a key out of budget, not one about to refill.
+    let here = reqwest::Client::new();
+    // Hashing 60 passwords takes a debug build a while: what refilled meanwhile is spent
+    // first, until the key is out of budget.
     for attempt in 0.. {
-        assert!(attempt < 20, "the key never stayed out of budget");
-        match list_as("guess").await {
-            // Retry-After is the whole seconds left, plus one.
-            (429, Some(retry)) if retry >= 3 => break,
-            (429, Some(retry)) => tokio::time::sleep(std::time::Duration::from_secs(retry)).await,
+        assert!(attempt < 20, "the key never ran out of budget");
+        match list_with(&stack, &here, &basic("sn-user", "guess")).await {
+            (429, Some(retry)) => {
+                assert!((1..=61).contains(&retry), "Retry-After {retry}");
+                break;
+            }
             (401, _) => {}
             other => panic!("a wrong password answered {other:?}"),
         }
     }
-    // Throttled, the right password waits too (for this source and this user), and is told how
-    // long.
-    let (status, retry) = list_as(PASSWORD).await;
-    assert_eq!(status, 429);
-    let retry = retry.expect("a 429 tells how long to wait");
-    assert!((1..=61).contains(&retry), "Retry-After {retry}");
-    // Another address is not affected: the operator's token works from 127.0.0.2.
-    let elsewhere = reqwest::Client::builder()
-        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
-        .build()
-        .unwrap();
-    let response = elsewhere
-        .get(format!("{}/v1/certificates", stack.api_url))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    // From the throttled address, even a right token waits.
-    let response = reqwest::Client::new()
-        .get(format!("{}/v1/certificates", stack.api_url))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 429);
+    // The user is not locked out: from another address its password works at once...
+    let elsewhere = client_from([127, 0, 0, 3]);
+    let right = basic("sn-user", PASSWORD);
+    assert_eq!(list_with(&stack, &elsewhere, &right).await.0, 200);
+    // ...and from the flooded address too, within a probe or two (one password per source
+    // and user is still checked every 2 s while out of budget).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
+    loop {
+        match list_with(&stack, &here, &right).await {
+            (200, _) => break,
+            (429, Some(retry)) if retry <= 3 => {
+                assert!(std::time::Instant::now() < deadline, "locked out");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            other => panic!("the right password answered {other:?}"),
+        }
+    }
+    // A right token is never refused, even from an address whose bad tokens are throttled.
+    let tokens: Vec<String> = (0..30).map(|n| format!("Bearer not-a-token-{n}")).collect();
+    let bad_tokens =
+        futures::future::join_all(tokens.iter().map(|t| list_with(&stack, &here, t))).await;
+    assert!(bad_tokens.iter().any(|(s, _)| *s == 429), "{bad_tokens:?}");
+    let token = format!("Bearer {API_TOKEN}");
+    assert_eq!(list_with(&stack, &here, &token).await.0, 200);
+    assert_eq!(
+        list_with(&stack, &here, "Bearer still-not-a-token").await.0,
+        429
+    );
+}
+
+/// Raises this test process's open-file limit to its hard limit (a thousand sockets).
+fn raise_open_files() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+}
+
+/// `count` TCP connections to `address` from `ip` that send nothing; those the API refused or
+/// closed at once are not kept.
+async fn idle_sockets(address: &str, ip: [u8; 4], count: usize) -> Vec<tokio::net::TcpStream> {
+    let mut sockets = Vec::new();
+    for _ in 0..count {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::from((ip, 0))).unwrap();
+        if let Ok(stream) = socket.connect(address.parse().unwrap()).await {
+            sockets.push(stream);
+        }
+    }
+    sockets
+}
+
+/// How many of `sockets` the API has closed (a read sees the end, or an error).
+async fn closed(sockets: &mut [tokio::net::TcpStream]) -> usize {
+    use tokio::io::AsyncReadExt;
+    let mut n = 0;
+    for socket in sockets.iter_mut() {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(std::time::Duration::from_millis(5), socket.read(&mut buf));
+        if matches!(read.await, Ok(Ok(0)) | Ok(Err(_))) {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_sockets_keep_no_caller_out_and_are_closed() {
+    raise_open_files();
+    for in_worker in [false, true] {
+        let name = if in_worker { "idle-worker" } else { "idle-api" };
+        let stack = Stack::start_with(
+            name,
+            common::StackOptions {
+                api_in_worker: in_worker,
+                api_env: vec![("CERTFLOW_API_FIRST_REQUEST_SECONDS".into(), "4".into())],
+                worker_env: vec![("CERTFLOW_API_FIRST_REQUEST_SECONDS".into(), "4".into())],
+                ..Default::default()
+            },
+        )
+        .await;
+        let base = stack
+            .worker_api_url
+            .clone()
+            .unwrap_or(stack.api_url.clone());
+        let address = base.trim_start_matches("http://").to_string();
+        // One host holds 1,100 sockets that say nothing; twenty others 60 each, past the cap
+        // of 1,024 in all.
+        let mut held = idle_sockets(&address, [127, 0, 0, 1], 1100).await;
+        for host in 10..30 {
+            held.extend(idle_sockets(&address, [127, 0, 0, host], 60).await);
+        }
+        // Callers, from the flooding host itself and from another, are answered at once.
+        for ip in [[127, 0, 0, 1], [127, 0, 0, 2]] {
+            let client = client_from(ip);
+            let started = std::time::Instant::now();
+            let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+            assert_eq!(health.status().as_u16(), 200);
+            let id = unique("idle");
+            let created = client
+                .post(format!("{base}/v1/certificates"))
+                .bearer_auth(API_TOKEN)
+                .json(&request(&id, "payments"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(created.status().as_u16(), 201, "{in_worker}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(1),
+                "answered after {:?} ({name})",
+                started.elapsed()
+            );
+            stack
+                .wait_for(&id, std::time::Duration::from_secs(60), |s| {
+                    s["phase"] == "active"
+                })
+                .await;
+        }
+        // Whatever was not made way for is closed once its first request is late.
+        tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+        let total = held.len();
+        assert_eq!(closed(&mut held).await, total, "idle sockets kept ({name})");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -379,20 +494,29 @@ async fn slow_clients_are_cut_off_and_connections_are_capped() {
     let stack = Stack::start_with(
         "api-limits",
         common::StackOptions {
-            api_env: vec![("CERTFLOW_API_MAX_CONNECTIONS".into(), "3".into())],
+            api_env: vec![
+                ("CERTFLOW_API_MAX_CONNECTIONS".into(), "3".into()),
+                ("CERTFLOW_API_RESERVED_CONNECTIONS".into(), "1".into()),
+            ],
             ..Default::default()
         },
     )
     .await;
     let address = stack.api_url.trim_start_matches("http://").to_string();
-    // Three idle connections that never finish their headers hold every slot...
-    let mut idle = Vec::new();
+    // Three connections that are busy with a request hold every slot...
+    let mut busy = Vec::new();
     for _ in 0..3 {
         let mut c = tokio::net::TcpStream::connect(&address).await.unwrap();
-        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        c.write_all(b"POST /v1/certificates HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ")
             .await
             .unwrap();
-        idle.push(c);
+        c.write_all(API_TOKEN.as_bytes()).await.unwrap();
+        c.write_all(b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+            .await
+            .unwrap();
+        busy.push(c);
+        // Authenticated before the next arrives: a proven caller's slot.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // ...so a fourth is closed at once.
@@ -404,20 +528,34 @@ async fn slow_clients_are_cut_off_and_connections_are_capped() {
         matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
         "the fourth connection was served: {closed:?}"
     );
-    // The idle ones are cut off once the header timeout (10 s) passes; then the API serves.
+    // A body that never finishes is cut off (30 s), the headers that never finish (10 s)
+    // too: then the API serves again.
     let started = std::time::Instant::now();
-    for mut c in idle {
-        let n = tokio::time::timeout(std::time::Duration::from_secs(15), c.read(&mut buf))
-            .await
-            .expect("an idle connection was kept past the header timeout");
-        assert!(
-            matches!(n, Ok(0) | Err(_)) || buf.starts_with(b"HTTP/1.1 408"),
-            "{n:?}"
-        );
+    for mut c in busy {
+        let mut answer = Vec::new();
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(40),
+            c.read_to_end(&mut answer),
+        )
+        .await
+        .expect("a slow request was kept past the body timeout");
+        assert!(n.is_ok() || answer.is_empty(), "{n:?}");
     }
-    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    assert!(started.elapsed() < std::time::Duration::from_secs(40));
     let (status, _) = stack.get("/healthz").await;
     assert_eq!(status, 200);
+    let mut partial = tokio::net::TcpStream::connect(&address).await.unwrap();
+    partial
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(15), partial.read(&mut buf))
+        .await
+        .expect("a connection was kept past the header timeout");
+    assert!(
+        matches!(n, Ok(0) | Err(_)) || buf.starts_with(b"HTTP/1.1 408"),
+        "{n:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -423,3 +423,61 @@ async fn the_api_refuses_to_start_with_a_client_ca_certflow_issues_from() {
     let log = common::api_refuses_to_start("mtls-dup", options).await;
     assert!(log.contains("both claim the TLS identity"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_connections_that_say_nothing_after_the_handshake_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let server_ca = TestCa::new("Server CA");
+    let client_ca = TestCa::new("ServiceNow client CA");
+    let mut options = mtls_options("tls-idle", &server_ca, &client_ca.pem, None);
+    options
+        .api_env
+        .push(("CERTFLOW_API_FIRST_REQUEST_SECONDS".into(), "3".into()));
+    let stack = Stack::start_with("tls-idle", options).await;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_certs(&server_ca.pem) {
+        roots.add(cert).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let address = stack
+        .api_url
+        .trim_start_matches("https://")
+        .replace("localhost", "127.0.0.1");
+    // Handshakes completed, then silence: more than one host may hold (64).
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        if let Ok(tls) = connector.connect(name, tcp).await {
+            held.push(tls);
+        }
+    }
+    assert!(held.len() >= 64, "{} handshakes", held.len());
+    let started = std::time::Instant::now();
+    let (status, _) = stack.get("/healthz").await;
+    assert_eq!(status, 200);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for tls in held.iter_mut() {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(2), tls.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "a silent TLS connection was kept: {read:?}"
+        );
+    }
+}
+
+fn rustls_pki_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.unwrap())
+        .collect()
+}
