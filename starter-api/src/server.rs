@@ -112,7 +112,7 @@ impl Limits {
                     limit.rlim_cur = limit.rlim_max;
                 }
             }
-            limit.rlim_cur as u64
+            limit.rlim_cur
         };
         let room = soft.saturating_sub(OTHER_DESCRIPTORS).max(16) as usize;
         if self.caps.total > room {
