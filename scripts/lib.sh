@@ -48,8 +48,11 @@ start_temporal() {
   local ui_args=(--headless) sa_args=()
   [ "$ui_port" != 0 ] && ui_args=(--ui-port "$ui_port")
   for sa in "${CERTFLOW_SEARCH_ATTRIBUTES[@]}"; do sa_args+=(--search-attribute "$sa"); done
-  # CERTFLOW_TEMPORAL_DYNAMIC_CONFIG: space-separated KEY=JSON_VALUE settings for the server.
-  for dc in ${CERTFLOW_TEMPORAL_DYNAMIC_CONFIG:-}; do sa_args+=(--dynamic-config-value "$dc"); done
+  # Fairness: each tenant gets its share of a task queue (the CA calls carry the tenant as their
+  # fairness key). CERTFLOW_TEMPORAL_DYNAMIC_CONFIG: more space-separated KEY=JSON_VALUE settings.
+  for dc in matching.enableFairness=true ${CERTFLOW_TEMPORAL_DYNAMIC_CONFIG:-}; do
+    sa_args+=(--dynamic-config-value "$dc")
+  done
   temporal server start-dev --ip 127.0.0.1 --port "$port" "${ui_args[@]}" "${sa_args[@]}" \
     --db-filename "$dir/temporal.db" --log-level warn >"$dir/temporal.log" 2>&1 &
   echo $! >"$dir/temporal.pid"

@@ -14,6 +14,7 @@ pub async fn run(
 ) -> Result<()> {
     check_search_attributes(&temporal).await?;
     let namespace = temporal.namespace();
+    let quotas = crate::quotas::Quotas::new(config.clients.quotas().clone(), &config.task_queue);
     let state = AppState {
         temporal,
         namespace: namespace.into(),
@@ -31,6 +32,7 @@ pub async fn run(
         ),
         metrics_detail_seconds: config.metrics_detail_seconds,
         keys: std::sync::Arc::new(config.keys),
+        quotas: std::sync::Arc::new(quotas),
     };
     state.fleet.spawn_resync(state.clone());
     state.guard.spawn_housekeeping();

@@ -49,7 +49,11 @@ const ALL_PERMISSIONS: [Permission; 5] = [
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClientsFile {
+    #[serde(default)]
     clients: BTreeMap<String, ClientEntry>,
+    /// What each tenant may ask at once (`quotas.rs`).
+    #[serde(default)]
+    quotas: crate::quotas::QuotasConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,7 +148,7 @@ impl Caller {
     }
 }
 
-pub struct Clients(Vec<Client>, HashingSlots);
+pub struct Clients(Vec<Client>, HashingSlots, crate::quotas::QuotasConfig);
 
 /// How many passwords may be hashed at once (each takes a core for tens of milliseconds).
 struct HashingSlots(tokio::sync::Semaphore);
@@ -177,7 +181,7 @@ impl Clients {
                     .map_err(|e| anyhow::anyhow!("reading the clients file {path}: {e}"))?;
                 Self::parse(&text).map_err(|e| anyhow::anyhow!("the clients file {path}: {e}"))?
             }
-            None => Self(Vec::new(), HashingSlots::default()),
+            None => Self(Vec::new(), HashingSlots::default(), Default::default()),
         };
         if let Some(token) = var("CERTFLOW_API_TOKEN") {
             anyhow::ensure!(
@@ -207,6 +211,7 @@ impl Clients {
 
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: ClientsFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        file.quotas.validate()?;
         let mut clients = Vec::new();
         for (name, entry) in file.clients {
             let basic = match entry.basic {
@@ -232,6 +237,12 @@ impl Clients {
             }
             // Fail closed: what a client may reach is always written down.
             match (&entry.tenant, entry.all_tenants) {
+                // The operator's own tenant: no client of the file may claim it.
+                (Some(tenant), false) if tenant == DEFAULT_TENANT => {
+                    return Err(format!(
+                        "clients.{name}.tenant: {DEFAULT_TENANT:?} is the operator's tenant; give the client a tenant of its own"
+                    ));
+                }
                 (Some(tenant), false) => certflow_common::names::validate_tenant(tenant)
                     .map_err(|e| format!("clients.{name}.tenant: {e}"))?,
                 (None, true) => {}
@@ -298,7 +309,7 @@ impl Clients {
             // Made now, so the first unknown user is not slower than the rest.
             std::sync::LazyLock::force(&DUMMY_HASH);
         }
-        Ok(Self(clients, HashingSlots::default()))
+        Ok(Self(clients, HashingSlots::default(), file.quotas))
     }
 
     /// The caller whose TLS client certificate (already verified against the client CA, and
@@ -344,6 +355,11 @@ impl Clients {
             );
         }
         book
+    }
+
+    /// What each tenant may ask at once.
+    pub fn quotas(&self) -> &crate::quotas::QuotasConfig {
+        &self.2
     }
 
     /// Whether a client has this Basic user name (its failures are throttled under their own
@@ -555,6 +571,16 @@ mod tests {
             .unwrap();
         assert!(refusal.contains("not both"), "{refusal}");
         assert!(parse("all_tenants = true\npermissions = [\"read\"]").is_ok());
+    }
+
+    #[test]
+    fn the_operators_tenant_is_no_clients() {
+        let file = format!(
+            "[clients.a]\ntenant = \"default\"\npermissions = [\"read\"]\nbearer_token_sha256 = [\"{}\"]",
+            "0".repeat(64)
+        );
+        let refusal = Clients::parse(&file).err().unwrap();
+        assert!(refusal.contains("operator's tenant"), "{refusal}");
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// Over one of the tenant's quotas (`quotas.rs`); how long to wait, when it is a rate.
+    #[error("{0}")]
+    Quota(String, Option<std::time::Duration>),
     /// Temporal or the audit database could not be reached, or answered with an error that is
     /// not the caller's fault. The detail is logged, never sent: it can name internal hosts,
     /// queries and versions.
@@ -51,7 +54,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::TooManyFailures(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyFailures(_) | ApiError::Quota(..) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Forbidden(_) | ApiError::OutsidePolicy(_) => StatusCode::FORBIDDEN,
             ApiError::BadJson(_, status) => *status,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -80,7 +83,7 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if let ApiError::TooManyFailures(wait) = &self {
+        if let ApiError::TooManyFailures(wait) | ApiError::Quota(_, Some(wait)) = &self {
             let seconds = wait.as_secs() + 1;
             response.headers_mut().insert(
                 header::RETRY_AFTER,

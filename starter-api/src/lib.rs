@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod ops;
 pub mod own_issuers;
+pub mod quotas;
 pub mod routes;
 pub mod server;
 pub mod tls;

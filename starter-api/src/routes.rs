@@ -41,6 +41,8 @@ pub struct AppState {
     pub metrics_detail_seconds: i64,
     /// Signs the grant of each lifecycle started and each approval (`grant.rs`).
     pub keys: Arc<certflow_common::grant::AuthorizationKeys>,
+    /// What each tenant may ask at once.
+    pub quotas: Arc<crate::quotas::Quotas>,
 }
 
 pub fn router(state: AppState) -> Router {

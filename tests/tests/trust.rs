@@ -684,3 +684,116 @@ async fn lifecycles_running_from_before_grants_are_granted_once_if_their_client_
     assert_eq!(status, 200, "{answer}");
     wait_phase(&stack, &old, "active").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_over_its_quota_gets_429_while_another_renews() {
+    let quotas = "\n[quotas.tenants.acme]\nmax_lifecycles = 2\nrenewals_per_second = 0.05\n";
+    let stack = Stack::start_with(
+        "trust-quotas",
+        StackOptions {
+            clients_toml: Some(clients(Some("\"test.example.com\"")) + quotas),
+            ..Default::default()
+        },
+    )
+    .await;
+    let create = |token: &'static str, id: String| {
+        let stack = &stack;
+        async move {
+            stack
+                .call_as(
+                    Some(&bearer(token)),
+                    Method::POST,
+                    "/v1/certificates",
+                    Some(&request(&id, "payments")),
+                    &[],
+                )
+                .await
+        }
+    };
+    let acme: Vec<String> = (0..3).map(|_| unique("quota-acme")).collect();
+    for id in &acme[..2] {
+        let (status, answer) = create(REQUESTER_TOKEN, id.clone()).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let (status, answer) = create(REQUESTER_TOKEN, acme[2].clone()).await;
+    assert_eq!(status, 429, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("max_lifecycles"),
+        "{answer}"
+    );
+    // Renewals on demand: one now, the next refused with how long to wait.
+    wait_phase(&stack, &acme[0], "active").await;
+    let requester = bearer(REQUESTER_TOKEN);
+    let (status, answer) = renew(&stack, &acme[0], &requester).await;
+    assert_eq!(status, 200, "{answer}");
+    let path = format!("/v1/certificates/{}/renew", acme[0]);
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", stack.api_url))
+        .header("authorization", &requester)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    assert!(response.headers().get("retry-after").is_some());
+    let answer: Value = response.json().await.unwrap();
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("renewals_per_second"),
+        "{answer}"
+    );
+
+    // Meanwhile globex creates and renews as it pleases, its CA calls under its own fairness key.
+    let globex = unique("quota-globex");
+    assert_eq!(create(GLOBEX_TOKEN, globex.clone()).await.0, 201);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, state) = stack
+            .call_as(
+                Some(&bearer(GLOBEX_TOKEN)),
+                Method::GET,
+                &format!("/v1/certificates/{globex}"),
+                None,
+                &[],
+            )
+            .await;
+        if state["phase"] == "active" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{state}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for _ in 0..2 {
+        let (status, answer) = stack
+            .call_as(
+                Some(&bearer(GLOBEX_TOKEN)),
+                Method::POST,
+                &format!("/v1/certificates/{globex}/renew"),
+                Some(&json!({})),
+                &[],
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let history = stack.temporal(&[
+        "workflow",
+        "show",
+        "--workflow-id",
+        &format!("certificate/globex/{globex}"),
+        "--output",
+        "json",
+    ]);
+    let history: Value = serde_json::from_str(&history).unwrap();
+    let keys: Vec<&Value> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["activityTaskScheduledEventAttributes"]["priority"].get("fairnessKey"))
+        .collect();
+    assert!(
+        !keys.is_empty() && keys.iter().all(|k| *k == "globex"),
+        "{keys:?}"
+    );
+}

@@ -25,8 +25,8 @@ use temporalio_client::errors::WorkflowStartError;
 use temporalio_client::{
     WorkflowExecutionStatus, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
 };
-use temporalio_common::MemoValues;
 use temporalio_common::search_attributes::SearchAttributes;
+use temporalio_common::{MemoValues, Priority};
 
 const MEMO_REQUEST_HASH: &str = "request_sha256";
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -128,6 +128,10 @@ async fn start_once(
         }])));
     }
 
+    state
+        .quotas
+        .admit_create(&state.temporal, &tenant, approval.is_some())
+        .await?;
     let mut memo = MemoValues::new();
     memo.insert(MEMO_REQUEST_HASH, fingerprint.clone());
     memo.insert(MEMO_TENANT, tenant.clone());
@@ -153,6 +157,8 @@ async fn start_once(
         .enable_eager_workflow_start(true)
         .memo(memo)
         .search_attributes(SearchAttributes::new(attributes))
+        // Each tenant gets its share of the workers (Temporal's fairness, where it is on).
+        .priority(Priority::builder().fairness_key(tenant.clone()).build())
         .build();
     // What the worker believes of this lifecycle: the API's word, signed.
     let grant = state.keys.grant(
@@ -179,6 +185,10 @@ async fn start_once(
         .await
     {
         Ok(_) => {
+            state
+                .quotas
+                .started(&tenant, created.approval_required)
+                .await;
             if let Some(key) = &idempotency_key {
                 state
                     .key_claims

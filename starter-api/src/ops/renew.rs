@@ -45,6 +45,9 @@ pub async fn renew_certificate(
     validate_requested_by(request.requested_by.as_deref())
         .map_err(|e| ApiError::Invalid(ValidationErrors(vec![e])))?;
     let found = lookup::authorized(&state, &caller, &id, &scope, Permission::Renew).await?;
+    state
+        .quotas
+        .admit_renewal(&lookup::tenant_of(&caller, &scope)?)?;
     let result = found
         .handle
         .execute_update(

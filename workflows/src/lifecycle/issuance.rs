@@ -70,11 +70,12 @@ async fn order_until_settled(
         });
         ctx.state_mut(|s| s.ordering = true);
         let task_queue = ctx.task_queue().to_string();
+        let tenant = ctx.state(|s| s.tenant.clone());
         let outcome = crate::scoped::activity(
             ctx,
             CertificateActivities::order_certificate,
             input,
-            options::ca(&task_queue, &issuer),
+            options::ca(&task_queue, &issuer, &tenant),
         )
         .await;
         ctx.state_mut(|s| s.ordering = false);
@@ -284,11 +285,12 @@ async fn withdraw(
         (input, s.request.issuer.clone())
     });
     let task_queue = ctx.task_queue().to_string();
+    let tenant = ctx.state(|s| s.tenant.clone());
     let withdrawn = crate::scoped::activity(
         ctx,
         CertificateActivities::withdraw_order,
         input,
-        options::ca(&task_queue, &issuer),
+        options::ca(&task_queue, &issuer, &tenant),
     )
     .await;
     let reason = ctx.state(|s| s.ending.map(|e| e.reason_for_others()));

@@ -3,7 +3,7 @@
 
 use certflow_common::ca_task_queue;
 use std::time::Duration;
-use temporalio_common::RetryPolicy;
+use temporalio_common::{Priority, RetryPolicy};
 use temporalio_sdk::{ActivityOptions, LocalActivityOptions};
 
 fn until_it_works() -> RetryPolicy {
@@ -15,14 +15,17 @@ fn until_it_works() -> RetryPolicy {
 }
 
 /// Calls to a CA (order, revoke) run on the issuer's own task queue, where its call ceiling
-/// applies. They heartbeat, so a worker that dies mid-call is noticed after 10 s and the call
+/// applies, with the tenant as the task's fairness key: where Temporal's fairness is on, each
+/// tenant gets its share of the ceiling, and one tenant's flood cannot starve the others'
+/// renewals. They heartbeat, so a worker that dies mid-call is noticed after 10 s and the call
 /// is retried elsewhere (the ledger keeps it from issuing twice), not after 120 s.
-pub(crate) fn ca(main_queue: &str, issuer: &str) -> ActivityOptions {
+pub(crate) fn ca(main_queue: &str, issuer: &str, tenant: &str) -> ActivityOptions {
     let mut options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
         .heartbeat_timeout(Duration::from_secs(10))
         .retry_policy(until_it_works())
         .build();
     options.task_queue = Some(ca_task_queue(main_queue, issuer));
+    options.priority = Some(Priority::builder().fairness_key(tenant).build());
     options
 }
 

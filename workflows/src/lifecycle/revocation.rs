@@ -231,11 +231,12 @@ pub(crate) async fn revoke_one(
         (input, s.request.issuer.clone())
     });
     let task_queue = ctx.task_queue().to_string();
+    let tenant = ctx.state(|s| s.tenant.clone());
     let result = crate::scoped::activity(
         ctx,
         CertificateActivities::revoke_serial,
         input,
-        options::ca(&task_queue, &issuer),
+        options::ca(&task_queue, &issuer, &tenant),
     )
     .await;
     Ok(match result {
