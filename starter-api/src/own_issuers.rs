@@ -15,10 +15,21 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 
+/// Why a client CA is not used.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientCaRefused {
+    /// It is one of certflow's own CAs: never.
+    #[error("{0}")]
+    OwnIssuer(String),
+    /// An issuer's CA certificates could not be read (Vault down, a file missing): not now.
+    #[error("{0:#}")]
+    CannotCheck(anyhow::Error),
+}
+
 pub async fn refuse_own_issuer_as_client_ca(
     client_ca: &[CertificateDer<'_>],
     issuers: &IssuersConfig,
-) -> Result<()> {
+) -> Result<(), ClientCaRefused> {
     let client_keys: Vec<(Vec<u8>, String)> = client_ca
         .iter()
         .filter_map(|der| key_and_subject(der))
@@ -29,20 +40,21 @@ pub async fn refuse_own_issuer_as_client_ca(
                 .await
                 .with_context(|| {
                     format!("reading the CA certificates of issuer {name} from Vault, to check the client CA is not one of them")
-                })?,
-            IssuerConfig::AwsPrivateCa(aws) => file_certificates(name, aws.ca_certificates_file.as_deref())?,
-            IssuerConfig::KeyfactorCommand(kf) => file_certificates(name, kf.ca_certificates_file.as_deref())?,
-        };
+                }),
+            IssuerConfig::AwsPrivateCa(aws) => file_certificates(name, aws.ca_certificates_file.as_deref()),
+            IssuerConfig::KeyfactorCommand(kf) => file_certificates(name, kf.ca_certificates_file.as_deref()),
+        }
+        .map_err(ClientCaRefused::CannotCheck)?;
         for der in &certificates {
             let Some((key, _)) = key_and_subject(der) else {
                 continue;
             };
             if let Some((_, subject)) = client_keys.iter().find(|(k, _)| *k == key) {
-                bail!(
+                return Err(ClientCaRefused::OwnIssuer(format!(
                     "CERTFLOW_API_TLS_CLIENT_CA holds {subject}, a CA of certflow's own issuer {name}: \
                      a tenant could request a certificate naming another client and log in as it. \
                      Use a CA that certflow does not issue from"
-                );
+                )));
             }
         }
     }

@@ -33,7 +33,7 @@ pub struct TenantQuotas {
     pub max_pending_approvals: Option<u64>,
     /// New requests per second, with bursts of ten seconds' worth (default 20).
     pub creates_per_second: Option<f64>,
-    /// `renew_now` calls per second, with bursts of ten seconds' worth (default 2).
+    /// `renew_now` calls per second, with bursts of ten seconds' worth (default 10).
     pub renewals_per_second: Option<f64>,
 }
 
@@ -93,7 +93,7 @@ impl QuotasConfig {
             renewals_per_second: own
                 .renewals_per_second
                 .or(all.renewals_per_second)
-                .unwrap_or(2.0),
+                .unwrap_or(10.0),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! nothing needs a restart; a set of files that does not load keeps the previous one in use.
 
 use crate::identity::PeerIdentity;
+use crate::own_issuers::ClientCaRefused;
 use anyhow::{Context, Result};
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
@@ -211,7 +212,7 @@ impl ReloadingAcceptor {
     pub fn start<F, Fut>(settings: TlsSettings, check: F) -> Result<Arc<Self>>
     where
         F: Fn(Vec<CertificateDer<'static>>) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<()>> + Send,
+        Fut: std::future::Future<Output = Result<(), ClientCaRefused>> + Send,
     {
         let mut stamp = settings.modified();
         let this = Arc::new(Self {
@@ -237,12 +238,21 @@ impl ReloadingAcceptor {
                     }
                 };
                 let client_ca = settings.client_ca_certificates().unwrap_or_default();
-                if !client_ca.is_empty()
-                    && let Err(e) = check(client_ca).await
-                {
-                    tracing::error!(error = %format!("{e:#}"), "the new client CA is refused; keeping the previous TLS configuration");
-                    stamp = now;
-                    continue;
+                if !client_ca.is_empty() {
+                    match check(client_ca).await {
+                        Ok(()) => {}
+                        Err(e @ ClientCaRefused::OwnIssuer(_)) => {
+                            tracing::error!(error = %e, "the new client CA is refused; keeping the previous TLS configuration");
+                            stamp = now;
+                            continue;
+                        }
+                        // Vault down, say: the files stay changed, and the check is tried
+                        // again at the next look.
+                        Err(e @ ClientCaRefused::CannotCheck(_)) => {
+                            tracing::warn!(error = %e, "the new client CA cannot be checked yet; keeping the previous TLS configuration and trying again");
+                            continue;
+                        }
+                    }
                 }
                 let mut current = this.current.write().expect("TLS lock");
                 let generation = current.generation + 1;

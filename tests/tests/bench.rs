@@ -717,6 +717,9 @@ async fn sleeping_fleet(stack: &Arc<Stack>, watch: &Arc<StoredWatch>, s: usize, 
     })
 }
 
+/// The bench asks far more of one tenant than a deployment's defaults allow.
+const BENCH_QUOTAS: &str = "[quotas]\nmax_lifecycles = 100000000\nmax_pending_approvals = 1000000\ncreates_per_second = 1000000\nrenewals_per_second = 1000000\n";
+
 /// 7. M certificates of an issuer limited to R calls per second, all renewed at once.
 async fn renewal_storm(m: usize, rate: f64, c: usize) -> Value {
     let issuers = common::vault_pki_issuers(rate);
@@ -725,6 +728,7 @@ async fn renewal_storm(m: usize, rate: f64, c: usize) -> Value {
             "bench-storm",
             StackOptions {
                 issuers_toml: Some(issuers),
+                clients_toml: Some(BENCH_QUOTAS.into()),
                 ..Default::default()
             },
         )
@@ -802,6 +806,7 @@ async fn benchmark() {
             )),
             // The API both ways: its own process, and served by the worker (eager starts).
             api_in_worker: true,
+            clients_toml: Some(BENCH_QUOTAS.into()),
             ..Default::default()
         },
     )

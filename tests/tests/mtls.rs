@@ -481,3 +481,53 @@ fn rustls_pki_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>
         .map(|c| c.unwrap())
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_ca_changed_while_vault_is_down_is_taken_once_it_can_be_checked() {
+    let server_ca = TestCa::new("API server CA");
+    let old_ca = TestCa::new("ServiceNow client CA");
+    let new_ca = TestCa::new("ServiceNow client CA");
+    let name = "mtls-vault-down";
+    // The API reaches Vault (to check the client CA is none of certflow's) through a gate.
+    let vault: std::net::SocketAddr = common::Servers::from_env()
+        .vault_addr
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let gate = common::gate::TcpGate::start(vault).await;
+    let mut options = mtls_options(name, &server_ca, &old_ca.pem, None);
+    options.api_env.push((
+        "VAULT_ADDR".into(),
+        format!("http://127.0.0.1:{}", gate.port),
+    ));
+    let stack = Stack::start_with(name, options).await;
+    let client = |ca: &TestCa| {
+        client_with(
+            &server_ca,
+            Some(ca.leaf(&Leaf {
+                subject: SN_SUBJECT,
+                uri: None,
+                usages: CLIENT,
+                serial: 11,
+            })),
+        )
+    };
+    assert_eq!(status(&stack, &client(&old_ca)).await, Some(200));
+    // Vault goes down, then the client CA is replaced: it cannot be checked, so it waits.
+    gate.close();
+    file(&format!("{name}-client-ca.pem"), &new_ca.pem);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(status(&stack, &client(&new_ca)).await, None);
+    assert_eq!(status(&stack, &client(&old_ca)).await, Some(200));
+    // Vault is back: the change is checked again and taken, with no new edit of the files.
+    gate.reopen();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while status(&stack, &client(&new_ca)).await != Some(200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new client CA was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(status(&stack, &client(&old_ca)).await, None);
+}

@@ -276,3 +276,124 @@ async fn a_token_file_is_read_again_when_it_changes() {
         "a token in the log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approle_worker_logs_in_only_when_vault_rejects_its_token_and_revokes_the_last_one() {
+    let servers = common::Servers::from_env();
+    let root = Vault::admin(&servers.vault_addr, &servers.vault_root_token);
+    let mount = format!("approle-thrift-{}", std::process::id());
+    let (status, body) = root
+        .request(
+            reqwest::Method::POST,
+            &format!("sys/auth/{mount}"),
+            Some(json!({"type": "approle"})),
+        )
+        .await;
+    assert!(status == 204 || status == 200, "{body}");
+    // Tokens of 20 s that cannot be renewed: the worker logs in again every ten seconds or so.
+    ok(
+        &root,
+        reqwest::Method::POST,
+        &format!("auth/{mount}/role/worker"),
+        json!({"token_policies": ["certflow-orchestrator"], "token_ttl": "20s", "token_max_ttl": "20s"}),
+    )
+    .await;
+    let (_, role) = root
+        .read(&format!("auth/{mount}/role/worker/role-id"))
+        .await;
+    let secret = ok(
+        &root,
+        reqwest::Method::POST,
+        &format!("auth/{mount}/role/worker/secret-id"),
+        json!({}),
+    )
+    .await;
+    let secret_file =
+        common::write_temp("secret-id", secret["data"]["secret_id"].as_str().unwrap());
+    // The worker reaches Vault through a gate the test can close.
+    let vault: std::net::SocketAddr = servers
+        .vault_addr
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let gate = common::gate::TcpGate::start(vault).await;
+    let (_stack, port) = stack_with_auth(
+        "auth-thrift",
+        vec![
+            ("VAULT_ADDR", format!("http://127.0.0.1:{}", gate.port)),
+            ("CERTFLOW_VAULT_AUTH", "approle".into()),
+            ("CERTFLOW_VAULT_AUTH_MOUNT", mount.clone()),
+            (
+                "CERTFLOW_VAULT_ROLE_ID",
+                role["data"]["role_id"].as_str().unwrap().into(),
+            ),
+            (
+                "CERTFLOW_VAULT_SECRET_ID_FILE",
+                secret_file.display().to_string(),
+            ),
+        ],
+    )
+    .await;
+    wait_ready(port, true, Duration::from_secs(30)).await;
+    // Vault unreachable for a while: the token's check fails, but that says nothing of the
+    // token, so no login is tried (each would spend a use of a bounded secret_id).
+    gate.close();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    gate.reopen();
+    let failed_logins = metric(
+        port,
+        "certflow_vault_auth_total{operation=\"login\",outcome=\"error\"}",
+    )
+    .await;
+    assert!(
+        failed_logins.as_deref().is_none_or(|n| n == "0"),
+        "logins tried while Vault was unreachable: {failed_logins:?}"
+    );
+    // Logins come as the tokens expire; each replaced token is revoked.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let logins = metric(
+        port,
+        "certflow_vault_auth_total{operation=\"login\",outcome=\"ok\"}",
+    )
+    .await
+    .unwrap_or_default();
+    assert!(logins.parse::<u32>().unwrap_or(0) >= 3, "logins: {logins}");
+    // Without revocation two would be alive: the last login's and the one before, which has
+    // half its life left. (A moment between a login and its revocation may show two: look
+    // again.)
+    let mut alive = 0;
+    for _ in 0..10 {
+        alive = live_tokens(&root, &mount).await;
+        if alive == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(alive, 1, "tokens of the worker's mount alive");
+    wait_ready(port, true, Duration::from_secs(10)).await;
+}
+
+/// Tokens alive that a login at `mount` made.
+async fn live_tokens(root: &Vault, mount: &str) -> usize {
+    let (_, accessors) = root
+        .request(
+            reqwest::Method::from_bytes(b"LIST").unwrap(),
+            "auth/token/accessors",
+            None,
+        )
+        .await;
+    let mut alive = 0;
+    for accessor in accessors["data"]["keys"].as_array().unwrap() {
+        let (status, token) = root
+            .request(
+                reqwest::Method::POST,
+                "auth/token/lookup-accessor",
+                Some(json!({"accessor": accessor})),
+            )
+            .await;
+        if status == 200 && token["data"]["path"] == format!("auth/{mount}/login") {
+            alive += 1;
+        }
+    }
+    alive
+}

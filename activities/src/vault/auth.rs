@@ -170,6 +170,14 @@ impl Default for AuthStatus {
     }
 }
 
+/// Why a token was not renewed.
+enum Renewal {
+    /// Vault refused (or gave too little): a login is due.
+    Refused(anyhow::Error),
+    /// Vault could not be asked: the token may be fine.
+    Unreachable(anyhow::Error),
+}
+
 #[derive(Deserialize)]
 struct LookupSelf {
     /// Seconds left, and the lifetime it was created (or last renewed) with.
@@ -199,7 +207,10 @@ impl Vault {
     /// Obtains a first token (login, file, or the token given) and checks it with Vault.
     pub async fn authenticate(&self) -> Result<()> {
         match &self.method {
-            AuthMethod::Token(_) => self.check().await,
+            AuthMethod::Token(_) => self
+                .check()
+                .await
+                .map_err(|e| anyhow!("Vault rejects the worker's token: {e}")),
             AuthMethod::TokenFile(path) => self.reload_file(path, true).await,
             _ => self.log_in().await,
         }
@@ -233,32 +244,41 @@ impl Vault {
             _ => false,
         };
         if due {
-            let renewed = status.renewable && self.renew().await.is_ok();
-            if !renewed && self.method.can_log_in() {
-                return self.log_in().await;
+            let renewal = match status.renewable {
+                true => self.renew().await,
+                false => Err(Renewal::Refused(anyhow!("the token is not renewable"))),
+            };
+            match renewal {
+                Ok(()) => {}
+                // Vault could not be asked: the token may be fine; ask again next round.
+                Err(Renewal::Unreachable(e)) => return Err(e),
+                Err(Renewal::Refused(_)) if self.method.can_log_in() => return self.log_in().await,
+                Err(Renewal::Refused(e)) => return Err(e),
             }
         }
         match self.check().await {
-            Err(e) if self.method.can_log_in() => {
-                tracing::warn!(error = %format!("{e:#}"), "Vault rejects the token; logging in again");
+            // A login only when Vault rejects the token: a network error or a sealed Vault
+            // says nothing about it (and each login spends one use of a bounded secret_id).
+            Err(VaultError::Denied(e)) if self.method.can_log_in() => {
+                tracing::warn!(error = %e, "Vault rejects the token; logging in again");
                 self.log_in().await
             }
-            other => other,
+            Err(e) => Err(anyhow!("checking the worker's token with Vault: {e}")),
+            Ok(()) => Ok(()),
         }
     }
 
     /// Looks the token up (`auth/token/lookup-self`) and records its remaining lifetime.
-    async fn check(&self) -> Result<()> {
+    async fn check(&self) -> Result<(), VaultError> {
         let lookup: LookupSelf = self
             .raw(reqwest::Method::GET, "auth/token/lookup-self", None)
-            .await
-            .map_err(|e| anyhow!("Vault rejects the worker's token: {e}"))?;
+            .await?;
         let lifetime = lookup.creation_ttl.max(lookup.ttl);
         self.set_valid(lookup.ttl, lifetime, lookup.renewable);
         Ok(())
     }
 
-    async fn renew(&self) -> Result<()> {
+    async fn renew(&self) -> Result<(), Renewal> {
         let answer: serde_json::Value = self
             .raw_full(
                 reqwest::Method::POST,
@@ -266,13 +286,22 @@ impl Vault {
                 Some(&serde_json::json!({})),
             )
             .await
-            .map_err(|e| anyhow!("renewing the token: {e}"))?;
+            .map_err(|e| match e {
+                VaultError::Denied(_) | VaultError::Rejected(_) => {
+                    Renewal::Refused(anyhow!("renewing the token: {e}"))
+                }
+                _ => Renewal::Unreachable(anyhow!("renewing the token: {e}")),
+            })?;
         let auth: AuthBody = serde_json::from_value(answer["auth"].clone())
-            .context("the answer to renew-self has no auth")?;
+            .context("the answer to renew-self has no auth")
+            .map_err(Renewal::Unreachable)?;
         let previous = self.auth_status().ttl_seconds.unwrap_or(0);
         // A token near its max TTL is renewed for less than asked: log in again instead.
         if auth.lease_duration > 0 && auth.lease_duration < previous / 2 {
-            bail!("renewal gave only {} s", auth.lease_duration);
+            return Err(Renewal::Refused(anyhow!(
+                "renewal gave only {} s",
+                auth.lease_duration
+            )));
         }
         self.set_valid(auth.lease_duration, auth.lease_duration, auth.renewable);
         crate::metrics::VAULT_AUTH
@@ -323,7 +352,12 @@ impl Vault {
             .inc();
         let auth =
             answer.map_err(|e| anyhow!("logging in to Vault ({}): {e}", self.method.name()))?;
+        let previous = self.current_token();
         self.use_token(Secret::new(auth.auth.client_token))?;
+        // The token this login replaces is of no more use: revoked, not left to expire.
+        if !previous.expose().is_empty() {
+            self.revoke_token(previous).await;
+        }
         let ttl = auth.auth.lease_duration;
         self.set_valid(ttl, ttl, auth.auth.renewable);
         tracing::info!(
@@ -359,7 +393,25 @@ impl Vault {
         self.use_token(Secret::new(token))?;
         self.status.lock().unwrap().file_stamp = Some(stamp);
         tracing::info!(file = %path.display(), "Vault token read from its file");
-        self.check().await
+        self.check()
+            .await
+            .map_err(|e| anyhow!("Vault rejects the worker's token: {e}"))
+    }
+
+    /// Revokes a token a login replaced (best effort: it expires anyway).
+    async fn revoke_token(&self, token: Secret) {
+        let revoked = self
+            .call(
+                reqwest::Method::POST,
+                "auth/token/revoke-self",
+                Some(&serde_json::json!({})),
+                Some(token.expose()),
+            )
+            .await;
+        match revoked {
+            Ok(_) => tracing::info!("the previous Vault token was revoked"),
+            Err(e) => tracing::info!(error = %e, "the previous Vault token could not be revoked"),
+        }
     }
 
     pub fn auth_status(&self) -> AuthStatus {

@@ -24,7 +24,11 @@ pub enum VaultError {
     /// 400: Vault refused the request as invalid; retrying the same request cannot help.
     #[error("Vault rejected the request: {0}")]
     Rejected(String),
-    /// Anything else (5xx, sealed, 403 while a token is being fixed, network): worth retrying.
+    /// 403: the token is bad, expired or revoked, or its policy denies this; worth retrying
+    /// once the token is fixed (a new login, a new token file).
+    #[error("Vault denied the request: {0}")]
+    Denied(String),
+    /// Anything else (5xx, sealed, network): worth retrying.
     #[error("Vault call failed: {0:#}")]
     Unavailable(anyhow::Error),
 }
@@ -34,6 +38,7 @@ impl From<ClientError> for VaultError {
         match &e {
             ClientError::APIError { code: 404, errors } => Self::NotFound(errors.join("; ")),
             ClientError::APIError { code: 400, errors } => Self::Rejected(errors.join("; ")),
+            ClientError::APIError { code: 403, errors } => Self::Denied(errors.join("; ")),
             _ => Self::Unavailable(anyhow::Error::new(e)),
         }
     }
@@ -86,6 +91,11 @@ impl Vault {
         self.client.read().unwrap().clone()
     }
 
+    /// The token in use.
+    pub(crate) fn current_token(&self) -> Secret {
+        Secret::new(self.token.read().unwrap().expose().to_string())
+    }
+
     /// Switches every later call to `token`.
     pub(crate) fn use_token(&self, token: Secret) -> Result<()> {
         let client = vault_client(&self.config, token.expose())?;
@@ -130,7 +140,7 @@ impl Vault {
         self.call(method, path, Some(body), None).await
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -166,6 +176,7 @@ impl Vault {
             return Err(match status.as_u16() {
                 404 => VaultError::NotFound(message),
                 400 => VaultError::Rejected(message),
+                403 => VaultError::Denied(message),
                 _ => VaultError::Unavailable(anyhow::anyhow!(message)),
             });
         }
