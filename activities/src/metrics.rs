@@ -77,6 +77,19 @@ pub static VAULT_TOKEN_TTL: LazyLock<IntGauge> = LazyLock::new(|| {
     )
 });
 
+pub static AUDIT_HEAD: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "certflow_audit_head_seq",
+        "Position of the last record of the audit trail (its hash is logged beside it, every 5 minutes).",
+    )
+});
+pub static AUDIT_CUT: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "certflow_audit_trail_cut",
+        "1 once the audit trail was found shorter than it was (truncated or rebuilt), else 0.",
+    )
+});
+
 fn gauge(name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("valid metric");
     REGISTRY

@@ -93,6 +93,12 @@ pub struct AuditStore {
     pool: AnyPool,
     backend: Backend,
     key: Option<AuditKey>,
+    /// The longest chain this process has seen: a shorter one later was cut.
+    seen: Arc<std::sync::atomic::AtomicI64>,
+}
+
+struct Ownership {
+    owned: bool,
 }
 
 /// Filters of the audit listing; all optional.
@@ -124,8 +130,10 @@ pub struct Verification {
 }
 
 impl AuditStore {
-    /// `sqlite://path/to/audit.db` (created if missing) or `postgres://user@host/db`; creates or
-    /// updates the schema, so on PostgreSQL the role must own the tables (the worker's).
+    /// `sqlite://path/to/audit.db` (created if missing) or `postgres://user@host/db`. Creates
+    /// or updates the schema when the role owns it (or nothing is there yet); a PostgreSQL
+    /// writer that does not own the trail (the worker, beside `certflow_audit_owner`, see
+    /// deploy/postgres/init-roles.sh) finds it made and checks its guards are in place.
     pub async fn connect(url: &str) -> Result<Self> {
         let store = Self::open(url).await?;
         store.migrate().await?;
@@ -171,6 +179,7 @@ impl AuditStore {
             pool,
             backend,
             key: None,
+            seen: Arc::default(),
         })
     }
 
@@ -207,6 +216,11 @@ impl AuditStore {
             }
             return Ok(());
         }
+        if let Some(owner) = self.postgres_owner().await?
+            && !owner.owned
+        {
+            return self.postgres_guarded().await;
+        }
         // Workers and APIs starting together would race on CREATE ... IF NOT EXISTS (it is not
         // atomic in PostgreSQL): one at a time, under a transaction-scoped advisory lock.
         let mut tx = self.pool.begin().await?;
@@ -227,14 +241,53 @@ impl AuditStore {
         Ok(())
     }
 
+    /// Whether the PostgreSQL trail exists, and whether this role owns it.
+    async fn postgres_owner(&self) -> Result<Option<Ownership>> {
+        let row = sqlx::query(
+            "SELECT tableowner = current_user FROM pg_tables \
+             WHERE schemaname = current_schema() AND tablename = 'certflow_audit'",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .context("looking up the audit table")?;
+        Ok(match row {
+            Some(row) => Some(Ownership {
+                owned: row.try_get::<bool, _>(0)?,
+            }),
+            None => None,
+        })
+    }
+
+    /// A trail this role does not own must carry every guard, or nothing is appended to it.
+    async fn postgres_guarded(&self) -> Result<()> {
+        for guard in schema::POSTGRES_GUARDS {
+            let found = sqlx::query(
+                "SELECT 1 FROM pg_trigger WHERE tgrelid = 'certflow_audit'::regclass \
+                 AND tgname = $1 AND tgenabled <> 'D'",
+            )
+            .bind(*guard)
+            .fetch_optional(&self.pool)
+            .await
+            .context("looking up the audit table's guards")?;
+            anyhow::ensure!(
+                found.is_some(),
+                "the audit table lacks its guard {guard}: run `certflow-worker audit migrate` as the table's owner"
+            );
+        }
+        Ok(())
+    }
+
     /// Appends the events not already stored, in order; returns the records added.
     pub async fn append(&self, events: &[AuditEvent]) -> Result<Vec<AuditRecord>> {
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {
             // Writers take turns at the head of the chain.
-            sqlx::query("LOCK TABLE certflow_audit IN SHARE ROW EXCLUSIVE MODE")
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(&format!(
+                "SELECT pg_advisory_xact_lock({})",
+                schema::APPEND_LOCK
+            ))
+            .execute(&mut *tx)
+            .await?;
         }
         let head = sqlx::query("SELECT seq, hash FROM certflow_audit ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *tx)
@@ -243,6 +296,13 @@ impl AuditStore {
             Some(row) => (row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?),
             None => (0, GENESIS.to_string()),
         };
+        // A chain shorter than one this process saw was cut (a truncation the guards did not
+        // stop): nothing is appended to it.
+        let seen = self.seen.load(std::sync::atomic::Ordering::Acquire);
+        anyhow::ensure!(
+            seq >= seen,
+            "the audit trail was cut: it ends at record {seq}, but record {seen} was written before"
+        );
         let mut added = Vec::new();
         for event in events.iter().map(storable) {
             let event = &event;
@@ -264,7 +324,38 @@ impl AuditStore {
             });
         }
         tx.commit().await?;
+        self.seen
+            .fetch_max(seq, std::sync::atomic::Ordering::AcqRel);
         Ok(added)
+    }
+
+    /// The last record of the chain (its position and hash), to be kept elsewhere: a later
+    /// trail that does not hold it was cut or rewritten.
+    pub async fn head(&self) -> Result<Option<(i64, String)>> {
+        let row = sqlx::query("SELECT seq, hash FROM certflow_audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        let head = match row {
+            Some(row) => Some((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?)),
+            None => None,
+        };
+        if let Some((seq, _)) = &head {
+            self.seen
+                .fetch_max(*seq, std::sync::atomic::Ordering::AcqRel);
+        }
+        Ok(head)
+    }
+
+    /// Whether the chain holds record `seq` with `hash` (a head exported earlier).
+    pub async fn holds(&self, seq: i64, hash: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT hash FROM certflow_audit WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get::<String, _>(0)? == hash,
+            None => false,
+        })
     }
 
     /// Records matching `filter`, in chain order.

@@ -1,4 +1,5 @@
-//! The audit table and its guards, per database. Triggers refuse UPDATE and DELETE.
+//! The audit table and its guards, per database. Triggers refuse UPDATE and DELETE (and, in
+//! PostgreSQL, TRUNCATE, which row triggers do not see).
 
 const TABLE: &str = "CREATE TABLE IF NOT EXISTS certflow_audit (
         seq BIGINT PRIMARY KEY,
@@ -51,4 +52,13 @@ pub const POSTGRES: &[&str] = &[
         BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END $$ LANGUAGE plpgsql",
     "CREATE OR REPLACE TRIGGER certflow_audit_no_change BEFORE UPDATE OR DELETE ON certflow_audit
         FOR EACH ROW EXECUTE FUNCTION certflow_audit_append_only()",
+    "CREATE OR REPLACE TRIGGER certflow_audit_no_truncate BEFORE TRUNCATE ON certflow_audit
+        FOR EACH STATEMENT EXECUTE FUNCTION certflow_audit_append_only()",
 ];
+
+/// The guards a PostgreSQL trail must have before a writer that does not own it appends.
+pub const POSTGRES_GUARDS: &[&str] = &["certflow_audit_no_change", "certflow_audit_no_truncate"];
+
+/// Serialises appends (the head of the chain) in PostgreSQL without table locks, which would
+/// need UPDATE or DELETE rights the writer does not have (an arbitrary constant).
+pub const APPEND_LOCK: i64 = 0x6365_7274_6175_6474;

@@ -368,10 +368,10 @@ async fn postgres_chain_survives_concurrent_and_repeated_appends() {
 }
 
 /// The compose stack's database roles (deploy/postgres/init-roles.sh, run here as it runs in
-/// PostgreSQL's init directory): the worker's role creates the schema and appends; the API's
-/// role reads and can do nothing else to the trail.
+/// PostgreSQL's init directory): the owner's role creates the schema; the worker's appends and
+/// can neither change, delete nor truncate records, nor drop the guards; the API's reads.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_api_database_role_can_only_read_the_trail() {
+async fn only_the_owner_shapes_the_trail_the_worker_appends_the_api_reads() {
     let _ = Servers::from_env();
     let admin = reqwest::Url::parse(&postgres_url()).unwrap();
     let database = format!("audit_roles_{}", std::process::id());
@@ -394,6 +394,10 @@ async fn the_api_database_role_can_only_read_the_trail() {
             .env("PGPORT", admin.port().unwrap().to_string())
             .env("PGUSER", admin.username())
             .env("CERTFLOW_AUDIT_DB", &database)
+            .env(
+                "CERTFLOW_AUDIT_OWNER_DB_PASSWORD",
+                format!("owner-pw-{run}"),
+            )
             .env("CERTFLOW_WORKER_DB_PASSWORD", format!("worker-pw-{run}"))
             .env("CERTFLOW_API_DB_PASSWORD", format!("api-pw-{run}"))
             .env("TEMPORAL_DB_PASSWORD", format!("temporal-pw-{run}"))
@@ -412,9 +416,17 @@ async fn the_api_database_role_can_only_read_the_trail() {
         u.to_string()
     };
     let event = issued_event("roles/1");
-    // The API's role cannot create the schema, so it cannot start as a migrating writer.
+    // Neither the API's role nor the worker's can create the schema.
     assert!(AuditStore::connect(&as_role("certflow_api")).await.is_err());
-    // The worker's role creates it and appends.
+    assert!(
+        AuditStore::connect(&as_role("certflow_worker"))
+            .await
+            .is_err()
+    );
+    // The owner's does (`certflow-worker audit migrate`); then the worker appends.
+    AuditStore::connect(&as_role("certflow_audit_owner"))
+        .await
+        .unwrap();
     let worker = AuditStore::connect(&as_role("certflow_worker"))
         .await
         .unwrap();
@@ -455,7 +467,80 @@ async fn the_api_database_role_can_only_read_the_trail() {
             "{statement}: {error}"
         );
     }
+    // The worker writes records, and cannot take any back.
+    for statement in [
+        "UPDATE certflow_audit SET actor = 'mallory'",
+        "DELETE FROM certflow_audit",
+        "TRUNCATE certflow_audit",
+        "ALTER TABLE certflow_audit DISABLE TRIGGER ALL",
+        "DROP TRIGGER IF EXISTS certflow_audit_no_truncate ON certflow_audit",
+        "DROP TABLE certflow_audit",
+    ] {
+        let error = sqlx::query(statement)
+            .execute(worker.pool())
+            .await
+            .expect_err(statement)
+            .to_string();
+        assert!(
+            error.contains("permission denied") || error.contains("must be owner"),
+            "{statement}: {error}"
+        );
+    }
+    // Even its owner cannot truncate it while the guard stands.
+    let owner = AuditStore::connect(&as_role("certflow_audit_owner"))
+        .await
+        .unwrap();
+    let error = sqlx::query("TRUNCATE certflow_audit")
+        .execute(owner.pool())
+        .await
+        .expect_err("truncated")
+        .to_string();
+    assert!(error.contains("append-only"), "{error}");
     assert_eq!(worker.verify().await.unwrap().records, 1);
+    // A worker that finds the guards gone refuses to write to the trail.
+    sqlx::query("DROP TRIGGER certflow_audit_no_truncate ON certflow_audit")
+        .execute(owner.pool())
+        .await
+        .unwrap();
+    let refusal = AuditStore::connect(&as_role("certflow_worker"))
+        .await
+        .err()
+        .expect("the worker started on an unguarded trail")
+        .to_string();
+    assert!(refusal.contains("guard"), "{refusal}");
+}
+
+/// A trail cut behind the store's back (its records removed, its guards dropped) is noticed:
+/// the store that saw it longer appends nothing, and a head exported earlier is no longer held.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trail_cut_behind_the_writers_back_is_noticed() {
+    let path = std::env::temp_dir().join(format!("{}.db", unique("cut")));
+    let store = AuditStore::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    for n in 1..=3 {
+        store
+            .append(&[issued_event(&format!("cut/{n}"))])
+            .await
+            .unwrap();
+    }
+    let (seq, hash) = store.head().await.unwrap().unwrap();
+    assert!(store.holds(seq, &hash).await.unwrap());
+    sqlx::query("DROP TRIGGER certflow_audit_no_delete")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM certflow_audit")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let refusal = store
+        .append(&[issued_event("cut/4")])
+        .await
+        .expect_err("appended to a cut trail")
+        .to_string();
+    assert!(refusal.contains("was cut"), "{refusal}");
+    assert!(!store.holds(seq, &hash).await.unwrap());
 }
 
 /// An audit database that goes away never holds up a revocation: the CA revokes, the caller is

@@ -31,8 +31,14 @@ async fn main() -> Result<()> {
         .as_slice()
     {
         [] => {}
-        ["audit", "verify"] => return verify_audit_trail().await,
-        _ => anyhow::bail!("usage: certflow-worker [audit verify]"),
+        ["audit", "verify"] => return verify_audit_trail(None).await,
+        ["audit", "verify", "--expect-head", head] => {
+            return verify_audit_trail(Some(head)).await;
+        }
+        ["audit", "migrate"] => return migrate_audit_trail().await,
+        _ => anyhow::bail!(
+            "usage: certflow-worker [audit verify [--expect-head SEQ:HASH] | audit migrate]"
+        ),
     }
     let config = ActivitiesConfig::from_env()?;
     // The API's clients, as the API reads them: the worker re-checks at every order that the
@@ -40,6 +46,7 @@ async fn main() -> Result<()> {
     let clients = certflow_starter_api::clients::Clients::from_env()
         .context("the API clients (CERTFLOW_API_CLIENTS_FILE, CERTFLOW_API_TOKEN), whose policies the worker re-checks at every order")?;
     let activities = LifecycleActivities::from_config(&config, clients.policies()).await?;
+    activities.spawn_audit_head_export(std::time::Duration::from_secs(300));
     let task_queue = std::env::var("CERTFLOW_TASK_QUEUE")
         .unwrap_or_else(|_| certflow_common::DEFAULT_TASK_QUEUE.into());
 
@@ -216,14 +223,37 @@ async fn serve_metrics(vault: std::sync::Arc<certflow_activities::vault::Vault>)
     Ok(())
 }
 
-/// `certflow-worker audit verify`: checks the audit trail's hash chain; exits 1 and names the
-/// first broken record if it does not hold.
-async fn verify_audit_trail() -> Result<()> {
+/// `certflow-worker audit migrate`: creates or updates the audit schema, as the table's owner
+/// (`CERTFLOW_AUDIT_DATABASE_URL` names the owner's role); the worker itself then only appends.
+async fn migrate_audit_trail() -> Result<()> {
+    let url = std::env::var("CERTFLOW_AUDIT_DATABASE_URL")
+        .unwrap_or_else(|_| "sqlite://certflow-audit.db".into());
+    certflow_audit::AuditStore::connect(&url).await?;
+    println!("audit schema ready");
+    Ok(())
+}
+
+/// `certflow-worker audit verify [--expect-head SEQ:HASH]`: checks the audit trail's hash chain
+/// (and that it still holds a head exported earlier); exits 1 and names the first broken
+/// record if it does not hold.
+async fn verify_audit_trail(expected_head: Option<&str>) -> Result<()> {
     let url = std::env::var("CERTFLOW_AUDIT_DATABASE_URL")
         .unwrap_or_else(|_| "sqlite://certflow-audit.db".into());
     let store = certflow_audit::AuditStore::connect(&url)
         .await?
         .with_key(certflow_audit::AuditKey::from_env()?);
+    if let Some(head) = expected_head {
+        let (seq, hash) = head
+            .split_once(':')
+            .and_then(|(seq, hash)| Some((seq.parse::<i64>().ok()?, hash)))
+            .context("--expect-head takes SEQ:HASH, as the worker logs it")?;
+        if !store.holds(seq, hash).await? {
+            println!(
+                "audit trail BROKEN: it does not hold record {seq} as exported (cut or rewritten)"
+            );
+            std::process::exit(1);
+        }
+    }
     let verification = store.verify().await?;
     match verification.first_broken {
         None => {

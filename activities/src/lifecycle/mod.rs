@@ -124,6 +124,46 @@ impl LifecycleActivities {
         .with_audit(audit))
     }
 
+    /// Every `every`, logs the audit trail's last record (position and hash) for a log store to
+    /// keep, and sets `certflow_audit_head_seq`: a trail truncated or rebuilt afterwards no
+    /// longer holds a head exported before (`certflow-worker audit verify --expect-head`). A
+    /// trail found shorter than at the last look raises `certflow_audit_trail_cut`.
+    pub fn spawn_audit_head_export(&self, every: std::time::Duration) {
+        let Some(store) = self.audit.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let mut last = 0;
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match store.head().await {
+                    Ok(Some((seq, hash))) => {
+                        if seq < last {
+                            crate::metrics::AUDIT_CUT.set(1);
+                            tracing::error!(
+                                seq,
+                                before = last,
+                                "the audit trail is shorter than it was: it was cut"
+                            );
+                        }
+                        last = last.max(seq);
+                        crate::metrics::AUDIT_HEAD.set(seq);
+                        tracing::info!(target: "certflow::audit_head", seq, hash, "audit trail head");
+                    }
+                    Ok(None) if last > 0 => {
+                        crate::metrics::AUDIT_CUT.set(1);
+                        tracing::error!(before = last, "the audit trail is empty: it was cut");
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "reading the audit trail's head")
+                    }
+                }
+            }
+        });
+    }
+
     /// The worker's Vault handle (its authentication state feeds the readiness check).
     pub fn vault(&self) -> &Arc<Vault> {
         &self.vault
