@@ -149,6 +149,9 @@ pub enum EventKind {
     /// The worker refused to order a certificate: the requesting client's current policy, the
     /// lifecycle's grant or its approval does not allow it (the detail says which).
     Refused,
+    /// Audit events that could not be written during a long audit outage, folded into one so
+    /// the lifecycle's history stays bounded (the detail says how many).
+    AuditGap,
 }
 
 /// One entry of a certificate's event history.
