@@ -54,7 +54,7 @@ if "tls_disable" in bao or "tls_cert_file" not in bao or 'storage "raft"' not in
     problems.append("deploy/vault/openbao.hcl must serve TLS and store on raft")
 if not env("starter-api").get("CERTFLOW_API_TLS_CERT"):
     problems.append("the starter API must serve HTTPS")
-for name, role in (("worker", "certflow_worker"), ("starter-api", "certflow_api")):
+for name, role in (("worker", "certflow_worker"), ("starter-api", "certflow_api")):  # noqa
     url = str(env(name).get("CERTFLOW_AUDIT_DATABASE_URL", ""))
     if not url.startswith(f"postgres://{role}:"):
         problems.append(f"{name} must use the {role} database role")
@@ -63,6 +63,35 @@ if env("temporal").get("POSTGRES_USER") != "temporal":
 grace = str(services["worker"].get("stop_grace_period", "0s"))
 if not grace.endswith("s") or int(grace[:-1]) < 120:
     problems.append("worker stop_grace_period must cover the 120 s activity bound")
+# Temporal's frontend demands client certificates, and every client of it presents one.
+t = env("temporal")
+if str(t.get("TEMPORAL_TLS_REQUIRE_CLIENT_AUTH")).lower() != "true" or not t.get("TEMPORAL_TLS_FRONTEND_CERT") \
+        or not t.get("TEMPORAL_TLS_CLIENT1_CA_CERT"):
+    problems.append("temporal must serve its frontend with mutual TLS (TEMPORAL_TLS_REQUIRE_CLIENT_AUTH, _FRONTEND_CERT, _CLIENT1_CA_CERT)")
+for name in ("worker", "starter-api"):
+    e = env(name)
+    for var in ("TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CLIENT_KEY_PATH", "TEMPORAL_TLS_SERVER_CA_CERT_PATH"):
+        if not e.get(var):
+            problems.append(f"{name} must connect to Temporal with a client certificate ({var})")
+    if not e.get("CERTFLOW_AUTHORIZATION_KEY_FILE"):
+        problems.append(f"{name} needs the authorization key (CERTFLOW_AUTHORIZATION_KEY_FILE)")
+for name in ("temporal-setup", "temporal-cli"):
+    if not env(name).get("TEMPORAL_TLS_CERT"):
+        problems.append(f"{name} must connect to Temporal with a client certificate")
+ui = env("temporal-ui")
+if not ui.get("TEMPORAL_TLS_CERT") or str(ui.get("TEMPORAL_TLS_ENABLE_HOST_VERIFICATION")).lower() != "true":
+    problems.append("temporal-ui must present a client certificate and verify the server's")
+if not env("worker").get("CERTFLOW_AUDIT_HMAC_KEY_FILE"):
+    problems.append("the worker must key the audit trail (CERTFLOW_AUDIT_HMAC_KEY_FILE)")
+if not str(env("audit-setup").get("CERTFLOW_AUDIT_DATABASE_URL", "")).startswith("postgres://certflow_audit_owner:"):
+    problems.append("audit-setup must migrate the trail as certflow_audit_owner")
+configure = open("deploy/vault/configure.sh").read()
+if "secret_id_ttl=0" in configure or "secret_id_num_uses" not in configure or "secret_id_bound_cidrs" not in configure:
+    problems.append("the worker's AppRole secret_id must be bounded (TTL, uses, CIDR)")
+if not env("vault-setup").get("CERTFLOW_WORKER_CIDR"):
+    problems.append("vault-setup must bind the worker's secret_id to the stack's network")
+if not pathlib.Path(".dockerignore").exists() or "target" not in open(".dockerignore").read():
+    problems.append(".dockerignore must keep build output and local state out of the image")
 if "scripts/build-release.sh" not in open("Dockerfile").read():
     problems.append("the Dockerfile no longer builds with scripts/build-release.sh")
 if problems:

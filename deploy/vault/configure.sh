@@ -38,9 +38,16 @@ sed "s/APPROLE_ACCESSOR/$accessor/g" "$policies/certflow-application.hcl.tmpl" \
   | bao policy write certflow-application - >/dev/null
 (umask 077; bao token create -policy=certflow-orchestrator -period=768h -field=token >"$out/worker-token")
 # The worker's AppRole (the compose stack logs in with it): short-lived tokens, logged in again
-# by the worker when they reach their maximum TTL.
+# by the worker when they reach their maximum TTL. Its secret_id is bounded: it expires
+# (CERTFLOW_WORKER_SECRET_ID_TTL, default 90 days: issue a new one before, see
+# docs/deployment.md), serves a limited number of logins, and, with CERTFLOW_WORKER_CIDR,
+# logs in (and its tokens are used) from the worker's network only.
+cidr=${CERTFLOW_WORKER_CIDR:-}
 bao write auth/approle/role/certflow-worker token_policies=certflow-orchestrator \
-  token_ttl=1h token_max_ttl=24h secret_id_ttl=0 token_no_default_policy=false >/dev/null
+  token_ttl=1h token_max_ttl=24h token_no_default_policy=false \
+  secret_id_ttl="${CERTFLOW_WORKER_SECRET_ID_TTL:-2160h}" \
+  secret_id_num_uses="${CERTFLOW_WORKER_SECRET_ID_USES:-10000}" \
+  ${cidr:+secret_id_bound_cidrs="$cidr" token_bound_cidrs="$cidr"} >/dev/null
 (umask 077
   bao read -field=role_id auth/approle/role/certflow-worker/role-id >"$out/worker-role-id"
   bao write -f -field=secret_id auth/approle/role/certflow-worker/secret-id >"$out/worker-secret-id")

@@ -7,6 +7,7 @@ pub mod aws;
 pub mod gate;
 pub mod keyfactor_double;
 pub mod servicenow_double;
+pub mod tls_front;
 
 use serde_json::{Value, json};
 use std::path::PathBuf;

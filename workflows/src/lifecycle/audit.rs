@@ -126,7 +126,9 @@ pub(crate) async fn flush(ctx: &mut WorkflowContext<CertificateLifecycle>) -> Wo
             // By id: events pushed meanwhile may have folded the oldest.
             let ids: std::collections::HashSet<&str> =
                 events.iter().map(|e| e.event_id.as_str()).collect();
-            s.audit.pending.retain(|e| !ids.contains(e.event_id.as_str()));
+            s.audit
+                .pending
+                .retain(|e| !ids.contains(e.event_id.as_str()));
             s.audit.retry_at = None;
             s.audit.failures = 0;
         }
@@ -191,7 +193,10 @@ mod tests {
         assert!(gap.detail.starts_with("101 audit events"), "{}", gap.detail);
         assert_eq!(gap.event_id, "l/1");
         // The newest are kept as they were.
-        assert_eq!(outbox.pending.last().unwrap().event_id, format!("l/{}", MAX_PENDING + 100));
+        assert_eq!(
+            outbox.pending.last().unwrap().event_id,
+            format!("l/{}", MAX_PENDING + 100)
+        );
         assert_eq!(outbox.sequence, MAX_PENDING as u64 + 100);
     }
 }
