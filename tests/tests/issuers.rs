@@ -343,6 +343,30 @@ async fn a_worker_killed_mid_ca_call_is_taken_over_within_seconds() {
     assert_eq!(double.enrolments().len(), 1, "one certificate from the CA");
 }
 
+/// An enrolment Command carried out but whose answer never came back (the client gave up
+/// after 30 s): not sent again, but found, so the CA issues one certificate, not two.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_enrolment_whose_answer_is_lost_is_found_not_sent_again() {
+    let double = basic_double(3600).await;
+    let stack = keyfactor_stack("kf-lost", &double, 10.0, 3600).await;
+    double.hold_next_answer(Duration::from_secs(40));
+    let id = unique("kflost");
+    let (status, body) = stack
+        .post("/v1/certificates", &keyfactor_request(&id, 3600, None))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let state = stack
+        .wait_for(&id, Duration::from_secs(120), |s| s["phase"] == "active")
+        .await;
+    assert_eq!(double.enrolments().len(), 1, "the enrolment was sent again");
+    let issued = double.issued_certificates();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(
+        state["current"]["ca_reference"],
+        serde_json::json!(issued[0].0.to_string())
+    );
+}
+
 async fn oauth_token(double: &KeyfactorDouble) -> String {
     let answer: Value = reqwest::Client::new()
         .post(format!("{}/oauth/token", double.url))

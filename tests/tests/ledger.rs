@@ -408,3 +408,72 @@ async fn revoking_an_expired_certificate_is_done_not_retried() {
             .is_err()
     );
 }
+
+/// In front of the real OpenBao: a Vault that has no `certs/detailed` listing (HashiCorp
+/// Vault), which answers 404 there and passes everything else through.
+async fn vault_without_detailed_listing() -> String {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    let upstream = Servers::from_env().vault_addr;
+    let http = reqwest::Client::new();
+    let forward = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let (http, upstream) = (http.clone(), upstream.clone());
+        async move {
+            if uri.path().contains("/certs/detailed") {
+                return (StatusCode::NOT_FOUND, r#"{"errors":[]}"#.to_string());
+            }
+            let mut request = http.request(method, format!("{upstream}{uri}")).body(body);
+            for name in ["x-vault-token", "content-type"] {
+                if let Some(v) = headers.get(name) {
+                    request = request.header(name, v);
+                }
+            }
+            let answer = request.send().await.unwrap();
+            let status = StatusCode::from_u16(answer.status().as_u16()).unwrap();
+            (status, answer.text().await.unwrap())
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new().fallback(forward))
+            .await
+            .unwrap();
+    });
+    format!("http://{address}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_detailed_listing_recovery_reads_every_certificate_not_none() {
+    let id = unique("nodetail");
+    let (_, request, csr) = setup(&id).await;
+    let servers = Servers::from_env();
+    let plain = Arc::new(
+        Vault::new(&VaultConfig {
+            addr: vault_without_detailed_listing().await,
+            auth: AuthMethod::Token(Secret::new(servers.worker_token.clone())),
+            namespace: None,
+            ca_cert: None,
+            transit_mount: "transit".into(),
+            kv_mount: "secret".into(),
+            kv_prefix: "certflow".into(),
+        })
+        .unwrap(),
+    );
+    let order = first_order(&id, &request, &csr);
+    let path = ledger_path("certflow", &id, 0);
+    let lost = submit_once(&plain, &AnswerLost(pki(&plain)), &path, &order, now(), true).await;
+    assert!(lost.is_err(), "{lost:?}");
+    let recovered = issued(
+        submit_once(&plain, &pki(&plain), &path, &order, now(), false)
+            .await
+            .unwrap(),
+    );
+    certflow_activities::verify::verify(&request, &csr, &recovered, now())
+        .expect("recovered certificate verifies");
+    assert_eq!(
+        admin().issued_with_cn(&request.common_name).await,
+        1,
+        "a missing listing was taken for no certificates, and the order issued again"
+    );
+}

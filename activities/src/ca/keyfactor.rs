@@ -126,6 +126,21 @@ impl KeyfactorCommand {
         body: Option<&Value>,
         extra: &[(&'static str, &'static str)],
     ) -> Result<Value, CaError> {
+        self.call_with(method, path, body, extra, true).await
+    }
+
+    /// [`Self::call`]; with `resend_unanswered` false, a request that got no answer (a timeout,
+    /// a reset connection) is not sent again: Command may have acted on it, and an enrolment
+    /// sent twice is two certificates. The caller's caller (the ledger) then looks for what
+    /// the first one made ([`CertificateAuthority::find_issued`]).
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        extra: &[(&'static str, &'static str)],
+        resend_unanswered: bool,
+    ) -> Result<Value, CaError> {
         let url = format!("{}/{path}", self.api);
         let mut refreshed = false;
         let mut attempt = 0;
@@ -151,6 +166,11 @@ impl KeyfactorCommand {
                 })?;
             self.pacer.ready().await;
             let (failure, wait) = match request.send().await {
+                Err(e) if !resend_unanswered => {
+                    return Err(CaError::Unavailable(anyhow!(
+                        "Keyfactor Command {path}: no answer ({e}); not sent again, as it may have been acted on"
+                    )));
+                }
                 Err(e) => (format!("no answer ({e})"), backoff(attempt)),
                 Ok(response) => {
                     let status = response.status();
@@ -240,6 +260,16 @@ impl KeyfactorCommand {
         else {
             return Ok(None);
         };
+        leaf_and_chain(
+            self.download(id).await?,
+            order.csr_pem,
+            Some(id.to_string()),
+        )
+        .map(|issued| Some(Submission::Issued(issued)))
+    }
+
+    /// Certificate `id` with its chain, as PEM certificates.
+    async fn download(&self, id: i64) -> Result<Vec<String>, CaError> {
         let body = json!({ "CertID": id, "IncludeChain": true, "ChainOrder": "EndEntityFirst" });
         let download = self
             .call(
@@ -262,13 +292,21 @@ impl KeyfactorCommand {
             .ok_or_else(|| {
                 CaError::Unavailable(anyhow!("Certificates/Download Content is not base64 PEM"))
             })?;
-        leaf_and_chain(
-            split_certificates(&pem),
-            order.csr_pem,
-            Some(id.to_string()),
-        )
-        .map(|issued| Some(Submission::Issued(issued)))
+        Ok(split_certificates(&pem))
     }
+}
+
+/// A query value for a URL: letters, digits and `-._~` as they are, the rest percent-encoded.
+fn encode_query(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Command's error bodies carry `Message`; fall back to the raw text, shortened.
@@ -301,7 +339,7 @@ impl CertificateAuthority for KeyfactorCommand {
             "Metadata": self.metadata(order),
         });
         let answer = self
-            .call(Method::POST, "Enrollment/CSR", Some(&body), &[])
+            .call_with(Method::POST, "Enrollment/CSR", Some(&body), &[], false)
             .await?;
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase")]
@@ -430,6 +468,36 @@ impl CertificateAuthority for KeyfactorCommand {
 
     fn pending_timeout(&self) -> Duration {
         self.pending_timeout
+    }
+
+    /// An enrolment whose answer was lost: Command's certificates with the order's common name
+    /// (`IssuedCN -eq "…"`), the one that carries the CSR's key.
+    async fn find_issued(
+        &self,
+        order: &IssueOrder<'_>,
+    ) -> Result<Option<IssuedCertificate>, CaError> {
+        let name = order.request.common_name.replace('"', "");
+        let query = format!(
+            "Certificates?pq.queryString={}",
+            encode_query(&format!("IssuedCN -eq \"{name}\""))
+        );
+        let found = self.call(Method::GET, &query, None, &[]).await?;
+        let ids: Vec<i64> = found
+            .as_array()
+            .map(|list| list.iter().filter_map(|c| c["Id"].as_i64()).collect())
+            .unwrap_or_default();
+        // Newest first: the lost answer is most likely the last enrolment.
+        for id in ids.into_iter().rev() {
+            let certificates = self.download(id).await?;
+            if let Ok(issued) = leaf_and_chain(certificates, order.csr_pem, Some(id.to_string())) {
+                tracing::warn!(
+                    keyfactor_id = id,
+                    "found the certificate of an enrolment whose answer was lost"
+                );
+                return Ok(Some(issued));
+            }
+        }
+        Ok(None)
     }
 
     async fn revoke(

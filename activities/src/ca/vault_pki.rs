@@ -75,7 +75,8 @@ impl VaultPki {
     /// Serials of the stored certificates named `common_name`, from OpenBao's detailed listing
     /// (`LIST <mount>/certs/detailed`, a page of 1,000 per call): recovering an interrupted
     /// order then reads this lifecycle's few certificates, not every certificate the PKI
-    /// holds, one paced call each (hours at 100,000 and a few calls a second).
+    /// holds, one paced call each (hours at 100,000 and a few calls a second). An error when
+    /// the server has no such listing (HashiCorp Vault answers 404): the caller reads them all.
     async fn serials_named(&self, common_name: &str) -> Result<Vec<String>, VaultError> {
         let list = reqwest::Method::from_bytes(b"LIST").expect("a valid method name");
         let mut serials = Vec::new();
@@ -89,8 +90,9 @@ impl VaultPki {
             );
             let page = match self.vault.raw_full(list.clone(), &path, None).await {
                 Ok(page) => page,
-                // No certificates at all (after some, the listing just ends).
-                Err(VaultError::NotFound(_)) if after.is_empty() => return Ok(serials),
+                // After some, the listing just ends. A first page that is not there says
+                // nothing: no certificates, or no detailed listing on this server.
+                Err(VaultError::NotFound(_)) if !after.is_empty() => return Ok(serials),
                 Err(e) => return Err(e),
             };
             let keys = page["data"]["keys"].as_array().cloned().unwrap_or_default();

@@ -58,6 +58,8 @@ struct Issued {
     keyfactor_id: i64,
     request_id: i64,
     pem: String,
+    /// Subject CN, for `IssuedCN -eq "…"` searches.
+    cn: String,
 }
 
 struct PendingRequest {
@@ -76,6 +78,9 @@ struct Inner {
     faults: HashMap<String, VecDeque<Fault>>,
     /// How long the next enrolment takes to answer, once.
     enrolment_delay: Option<Duration>,
+    /// How long the next enrolment's answer is held after the CA issued, once (longer than
+    /// the client waits: an answer lost after the fact).
+    answer_delay: Option<Duration>,
     /// Enrolments received, answered or not yet.
     enrolments_started: usize,
     calls: Vec<Call>,
@@ -116,6 +121,7 @@ impl KeyfactorDouble {
                 deny: false,
                 faults: HashMap::new(),
                 enrolment_delay: None,
+                answer_delay: None,
                 enrolments_started: 0,
                 calls: Vec::new(),
                 enrolments: Vec::new(),
@@ -183,6 +189,7 @@ impl KeyfactorDouble {
             };
             if let Some((csr, sans)) = found {
                 let pem = self.sign(&csr, &sans, validity).unwrap();
+                let cn = common_name(&pem);
                 let mut inner = self.inner.lock().unwrap();
                 inner.next_id += 1;
                 let keyfactor_id = inner.next_id;
@@ -190,6 +197,7 @@ impl KeyfactorDouble {
                     keyfactor_id,
                     request_id: *id,
                     pem,
+                    cn,
                 });
             }
         }
@@ -233,6 +241,11 @@ impl KeyfactorDouble {
     /// The next enrolment answers only after `delay` (a slow CA).
     pub fn delay_next_enrolment(&self, delay: Duration) {
         self.inner.lock().unwrap().enrolment_delay = Some(delay);
+    }
+
+    /// The next enrolment is carried out at once, but answered only after `delay`.
+    pub fn hold_next_answer(&self, delay: Duration) {
+        self.inner.lock().unwrap().answer_delay = Some(delay);
     }
 
     /// Enrolments received so far, including any still being answered.
@@ -471,54 +484,30 @@ async fn enroll(
     let Some(csr) = body["CSR"].as_str().map(String::from) else {
         return error(StatusCode::BAD_REQUEST, "CSR is required");
     };
-    let mut inner = d.inner.lock().unwrap();
-    inner.enrolments.push(body.clone());
-    inner.next_id += 1;
-    let request_id = inner.next_id;
-    if inner.deny {
-        return axum::Json(json!({
-            "CertificateInformation": {
-                "KeyfactorRequestId": request_id,
-                "RequestDisposition": "DENIED",
-                "DispositionMessage": "Denied by policy: this name is not allowed.",
-                "Certificates": [],
-            },
-            "Metadata": body["Metadata"],
-        }))
-        .into_response();
-    }
-    if inner.require_approval {
-        inner.pending.push(PendingRequest {
-            request_id,
-            csr,
-            sans: body["SANs"].clone(),
-            approved: false,
-        });
-        return axum::Json(json!({
-            "CertificateInformation": {
-                "KeyfactorRequestId": request_id,
-                "RequestDisposition": "PENDING",
-                "DispositionMessage": "The request is pending CA manager approval.",
-                "Certificates": [],
-            },
-            "Metadata": body["Metadata"],
-        }))
-        .into_response();
-    }
-    let validity = inner.validity;
-    drop(inner);
+    let (request_id, validity) = match d.take_enrolment(&body, &csr) {
+        Ok(taken) => taken,
+        Err(answer) => return answer,
+    };
     let pem = match d.sign(&csr, &body["SANs"], validity) {
         Ok(pem) => pem,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
-    let mut inner = d.inner.lock().unwrap();
-    inner.next_id += 1;
-    let keyfactor_id = inner.next_id;
-    inner.issued.push(Issued {
-        keyfactor_id,
-        request_id,
-        pem: pem.clone(),
-    });
+    let cn = common_name(&pem);
+    let (keyfactor_id, held) = {
+        let mut inner = d.inner.lock().unwrap();
+        inner.next_id += 1;
+        let keyfactor_id = inner.next_id;
+        inner.issued.push(Issued {
+            keyfactor_id,
+            request_id,
+            pem: pem.clone(),
+            cn,
+        });
+        (keyfactor_id, inner.answer_delay.take())
+    };
+    if let Some(delay) = held {
+        tokio::time::sleep(delay).await;
+    }
     axum::Json(json!({
         "CertificateInformation": {
             "KeyfactorID": keyfactor_id,
@@ -612,6 +601,61 @@ async fn deny(
         .into_response()
 }
 
+impl KeyfactorDouble {
+    /// Records an enrolment; answers at once if it is denied or held for approval, else gives
+    /// its request id and the lifetime to sign it for.
+    #[allow(clippy::result_large_err)]
+    fn take_enrolment(&self, body: &Value, csr: &str) -> Result<(i64, Duration), Response> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.enrolments.push(body.clone());
+        inner.next_id += 1;
+        let request_id = inner.next_id;
+        let answer = |disposition: &str, message: &str| {
+            axum::Json(json!({
+                "CertificateInformation": {
+                    "KeyfactorRequestId": request_id,
+                    "RequestDisposition": disposition,
+                    "DispositionMessage": message,
+                    "Certificates": [],
+                },
+                "Metadata": body["Metadata"],
+            }))
+            .into_response()
+        };
+        if inner.deny {
+            return Err(answer(
+                "DENIED",
+                "Denied by policy: this name is not allowed.",
+            ));
+        }
+        if inner.require_approval {
+            inner.pending.push(PendingRequest {
+                request_id,
+                csr: csr.to_string(),
+                sans: body["SANs"].clone(),
+                approved: false,
+            });
+            return Err(answer(
+                "PENDING",
+                "The request is pending CA manager approval.",
+            ));
+        }
+        Ok((request_id, inner.validity))
+    }
+}
+
+/// The subject CN of a PEM certificate.
+fn common_name(pem: &str) -> String {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+    let cert = block.parse_x509().unwrap();
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
 async fn find_certificates(
     State(d): State<KeyfactorDouble>,
     method: Method,
@@ -621,19 +665,23 @@ async fn find_certificates(
     if let Some(r) = d.gate(&method, &format!("{API}/Certificates"), &headers) {
         return r;
     }
-    let wanted: Option<i64> = query
-        .get("pq.queryString")
-        .and_then(|q| q.strip_prefix("CertRequestId -eq "))
+    // Command's query language, as far as certflow uses it: `<field> -eq <value>`.
+    let q = query.get("pq.queryString").cloned().unwrap_or_default();
+    let by_request: Option<i64> = q
+        .strip_prefix("CertRequestId -eq ")
         .and_then(|v| v.trim_matches('"').parse().ok());
-    let Some(wanted) = wanted else {
+    let by_cn = q
+        .strip_prefix("IssuedCN -eq ")
+        .map(|v| v.trim_matches('"').to_string());
+    if by_request.is_none() && by_cn.is_none() {
         return error(StatusCode::BAD_REQUEST, "unsupported query");
-    };
+    }
     let inner = d.inner.lock().unwrap();
     let found: Vec<Value> = inner
         .issued
         .iter()
-        .filter(|c| c.request_id == wanted)
-        .map(|c| json!({"Id": c.keyfactor_id, "CertRequestId": c.request_id}))
+        .filter(|c| Some(c.request_id) == by_request || by_cn.as_deref() == Some(c.cn.as_str()))
+        .map(|c| json!({"Id": c.keyfactor_id, "CertRequestId": c.request_id, "IssuedCN": c.cn}))
         .collect();
     axum::Json(Value::Array(found)).into_response()
 }
