@@ -36,8 +36,9 @@ async fn main() -> Result<()> {
             return verify_audit_trail(Some(head)).await;
         }
         ["audit", "migrate"] => return migrate_audit_trail().await,
+        ["migrate-records"] => return migrate_records().await,
         _ => anyhow::bail!(
-            "usage: certflow-worker [audit verify [--expect-head SEQ:HASH] | audit migrate]"
+            "usage: certflow-worker [audit verify [--expect-head SEQ:HASH] | audit migrate | migrate-records]"
         ),
     }
     let config = ActivitiesConfig::from_env()?;
@@ -220,6 +221,21 @@ async fn serve_metrics(vault: std::sync::Arc<certflow_activities::vault::Vault>)
             tracing::error!(error = %e, "metrics endpoint stopped");
         }
     });
+    Ok(())
+}
+
+/// `certflow-worker migrate-records`: moves the records earlier releases kept where every
+/// tenant's application of the same name could read them to their tenant's place, at once
+/// (the worker also moves each one the next time it touches its lifecycle).
+async fn migrate_records() -> Result<()> {
+    let config = ActivitiesConfig::from_env()?;
+    let vault = certflow_activities::vault::Vault::new(&config.vault)?;
+    vault.authenticate().await?;
+    let moved =
+        certflow_activities::lifecycle::record::migrate_all(&vault, &config.vault.kv_prefix)
+            .await
+            .context("moving the certificate records")?;
+    println!("{moved} records moved to apps/<tenant>.<application>/");
     Ok(())
 }
 

@@ -7,7 +7,7 @@ mod checks;
 mod install;
 mod legacy;
 mod order;
-pub(crate) mod record;
+pub mod record;
 mod retire;
 mod revoke;
 mod servicenow;

@@ -121,3 +121,54 @@ pub(crate) async fn move_record(
     tracing::info!(from, to, "certificate record moved to its tenant's place");
     Ok(version)
 }
+
+/// `certflow-worker migrate-records`: moves every record an earlier release kept under
+/// `apps/<application>/…` to `apps/<tenant>.<application>/<certificate_id>`, whatever its
+/// lifecycle is doing, so that no application reads another tenant's records from the day of
+/// the upgrade. Returns how many were moved. Safe to run again, and beside running workers.
+pub async fn migrate_all(vault: &Vault, kv_prefix: &str) -> Result<usize, VaultError> {
+    let apps = format!("{kv_prefix}/apps");
+    let mut moved = 0;
+    for folder in vault.kv_list(&apps).await? {
+        // Tenant-first folders (`<tenant>.<application>/`) are where records belong.
+        let Some(application) = folder.strip_suffix('/').filter(|f| !f.contains('.')) else {
+            continue;
+        };
+        let mut paths = Vec::new();
+        for entry in vault.kv_list(&format!("{apps}/{application}")).await? {
+            match entry.strip_suffix('/') {
+                // apps/<application>/<tenant>/<id>: the release before this one.
+                Some(tenant) => {
+                    for id in vault
+                        .kv_list(&format!("{apps}/{application}/{tenant}"))
+                        .await?
+                    {
+                        paths.push(format!("{apps}/{application}/{tenant}/{id}"));
+                    }
+                }
+                // apps/<application>/<id>: release 1.
+                None => paths.push(format!("{apps}/{application}/{entry}")),
+            }
+        }
+        for old in paths {
+            let Some((record, _)) = vault.kv_read::<CertificateRecord>(&old).await? else {
+                continue;
+            };
+            let tenant = record
+                .tenant
+                .clone()
+                .unwrap_or_else(|| certflow_common::DEFAULT_TENANT.to_string());
+            let new = format!(
+                "{kv_prefix}/{}",
+                certflow_common::names::record_path(
+                    &tenant,
+                    &record.application,
+                    &record.certificate_id
+                )
+            );
+            move_record(vault, &old, &new, &record).await?;
+            moved += 1;
+        }
+    }
+    Ok(moved)
+}

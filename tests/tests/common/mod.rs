@@ -335,6 +335,24 @@ impl Stack {
             .expect("certflow-starter-api")
     }
 
+    /// Runs the worker binary with `args` (a subcommand such as `migrate-records`), configured
+    /// as the stack's worker is; returns its output.
+    pub fn worker_tool(&self, args: &[&str]) -> std::process::Output {
+        let s = &self.servers;
+        let mut tool = Command::new(s.bin_dir.join("certflow-worker"));
+        if let Some(path) = &self.issuers_file {
+            tool.env("CERTFLOW_ISSUERS_FILE", path);
+        }
+        tool.args(args)
+            .env("VAULT_ADDR", &s.vault_addr)
+            .env("VAULT_TOKEN", &s.worker_token)
+            .env("CERTFLOW_AUTHORIZATION_KEY_FILE", authorization_key_file(s))
+            .env("CERTFLOW_AUDIT_DATABASE_URL", &self.audit_database_url)
+            .envs(self.worker_env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("certflow-worker")
+    }
+
     /// Replaces the clients file API and worker read (each reads it when it starts).
     pub fn rewrite_clients(&self, toml: &str) {
         let path = self
