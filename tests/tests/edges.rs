@@ -140,7 +140,8 @@ approval = { required = true }
     );
 
     // Started through Temporal, behind the API's back: the worker refuses a hostile schedule
-    // and an unapproved request for an issuer that requires approval; the CA sees nothing.
+    // and an unapproved request for an issuer that requires approval, because neither carries
+    // the API's grant; the CA sees nothing.
     let hostile = unique("hostile");
     let mut r = request(&hostile, "payments");
     r["renewal"] = json!({"renew_at_fraction": 1e-9});
@@ -148,8 +149,8 @@ approval = { required = true }
     let mut g = request(&unapproved, "payments");
     g["issuer"] = json!("gated");
     for (id, req, expected) in [
-        (&hostile, r, "renewal"),
-        (&unapproved, g, "requires approval"),
+        (&hostile, r, "carries no grant"),
+        (&unapproved, g, "carries no grant"),
     ] {
         let input = json!({"request": req, "tenant": "default"});
         stack.temporal(&[

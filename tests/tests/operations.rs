@@ -90,6 +90,8 @@ async fn every_runbook_command_works_as_documented() {
         let out = std::process::Command::new("bash")
             .args(["-euo", "pipefail", "-c", &blocks[i]])
             .env("TEMPORAL_ADDRESS", &stack.servers.temporal_address)
+            .env("CERTFLOW_API", &stack.api_url)
+            .env("CERTFLOW_API_TOKEN", API_TOKEN)
             .env("OPERATOR", operator)
             .env("TENANT", "default")
             .env("CERTIFICATE_ID", &active)

@@ -5,6 +5,7 @@ mod clock;
 pub mod lifecycle;
 pub mod reporter;
 mod scoped;
+pub mod versions;
 
 pub use lifecycle::CertificateLifecycle;
 pub use reporter::ServiceNowReporter;

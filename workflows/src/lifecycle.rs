@@ -44,14 +44,7 @@ use temporalio_sdk::{
 
 pub use state::CertificateLifecycle;
 
-/// Patch marking histories written by this release; histories without it are release 1's.
-pub const LIFECYCLE_V2: &str = "lifecycle-v2";
-/// Patch marking histories of the lean cycle: a step on the way (issuing, renewing) is reported
-/// to ServiceNow but not listed, and the audit outbox waits for the outcome, so a renewal cycle
-/// costs one search-attribute upsert and one group of local activities. It implies
-/// `LIFECYCLE_V2`. A run whose input is `lean` (this release's starts and continuations) follows
-/// it without recording the marker.
-pub const LIFECYCLE_V3: &str = "lifecycle-v3";
+pub use crate::versions::{LIFECYCLE_V2, LIFECYCLE_V3};
 /// History events per run before continuing as new, unless the input says otherwise.
 const HISTORY_LIMIT: u32 = 2000;
 

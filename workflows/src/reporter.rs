@@ -9,6 +9,7 @@
 //! whether reports are landing or being refused.
 
 use crate::clock::now;
+use crate::versions::REPORTER_V2;
 use certflow_common::activities::{CertificateActivities, error_types};
 use certflow_common::servicenow::{RecordUpdate, ReporterInput, ReporterStatus, StateReport};
 use std::time::Duration;
@@ -26,8 +27,6 @@ const AFTER_REFUSAL: Duration = Duration::from_secs(600);
 const DELIVERIES_PER_RUN: usize = 100;
 /// History events per run before continuing as new (refusals included).
 const HISTORY_LIMIT: u32 = 2_000;
-/// Patch: bounded history on refusals, giving up, tenant-checked writes.
-const REPORTER_V2: &str = "reporter-v2";
 
 #[workflow]
 pub struct ServiceNowReporter {

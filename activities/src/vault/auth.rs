@@ -263,6 +263,7 @@ impl Vault {
                 tracing::warn!(error = %e, "Vault rejects the token; logging in again");
                 self.log_in().await
             }
+            Err(VaultError::Denied(e)) => Err(anyhow!("Vault rejects the worker's token: {e}")),
             Err(e) => Err(anyhow!("checking the worker's token with Vault: {e}")),
             Ok(()) => Ok(()),
         }

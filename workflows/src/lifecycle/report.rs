@@ -15,8 +15,7 @@ use temporalio_sdk::{
     WorkflowResult,
 };
 
-/// Patch: ask the worker whether it writes back for the tenant before starting a reporter.
-const WRITE_BACK_CHECKED: &str = "servicenow-write-back-checked";
+use crate::versions::WRITE_BACK_CHECKED;
 
 /// Starts the reporter of a certificate that came from a ServiceNow record, if the worker writes
 /// back for the tenant. It outlives this run (continue-as-new) and the lifecycle itself, until
