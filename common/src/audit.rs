@@ -2,7 +2,7 @@
 //! per lifecycle event, numbered), an activity appends them to the audit store. They carry
 //! public facts only: never key material or credentials.
 
-use crate::status::EventKind;
+use crate::event::EventKind;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 pub mod activities;
 pub mod audit;
 pub mod commands;
+pub mod event;
 pub mod grant;
 pub mod issuers;
 pub mod names;

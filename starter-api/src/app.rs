@@ -2,6 +2,7 @@
 //! a worker that serves it in-process (`CERTFLOW_WORKER_API_LISTEN`), whose lifecycles then
 //! start eagerly (their first workflow task comes back with the start; one dispatch fewer).
 
+use crate::index::visibility::Visibility;
 use crate::{ApiConfig, AppState, router};
 use anyhow::{Context, Result, anyhow};
 use temporalio_client::{Client, NamespacedClient};
@@ -14,8 +15,10 @@ pub async fn run(
 ) -> Result<()> {
     check_search_attributes(&temporal).await?;
     let namespace = temporal.namespace();
-    let quotas = crate::quotas::Quotas::new(config.clients.quotas().clone(), &config.task_queue);
+    let quotas =
+        crate::access::quotas::Quotas::new(config.clients.quotas().clone(), &config.task_queue);
     let state = AppState {
+        visibility: Visibility::new(temporal.clone(), namespace.clone()),
         temporal,
         namespace: namespace.into(),
         task_queue: config.task_queue.into(),
@@ -26,7 +29,7 @@ pub async fn run(
         audit: certflow_audit::AuditStore::connect_reader(&config.audit_database_url)
             .await
             .context("the audit database (CERTFLOW_AUDIT_DATABASE_URL)")?,
-        fleet: crate::fleet::FleetIndex::new(
+        fleet: crate::index::fleet::FleetIndex::new(
             std::time::Duration::from_secs(config.metrics_resync_seconds),
             config.metrics_wait,
         ),
@@ -34,17 +37,20 @@ pub async fn run(
         keys: std::sync::Arc::new(config.keys),
         quotas: std::sync::Arc::new(quotas),
     };
-    state.fleet.spawn_resync(state.clone());
+    state.fleet.spawn_resync(state.visibility.clone());
     state.guard.spawn_housekeeping();
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let tls = match crate::tls::TlsSettings::from_env()? {
+    let tls = match crate::access::tls::TlsSettings::from_env()? {
         Some(tls) => {
             let client_ca = tls.client_ca_certificates()?;
             if !client_ca.is_empty() {
-                crate::own_issuers::refuse_own_issuer_as_client_ca(&client_ca, &state.issuers)
-                    .await?;
+                crate::access::own_issuers::refuse_own_issuer_as_client_ca(
+                    &client_ca,
+                    &state.issuers,
+                )
+                .await?;
             }
             anyhow::ensure!(
                 !client_ca.is_empty() || !state.clients.use_tls_certificates(),
@@ -55,10 +61,11 @@ pub async fn run(
             let check = move |client_ca: Vec<rustls::pki_types::CertificateDer<'static>>| {
                 let issuers = issuers.clone();
                 async move {
-                    crate::own_issuers::refuse_own_issuer_as_client_ca(&client_ca, &issuers).await
+                    crate::access::own_issuers::refuse_own_issuer_as_client_ca(&client_ca, &issuers)
+                        .await
                 }
             };
-            Some(crate::tls::ReloadingAcceptor::start(tls, check)?)
+            Some(crate::access::tls::ReloadingAcceptor::start(tls, check)?)
         }
         None => {
             anyhow::ensure!(
@@ -68,10 +75,10 @@ pub async fn run(
             None
         }
     };
-    let mut limits = crate::server::Limits::from_env()?;
+    let mut limits = crate::http::server::Limits::from_env()?;
     limits.fit_open_file_limit();
     tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), max_connections = limits.caps.total, per_source = limits.caps.per_source, "certflow starter API listening");
-    crate::server::serve(listener, tls, router(state), limits, stop).await?;
+    crate::http::server::serve(listener, tls, router(state), limits, stop).await?;
     tracing::info!("certflow starter API stopped");
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Starter API configuration from the environment.
 
-use crate::clients::Clients;
+use crate::access::clients::Clients;
 use anyhow::Result;
 use certflow_common::IssuersConfig;
 
@@ -43,7 +43,7 @@ impl ApiConfig {
                 .unwrap_or_else(|| "sqlite://certflow-audit.db".into()),
             metrics_detail_seconds: seconds(
                 "CERTFLOW_METRICS_DETAIL_SECONDS",
-                crate::metrics::DEFAULT_DETAIL_SECONDS as u64,
+                crate::ops::metrics::DEFAULT_DETAIL_SECONDS as u64,
             )? as i64,
             metrics_resync_seconds: seconds("CERTFLOW_METRICS_RESYNC_SECONDS", 300)?.max(1),
             metrics_wait: wait_seconds("CERTFLOW_METRICS_WAIT_SECONDS", 0.5)?,

@@ -10,7 +10,7 @@
 //! and renew nothing until they are granted. Running it again grants only what is missing.
 
 use crate::ApiConfig;
-use crate::lookup::{MEMO_CLIENT, MEMO_TENANT};
+use crate::ops::lookup::{MEMO_CLIENT, MEMO_TENANT};
 use anyhow::{Context, Result, anyhow};
 use certflow_common::{DEFAULT_TENANT, DecisionKind, LifecycleInput, WORKFLOW_TYPE};
 use certflow_workflows::CertificateLifecycle;

@@ -39,7 +39,7 @@ async fn main() -> Result<()> {
     certflow_starter_api::app::run(
         temporal,
         config,
-        certflow_starter_api::server::stop_signal(),
+        certflow_starter_api::http::server::stop_signal(),
     )
     .await
 }
@@ -102,7 +102,7 @@ fn print_password_hash() -> Result<()> {
     );
     println!(
         "{}",
-        certflow_starter_api::clients::hash_password(password)?
+        certflow_starter_api::access::clients::hash_password(password)?
     );
     Ok(())
 }

@@ -44,7 +44,7 @@ async fn main() -> Result<()> {
     let config = ActivitiesConfig::from_env()?;
     // The API's clients, as the API reads them: the worker re-checks at every order that the
     // client that requested a certificate may still request it.
-    let clients = certflow_starter_api::clients::Clients::from_env()
+    let clients = certflow_starter_api::access::clients::Clients::from_env()
         .context("the API clients (CERTFLOW_API_CLIENTS_FILE, CERTFLOW_API_TOKEN), whose policies the worker re-checks at every order")?;
     let activities = LifecycleActivities::from_config(&config, clients.policies()).await?;
     activities.spawn_audit_head_export(std::time::Duration::from_secs(300));

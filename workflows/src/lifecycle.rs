@@ -20,6 +20,7 @@ mod identity;
 mod issuance;
 mod legacy;
 mod options;
+mod outbox;
 mod report;
 mod revocation;
 mod state;

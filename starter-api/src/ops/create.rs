@@ -6,11 +6,12 @@
 //! nothing of it (key, serial, record) can come back. A replacement is requested under a new
 //! id, with `replaces` naming the old one.
 
-use crate::clients::{Caller, Permission};
-use crate::error::{ApiError, ErrorBody};
-use crate::listing;
-use crate::lookup::{self, Found, MEMO_CLIENT, MEMO_TENANT, Scope};
-use crate::routes::{AppState, Body};
+use crate::access::clients::{Caller, Permission};
+use crate::http::error::{ApiError, ErrorBody};
+
+use crate::http::error::Body;
+use crate::ops::lookup::{self, Found, MEMO_CLIENT, MEMO_TENANT, Scope};
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -91,7 +92,7 @@ async fn start_once(
     tenant: String,
     request: CertificateRequest,
     idempotency_key: Option<String>,
-    _turn: Option<crate::key_claims::Turn>,
+    _turn: Option<crate::index::key_claims::Turn>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     let approval = state.issuers.approval_gate(&request);
     let fingerprint = request_fingerprint(&request, &tenant);
@@ -221,7 +222,11 @@ async fn found_by_key(
         // Gone since (deleted): visibility no longer lists it either.
         state.key_claims.forget(tenant, key);
     }
-    let Some(id) = listing::find_by_idempotency_key(state, tenant, key).await? else {
+    let Some(id) = state
+        .visibility
+        .find_by_idempotency_key(tenant, key)
+        .await?
+    else {
         return Ok(None);
     };
     let found = lookup::find(state, tenant, &id).await?;

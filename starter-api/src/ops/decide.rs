@@ -1,9 +1,10 @@
 //! `POST /v1/certificates/{id}/approve` and `/reject`: the decision at the approval gate.
 
-use crate::clients::{Caller, Permission};
-use crate::error::{ApiError, ErrorBody};
-use crate::lookup::{self, Scope};
-use crate::routes::{AppState, Body, update_error};
+use crate::access::clients::{Caller, Permission};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::error::{Body, update_error};
+use crate::ops::lookup::{self, Scope};
+use crate::state::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};

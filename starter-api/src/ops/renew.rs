@@ -1,10 +1,11 @@
 //! `POST /v1/certificates/{id}/renew`: renews at once (new key version, new certificate), no
 //! sooner than the issuer's minimum interval after the current certificate was issued.
 
-use crate::clients::{Caller, Permission};
-use crate::error::{ApiError, ErrorBody};
-use crate::lookup::{self, Scope};
-use crate::routes::{AppState, Body, update_error};
+use crate::access::clients::{Caller, Permission};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::error::{Body, update_error};
+use crate::ops::lookup::{self, Scope};
+use crate::state::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;

@@ -1,10 +1,11 @@
 //! `POST /v1/certificates/{id}/revoke`: revokes one certificate of the lifecycle at its CA (by
 //! default the current one) and answers once the CA has revoked it.
 
-use crate::clients::{Caller, Permission};
-use crate::error::{ApiError, ErrorBody};
-use crate::lookup::{self, Scope};
-use crate::routes::{AppState, Body, update_error};
+use crate::access::clients::{Caller, Permission};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::error::{Body, update_error};
+use crate::ops::lookup::{self, Scope};
+use crate::state::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};

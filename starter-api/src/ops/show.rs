@@ -1,9 +1,9 @@
 //! `GET /v1/certificates/{id}`: the lifecycle's own account of itself (its `state` query).
 
-use crate::clients::{Caller, Permission};
-use crate::error::{ApiError, ErrorBody};
-use crate::lookup::{self, Scope};
-use crate::routes::AppState;
+use crate::access::clients::{Caller, Permission};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::ops::lookup::{self, Scope};
+use crate::state::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};

@@ -2,10 +2,11 @@
 //! accepted and not yet served, and its events. The checks that decide whether a command is
 //! accepted live here too, next to the state they read.
 
-use super::audit::Outbox;
 use super::identity;
-use super::legacy;
+use super::legacy::state::State as Release1State;
+use super::outbox::Outbox;
 use certflow_common::activities::OrderInput;
+use certflow_common::audit::{AuditEvent, SYSTEM_ACTOR};
 use certflow_common::commands::{self, Command};
 use certflow_common::grant::Grant;
 use certflow_common::status::PendingAttempt;
@@ -94,7 +95,7 @@ pub struct CertificateLifecycle {
     pub(crate) lean: bool,
     /// The input says the run is lean: it records no patch marker (see `follows_lean_cycle`).
     pub(crate) lean_input: bool,
-    pub(crate) v1: Box<legacy::State>,
+    pub(crate) v1: Box<Release1State>,
 }
 
 /// `renew_now` requests: numbered on acceptance, marked served or failed by the main loop.
@@ -159,7 +160,7 @@ impl Ending {
 impl CertificateLifecycle {
     pub(crate) fn from_input(view: &WorkflowContextView, input: LifecycleInput) -> Self {
         let checked = identity::check(view, &input);
-        let v1 = Box::new(legacy::State::new(input.clone()));
+        let v1 = Box::new(Release1State::new(input.clone()));
         let first_run = input.carried.is_none();
         let lean_input = input.lean;
         let carried = input.carried.unwrap_or_default();
@@ -327,7 +328,7 @@ impl CertificateLifecycle {
         about: Option<(&str, i64)>,
     ) {
         let actor = self.actor_of(kind);
-        let mut event = super::audit::event(self, at_unix, kind, cycle, &detail, actor);
+        let mut event = audit_event(self, at_unix, kind, cycle, &detail, actor);
         if let Some((serial, not_after)) = about
             && event.serial.as_deref() != Some(serial)
         {
@@ -571,5 +572,37 @@ pub(crate) fn with_causes(e: &temporalio_common::error::ActivityExecutionError) 
         Some(IncomingError::Application(failure)) => failure.to_string(),
         Some(other) => other.to_string(),
         None => e.to_string(),
+    }
+}
+
+/// The audit event of a lifecycle event: who caused it (the name given, and the API client that
+/// sent it) and which certificate it is about.
+fn audit_event(
+    s: &CertificateLifecycle,
+    at_unix: i64,
+    kind: EventKind,
+    cycle: u32,
+    detail: &str,
+    (actor, client): (Option<String>, Option<String>),
+) -> AuditEvent {
+    let r = &s.request;
+    let current = s.current.as_ref();
+    AuditEvent {
+        event_id: format!("{}/{}", s.lifecycle_id, s.audit.sequence + 1),
+        certificate_id: r.certificate_id.clone(),
+        tenant: s.tenant.clone(),
+        at_unix,
+        kind,
+        actor: actor.unwrap_or_else(|| SYSTEM_ACTOR.to_string()),
+        cycle,
+        detail: detail.to_string(),
+        issuer: r.issuer.clone(),
+        serial: current.map(|c| c.serial.clone()),
+        not_after_unix: current.map(|c| c.not_after_unix),
+        sha256_fingerprint: current.map(|c| c.sha256_fingerprint.clone()),
+        vault_path: current.map(|c| c.vault_path.clone()),
+        vault_version: current.map(|c| c.vault_version),
+        servicenow_record: r.servicenow.as_ref().map(|n| n.number.clone()),
+        client,
     }
 }

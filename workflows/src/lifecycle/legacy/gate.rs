@@ -1,9 +1,7 @@
 //! The approval gate: before the first issuance, wait for an approve or reject update (from
 //! ServiceNow through the API, or an operator with the `temporal` CLI) until the deadline.
 
-use super::{
-    CertificateLifecycle, HandlerError, State, record, st, st_mut, unix_time, wait_for_handlers,
-};
+use super::{CertificateLifecycle, HandlerError, record, st, st_mut, unix_time, wait_for_handlers};
 use certflow_common::{
     ApprovalGate, ApprovalRecord, CertificateStatus, Decision, DecisionKind, EventKind,
     LifecycleOutcome, Phase,
@@ -87,21 +85,4 @@ pub(super) async fn decide(
     ctx.wait_condition(|w| w.v1.phase != Phase::AwaitingApproval)
         .await?;
     Ok(st(ctx, |s| s.status()))
-}
-
-impl State {
-    pub(super) fn check_awaits_decision(&self, decision: &Decision) -> Result<(), HandlerError> {
-        if self.phase != Phase::AwaitingApproval || self.decision.is_some() {
-            return Err("the request is not awaiting approval".into());
-        }
-        if decision.by.trim().is_empty() {
-            return Err("by: who decides is required".into());
-        }
-        certflow_common::validate_requested_by(Some(&decision.by))
-            .map_err(|e| format!("by: {}", e.message))?;
-        if decision.comment.as_ref().is_some_and(|c| c.len() > 1000) {
-            return Err("comment: at most 1000 characters".into());
-        }
-        Ok(())
-    }
 }

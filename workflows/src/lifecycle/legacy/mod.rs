@@ -11,18 +11,17 @@
 mod audit;
 mod gate;
 mod report;
+pub(crate) mod state;
 use super::state::CertificateLifecycle;
 use audit::AuditFacts;
 use certflow_common::activities::{
     CertificateActivities, IssuedCertificate, KeyAndCsrInput, RevokeInput, StoreInput,
     SubmitCsrInput, SubmitOutcome, VerifyInput, error_types,
 };
-use certflow_common::audit::AuditEvent;
 use certflow_common::schedule;
-use certflow_common::status::{MAX_EVENTS, RenewRequest, RevokeRequest};
+use certflow_common::status::{RenewRequest, RevokeRequest};
 use certflow_common::{
-    ApprovalGate, ApprovalRecord, CarriedState, CertificateFacts, CertificateRequest,
-    CertificateStatus, Decision, DecisionKind, EventKind, LifecycleEvent, LifecycleInput,
+    CertificateFacts, CertificateStatus, Decision, DecisionKind, EventKind, LifecycleInput,
     LifecycleOutcome, Phase, ca_task_queue,
 };
 use std::error::Error;
@@ -32,39 +31,11 @@ use temporalio_common::error::{ActivityExecutionError, IncomingError};
 use temporalio_sdk::workflows::select;
 use temporalio_sdk::{ActivityOptions, ContinueAsNewOptions, WorkflowContext, WorkflowResult};
 
-type HandlerError = Box<dyn Error + Send + Sync>;
+use state::{HandlerError, State};
 
 /// Pauses between checks on a request the CA holds: 5 s, doubling, at most 5 minutes.
 const PENDING_FIRST_PAUSE: Duration = Duration::from_secs(5);
 const PENDING_MAX_PAUSE: Duration = Duration::from_secs(300);
-
-/// Release 1's workflow state.
-#[derive(Debug)]
-pub(crate) struct State {
-    request: CertificateRequest,
-    phase: Phase,
-    cycle: u32,
-    current: Option<CertificateFacts>,
-    renew_at: Option<i64>,
-    events: Vec<LifecycleEvent>,
-    revoke_request: Option<RevokeRequest>,
-    renew_request: Option<RenewRequest>,
-    failure: Option<String>,
-    /// Revocations the CA refused in this run, and why the last one was refused.
-    revocations_refused: u32,
-    last_refusal: Option<String>,
-    /// The approval gate (first run only), the decision once made, and its record.
-    gate: Option<ApprovalGate>,
-    decision: Option<(DecisionKind, Decision)>,
-    approval: Option<ApprovalRecord>,
-    /// Number of the last state report sent to the ServiceNow reporter.
-    report_sequence: u64,
-    /// Tenant of the requesting client, and the audit events not yet written.
-    tenant: String,
-    lifecycle_id: String,
-    audit_sequence: u64,
-    audit_outbox: Vec<AuditEvent>,
-}
 
 fn st<R>(ctx: &WorkflowContext<CertificateLifecycle>, f: impl FnOnce(&State) -> R) -> R {
     ctx.state(|w| f(&w.v1))
@@ -81,38 +52,6 @@ enum Wake {
     Revoke,
     /// History is replayed up to now: continue as a lifecycle of this release.
     Upgrade,
-}
-
-impl State {
-    pub(crate) fn new(input: LifecycleInput) -> Self {
-        let carried = input.carried.unwrap_or_default();
-        let phase = match (&carried.current, &input.approval) {
-            (Some(_), _) => Phase::Active,
-            (None, Some(_)) => Phase::AwaitingApproval,
-            (None, None) => Phase::Issuing,
-        };
-        Self {
-            request: input.request,
-            phase,
-            cycle: carried.cycle,
-            current: carried.current,
-            renew_at: None,
-            events: carried.events,
-            revoke_request: None,
-            renew_request: None,
-            failure: None,
-            revocations_refused: 0,
-            last_refusal: None,
-            gate: input.approval,
-            decision: None,
-            approval: carried.approval,
-            report_sequence: carried.report_sequence,
-            tenant: input.tenant.unwrap_or_else(|| "default".into()),
-            lifecycle_id: carried.lifecycle_id,
-            audit_sequence: carried.audit_sequence,
-            audit_outbox: Vec::new(),
-        }
-    }
 }
 
 pub(crate) async fn run(
@@ -174,130 +113,6 @@ pub(crate) async fn renew_now(
         (None, Some(current)) if s.cycle > before => Ok(current.clone()),
         _ => Err("revocation was requested before the renewal completed".into()),
     })
-}
-
-impl State {
-    pub(crate) fn validate_revoke(&self, request: &RevokeRequest) -> Result<(), HandlerError> {
-        self.check_accepts_commands()?;
-        check_requested_by(&request.requested_by)
-    }
-
-    pub(crate) fn validate_decision(&self, decision: &Decision) -> Result<(), HandlerError> {
-        self.check_awaits_decision(decision)
-    }
-
-    pub(crate) fn validate_renew_now(&self, request: &RenewRequest) -> Result<(), HandlerError> {
-        self.check_accepts_commands()?;
-        if self.renew_request.is_some() || matches!(self.phase, Phase::Issuing | Phase::Renewing) {
-            return Err("an issuance or renewal is already in progress".into());
-        }
-        check_requested_by(&request.requested_by)
-    }
-
-    /// Fire-and-forget form of `revoke`, for batch signals across many certificates.
-    pub(crate) fn request_revocation(&mut self, at: i64, request: RevokeRequest) {
-        if self.check_accepts_commands().is_ok()
-            && check_requested_by(&request.requested_by).is_ok()
-        {
-            self.revoke_request = Some(request);
-        } else {
-            self.push_event(
-                at,
-                EventKind::RevocationRequested,
-                "ignored: lifecycle already ending".into(),
-            );
-        }
-    }
-
-    /// Fire-and-forget form of `renew_now`.
-    pub(crate) fn request_renewal(&mut self, request: RenewRequest) {
-        if self.check_accepts_commands().is_ok()
-            && check_requested_by(&request.requested_by).is_ok()
-        {
-            self.renew_request.get_or_insert(request);
-        }
-    }
-
-    pub(crate) fn status(&self) -> CertificateStatus {
-        CertificateStatus {
-            certificate_id: self.request.certificate_id.clone(),
-            tenant: self.tenant.clone(),
-            lifecycle_id: self.lifecycle_id.clone(),
-            phase: self.phase,
-            cycle: self.cycle,
-            issuer: self.request.issuer.clone(),
-            application: self.request.application.clone(),
-            common_name: self.request.common_name.clone(),
-            current: self.current.clone(),
-            renew_at_unix: self.renew_at,
-            revocation_reason: self.revoke_request.as_ref().map(|r| r.reason),
-            failure: self.failure.clone(),
-            renewal_failure: None,
-            serials: Vec::new(),
-            replaces: None,
-            approval: self.approval.clone(),
-            servicenow: self.request.servicenow.clone(),
-            events: self.events.clone(),
-            granted: false,
-        }
-    }
-
-    /// The next run's input, in this release's form: the lifecycle keeps release 1's names.
-    fn continuation(&self) -> LifecycleInput {
-        LifecycleInput {
-            request: self.request.clone(),
-            carried: Some(CarriedState {
-                cycle: self.cycle,
-                current: self.current.clone(),
-                events: self.events.clone(),
-                approval: self.approval.clone(),
-                report_sequence: self.report_sequence,
-                lifecycle_id: self.lifecycle_id.clone(),
-                audit_sequence: self.audit_sequence,
-                audit_outbox: self.audit_outbox.clone(),
-                ..CarriedState::default()
-            }),
-            approval: None,
-            tenant: Some(self.tenant.clone()),
-            history_limit: None,
-            client: None,
-            // The next run checks the patches, and follows the lean cycle from there.
-            lean: false,
-            grant: None,
-        }
-    }
-
-    fn check_accepts_commands(&self) -> Result<(), HandlerError> {
-        if self.phase == Phase::AwaitingApproval {
-            return Err("the request awaits approval: approve or reject it first".into());
-        }
-        if matches!(self.phase, Phase::Rejected | Phase::Expired) {
-            return Err("the request was not approved; nothing was issued".into());
-        }
-        if self.revoke_request.is_some() || matches!(self.phase, Phase::Revoking | Phase::Revoked) {
-            return Err("the certificate is already revoked or being revoked".into());
-        }
-        if self.phase == Phase::Failed {
-            return Err("the lifecycle has failed".into());
-        }
-        Ok(())
-    }
-
-    fn push_event(&mut self, at_unix: i64, kind: EventKind, detail: String) {
-        self.audit_sequence += 1;
-        let event = audit::event(self, at_unix, kind, &detail);
-        self.audit_outbox.push(event);
-        self.events.push(LifecycleEvent {
-            at_unix,
-            kind,
-            cycle: self.cycle,
-            detail,
-        });
-        if self.events.len() > MAX_EVENTS {
-            let excess = self.events.len() - MAX_EVENTS;
-            self.events.drain(..excess);
-        }
-    }
 }
 
 /// The whole life of the certificate, as seen by one run.
@@ -754,11 +569,6 @@ async fn wait_for_handlers(ctx: &mut WorkflowContext<CertificateLifecycle>) -> W
 /// Event detail naming who asked for something.
 fn requested_by(who: Option<&str>) -> String {
     format!("requested by {}", who.unwrap_or("unknown"))
-}
-
-fn check_requested_by(who: &Option<String>) -> Result<(), HandlerError> {
-    certflow_common::validate_requested_by(who.as_deref())
-        .map_err(|e| format!("{}: {}", e.field, e.message).into())
 }
 
 fn unix_time(time: Option<std::time::SystemTime>) -> i64 {

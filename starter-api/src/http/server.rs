@@ -12,8 +12,8 @@
 //! * An error accepting one connection never stops the listener; SIGTERM or SIGINT stops
 //!   accepting and lets requests under way finish (up to `drain`).
 
-use crate::connections::{Caps, Connection, Registry};
-use crate::tls::{PeerCertificate, ReloadingAcceptor};
+use crate::access::tls::{PeerCertificate, ReloadingAcceptor};
+use crate::http::connections::{Caps, Connection, Registry};
 use anyhow::{Context, Result};
 use axum::{Extension, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};

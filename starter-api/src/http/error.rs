@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use certflow_common::{FieldError, ValidationErrors};
 use serde::Serialize;
+use temporalio_client::errors::WorkflowUpdateError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -97,5 +98,20 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+/// A JSON body, with its rejection turned into a 4xx naming what is wrong.
+pub type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+/// A refused or failed update is the workflow's answer to the caller (409). Updates go to a
+/// lifecycle the caller's lookup found, so "not found" means it has closed since: 409 too.
+pub(crate) fn update_error(id: String, e: WorkflowUpdateError) -> ApiError {
+    match e {
+        WorkflowUpdateError::NotFound(_) => {
+            ApiError::Conflict(format!("the lifecycle of {id:?} has already ended"))
+        }
+        WorkflowUpdateError::Failed(failure) => ApiError::Conflict(failure.message),
+        e => ApiError::Unavailable(e.to_string()),
     }
 }

@@ -7,12 +7,12 @@
 //! `Retry-After`. A request that authenticates marks its connection as a proven caller's
 //! (`connections.rs`).
 
-use crate::clients::Credentials;
-use crate::error::ApiError;
-use crate::guard::{Key, PROBE_EVERY};
-use crate::routes::AppState;
-use crate::server::{ClientAddr, OnConnection};
-use crate::tls::PeerCertificate;
+use crate::access::clients::Credentials;
+use crate::access::guard::{Key, PROBE_EVERY};
+use crate::access::tls::PeerCertificate;
+use crate::http::error::ApiError;
+use crate::http::server::{ClientAddr, OnConnection};
+use crate::state::AppState;
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;

@@ -10,8 +10,8 @@
 //! The files are read again when they change (a renewed server certificate, a new CRL), so
 //! nothing needs a restart; a set of files that does not load keeps the previous one in use.
 
-use crate::identity::PeerIdentity;
-use crate::own_issuers::ClientCaRefused;
+use crate::access::identity::PeerIdentity;
+use crate::access::own_issuers::ClientCaRefused;
 use anyhow::{Context, Result};
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;

@@ -238,12 +238,13 @@ mod tests {
         };
         let by_subject = client("by-subject", "subject = \"CN=servicenow,O=Acme\"");
         let by_san = client("by-san", "dns_san = \"svc.acme.example\"");
-        let one = crate::clients::Clients::parse(&by_subject).unwrap();
+        let one = crate::access::clients::Clients::parse(&by_subject).unwrap();
         assert_eq!(
             one.authenticate_certificate(&peer).map(|c| c.name),
             Some("by-subject".to_string())
         );
-        let both = crate::clients::Clients::parse(&format!("{by_subject}{by_san}")).unwrap();
+        let both =
+            crate::access::clients::Clients::parse(&format!("{by_subject}{by_san}")).unwrap();
         assert!(both.authenticate_certificate(&peer).is_none());
     }
 

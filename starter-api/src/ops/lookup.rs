@@ -5,9 +5,9 @@
 //! A caller bound to one tenant always acts in it. An operator (a client for all tenants)
 //! names the tenant with `?tenant=`, default `default`.
 
-use crate::clients::{Caller, Permission};
-use crate::error::ApiError;
-use crate::routes::AppState;
+use crate::access::clients::{Caller, Permission};
+use crate::http::error::ApiError;
+use crate::state::AppState;
 use certflow_common::names::{legacy_workflow_id, validate_tenant};
 use certflow_common::{DEFAULT_TENANT, FieldError, ValidationErrors, validate_certificate_id};
 use certflow_common::{search, workflow_id};

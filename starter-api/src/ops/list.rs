@@ -1,24 +1,20 @@
-//! Finding certificates through Temporal visibility: the filtered, paged listing
-//! (`GET /v1/certificates`) and the lookup of an `Idempotency-Key`.
+//! `GET /v1/certificates`: the filtered, paged listing, through Temporal visibility.
 //!
 //! Values only ever reach a visibility query after passing a strict character check, so no
 //! caller can change the query's meaning.
 
-use crate::clients::{Caller, Permission};
-use crate::error::{ApiError, ErrorBody};
-use crate::routes::AppState;
+use crate::access::clients::{Caller, Permission};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::index::visibility::{CertificateSummary, summarize, visibility_time};
+use crate::state::AppState;
 use axum::Extension;
 use axum::Json;
 use axum::extract::{Query, State};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use certflow_common::names::{parse_workflow_id, validate_tenant};
+use certflow_common::names::validate_tenant;
 use certflow_common::{FieldError, Phase, ValidationErrors, WORKFLOW_TYPE, search};
 use serde::{Deserialize, Serialize};
-use temporalio_client::tonic;
-use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
-use temporalio_common::protos::temporal::api::workflowservice::v1::ListWorkflowExecutionsRequest;
-use temporalio_common::search_attributes::SearchAttributes;
 
 const DEFAULT_PAGE_SIZE: i32 = 50;
 const MAX_PAGE_SIZE: i32 = 200;
@@ -41,24 +37,6 @@ pub struct ListFilters {
     pub page_size: Option<i32>,
     /// `next_page_token` of the previous page.
     pub page_token: Option<String>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CertificateSummary {
-    pub certificate_id: String,
-    pub tenant: Option<String>,
-    /// Temporal's execution status: `running`, `completed`, `failed`, `terminated`, …
-    pub execution_status: String,
-    pub state: Option<String>,
-    pub application: Option<String>,
-    pub issuer: Option<String>,
-    pub common_name: Option<String>,
-    pub serial: Option<String>,
-    pub not_after_unix: Option<i64>,
-    pub servicenow_number: Option<String>,
-    /// When the workflow last changed what it lists (server time, Unix seconds).
-    #[serde(skip)]
-    pub changed_at_unix: Option<i64>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -93,54 +71,12 @@ pub async fn list_certificates(
             .map_err(|_| invalid("page_token", "is not a token this API returned".into()))?,
         None => Vec::new(),
     };
-    let (executions, next) = list_page(&state, query, page_size, token).await?;
+    let (executions, next) = state.visibility.page(query, page_size, token).await?;
     let certificates = executions.into_iter().map(summarize).collect();
     Ok(Json(CertificatePage {
         certificates,
         next_page_token: (!next.is_empty()).then(|| URL_SAFE_NO_PAD.encode(next)),
     }))
-}
-
-/// The certificate id requested under `key` by `tenant`, if any.
-pub async fn find_by_idempotency_key(
-    state: &AppState,
-    tenant: &str,
-    key: &str,
-) -> Result<Option<String>, ApiError> {
-    let query = format!(
-        "WorkflowType = '{WORKFLOW_TYPE}' AND {} = '{tenant}' AND {} = '{key}'",
-        search::TENANT.name(),
-        search::IDEMPOTENCY_KEY.name()
-    );
-    let (executions, _) = list_page(state, query, 1, Vec::new()).await?;
-    Ok(executions
-        .into_iter()
-        .next()
-        .and_then(|e| e.execution)
-        .and_then(|x| parse_workflow_id(&x.workflow_id).map(|(_, id)| id.to_string())))
-}
-
-type ExecutionInfo = temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo;
-
-pub(crate) async fn list_page(
-    state: &AppState,
-    query: String,
-    page_size: i32,
-    next_page_token: Vec<u8>,
-) -> Result<(Vec<ExecutionInfo>, Vec<u8>), ApiError> {
-    let request = ListWorkflowExecutionsRequest {
-        namespace: state.namespace.to_string(),
-        page_size,
-        next_page_token,
-        query,
-    };
-    let mut service = state.temporal.connection().workflow_service();
-    let response = service
-        .list_workflow_executions(tonic::Request::new(request))
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("listing workflows: {}", e.message())))?
-        .into_inner();
-    Ok((response.executions, response.next_page_token))
 }
 
 fn invalid(field: &str, message: String) -> ApiError {
@@ -209,63 +145,4 @@ fn build_query(caller: &Caller, f: &ListFilters) -> Result<String, ApiError> {
         clauses.push(format!("{} < '{at}'", search::NOT_AFTER.name()));
     }
     Ok(clauses.join(" AND "))
-}
-
-/// The workflow id of a listed run.
-pub(crate) fn workflow_id(info: &ExecutionInfo) -> String {
-    info.execution
-        .as_ref()
-        .map(|e| e.workflow_id.clone())
-        .unwrap_or_default()
-}
-
-/// Temporal's status of a listed run (`Unspecified` if the server sent an unknown one).
-pub(crate) fn run_id(info: &ExecutionInfo) -> String {
-    info.execution
-        .as_ref()
-        .map(|e| e.run_id.clone())
-        .unwrap_or_default()
-}
-
-pub(crate) fn execution_status(info: &ExecutionInfo) -> WorkflowExecutionStatus {
-    WorkflowExecutionStatus::try_from(info.status).unwrap_or(WorkflowExecutionStatus::Unspecified)
-}
-
-/// A Unix time as visibility queries write it (RFC 3339); `None` out of range.
-pub(crate) fn visibility_time(unix: i64) -> Option<String> {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()?
-        .format(&time::format_description::well_known::Rfc3339)
-        .ok()
-}
-
-pub(crate) fn summarize(info: ExecutionInfo) -> CertificateSummary {
-    let attributes = info
-        .search_attributes
-        .clone()
-        .map(SearchAttributes::from)
-        .unwrap_or_default();
-    let workflow_id = workflow_id(&info);
-    let status = WorkflowExecutionStatus::try_from(info.status)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("WORKFLOW_EXECUTION_STATUS_")
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_else(|_| "unknown".into());
-    CertificateSummary {
-        certificate_id: parse_workflow_id(&workflow_id)
-            .map_or(workflow_id.as_str(), |(_, id)| id)
-            .to_string(),
-        tenant: attributes.get(&search::TENANT),
-        execution_status: status,
-        state: attributes.get(&search::STATE),
-        application: attributes.get(&search::APPLICATION),
-        issuer: attributes.get(&search::ISSUER),
-        common_name: attributes.get(&search::COMMON_NAME),
-        serial: attributes.get(&search::SERIAL),
-        not_after_unix: attributes.get(&search::NOT_AFTER).map(|t| t.seconds()),
-        servicenow_number: attributes.get(&search::SERVICENOW_RECORD),
-        changed_at_unix: attributes.get(&search::CHANGED_AT).map(|t| t.seconds()),
-    }
 }

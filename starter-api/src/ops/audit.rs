@@ -1,9 +1,9 @@
 //! The audit trail, read side: one certificate's events, and a filtered listing across
 //! certificates. Callers with a tenant see their tenant's events only.
 
-use crate::clients::{Caller, Permission};
-use crate::error::{ApiError, ErrorBody};
-use crate::routes::AppState;
+use crate::access::clients::{Caller, Permission};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::{Extension, extract::rejection::QueryRejection};

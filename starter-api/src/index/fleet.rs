@@ -17,9 +17,8 @@
 //! cannot see: lifecycles of release 1, which do not set `CertflowChangedAt`, and anything
 //! visibility indexed unusually late.
 
-use crate::error::ApiError;
-use crate::listing::{self, CertificateSummary};
-use crate::routes::AppState;
+use crate::http::error::ApiError;
+use crate::index::visibility::{self, CertificateSummary, Visibility};
 use certflow_common::{WORKFLOW_TYPE, search};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
@@ -177,9 +176,9 @@ impl FleetIndex {
     /// scrape then fails (503) after the wait, and a later one answers.
     pub async fn current(
         self: &Arc<Self>,
-        state: &AppState,
+        visibility: &Visibility,
     ) -> Result<MutexGuard<'_, Fleet>, ApiError> {
-        let update = self.update(state);
+        let update = self.update(visibility);
         let waited = tokio::time::timeout(self.wait, update).await;
         let fleet = self.inner.lock().await;
         if fleet.since.is_some() {
@@ -194,7 +193,7 @@ impl FleetIndex {
     /// The update under way, or a new one if none is.
     fn update(
         self: &Arc<Self>,
-        state: &AppState,
+        visibility: &Visibility,
     ) -> Shared<BoxFuture<'static, Result<(), String>>> {
         let mut slot = self
             .update
@@ -206,9 +205,9 @@ impl FleetIndex {
             return update.outcome.clone();
         }
         let task = {
-            let (index, state) = (self.clone(), state.clone());
+            let (index, visibility) = (self.clone(), visibility.clone());
             tokio::spawn(async move {
-                index.bring_up_to_date(&state).await.map_err(|e| {
+                index.bring_up_to_date(&visibility).await.map_err(|e| {
                     // Logged here: the scrape that started it may have stopped waiting.
                     tracing::warn!(error = %e, "updating the metrics index");
                     e.to_string()
@@ -228,20 +227,20 @@ impl FleetIndex {
 
     /// Loads the index if it never was; otherwise reads what changed since the last look and
     /// applies it. The index stays readable while visibility answers.
-    async fn bring_up_to_date(&self, state: &AppState) -> Result<(), ApiError> {
+    async fn bring_up_to_date(&self, visibility: &Visibility) -> Result<(), ApiError> {
         let start = self
             .inner
             .lock()
             .await
             .delta_start(unix_now(), Instant::now());
         let Some(start) = start else {
-            let loaded = load(state).await?;
+            let loaded = load(visibility).await?;
             let mut fleet = self.inner.lock().await;
             let since_then = fleet.since;
             fleet.replace(loaded, since_then);
             return Ok(());
         };
-        let (rows, latest) = changes(state, start.from).await?;
+        let (rows, latest) = changes(visibility, start.from).await?;
         let applied = self
             .inner
             .lock()
@@ -256,10 +255,10 @@ impl FleetIndex {
     /// Loads the index at start (as an update, which scrapes share), then reloads it every
     /// `resync`, or less often where a load takes long (`resync_after`), without holding up
     /// scrapes while it lists.
-    pub fn spawn_resync(self: &Arc<Self>, state: AppState) {
+    pub fn spawn_resync(self: &Arc<Self>, visibility: Visibility) {
         let index = self.clone();
         tokio::spawn(async move {
-            let _ = index.update(&state).await;
+            let _ = index.update(&visibility).await;
             loop {
                 // Due after the last load that succeeded, whichever started it (a scrape's
                 // first load too): one that failed fast brings no reload forward.
@@ -269,7 +268,7 @@ impl FleetIndex {
                     continue;
                 }
                 let since_then = index.inner.lock().await.since;
-                match load(&state).await {
+                match load(&visibility).await {
                     Ok(loaded) => index.inner.lock().await.replace(loaded, since_then),
                     Err(e) => {
                         tracing::warn!(error = %e, "reloading the metrics index");
@@ -309,10 +308,10 @@ struct Loaded {
 }
 
 /// Every running certificate.
-async fn load(state: &AppState) -> Result<Loaded, ApiError> {
+async fn load(visibility: &Visibility) -> Result<Loaded, ApiError> {
     let (started, started_unix) = (Instant::now(), unix_now());
     let query = format!("WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'");
-    let (rows, latest) = list_all(state, query).await?;
+    let (rows, latest) = list_all(visibility, query).await?;
     let mut certificates = HashMap::new();
     for row in rows {
         apply(&mut certificates, row);
@@ -328,15 +327,15 @@ async fn load(state: &AppState) -> Result<Loaded, ApiError> {
 
 /// Certificate runs that changed, started or closed at or after `since` (server time), in
 /// the order to apply them (`settle`).
-async fn changes(state: &AppState, since: i64) -> Result<(Vec<Row>, i64), ApiError> {
-    let at = listing::visibility_time(since)
+async fn changes(visibility: &Visibility, since: i64) -> Result<(Vec<Row>, i64), ApiError> {
+    let at = visibility::visibility_time(since)
         .ok_or_else(|| ApiError::Unavailable("the clock is out of range".into()))?;
     let mut rows = Vec::new();
     let mut latest = 0;
     // One after another: visibility limits each namespace's requests per second (to 10 by
     // default), and every other use of the API shares that.
     for query in change_queries(&at) {
-        let (found, seen) = list_all(state, query).await?;
+        let (found, seen) = list_all(visibility, query).await?;
         rows.extend(found);
         latest = latest.max(seen);
     }
@@ -395,21 +394,21 @@ fn change_queries(at: &str) -> Vec<String> {
 
 /// All pages of a query, and the latest server time among the rows' start, close and
 /// change times (0 if none). Deltas advance on the server's clock, never this host's.
-async fn list_all(state: &AppState, query: String) -> Result<(Vec<Row>, i64), ApiError> {
+async fn list_all(visibility: &Visibility, query: String) -> Result<(Vec<Row>, i64), ApiError> {
     let mut rows = Vec::new();
     let mut latest = 0;
     let mut token = Vec::new();
     loop {
-        let (page, next) = listing::list_page(state, query.clone(), PAGE_SIZE, token).await?;
+        let (page, next) = visibility.page(query.clone(), PAGE_SIZE, token).await?;
         for info in page {
             let (workflow_id, run_id, status) = (
-                listing::workflow_id(&info),
-                listing::run_id(&info),
-                listing::execution_status(&info),
+                visibility::workflow_id(&info),
+                visibility::run_id(&info),
+                visibility::execution_status(&info),
             );
             let times = [info.start_time.as_ref(), info.close_time.as_ref()];
             latest = times.iter().flatten().fold(latest, |m, t| m.max(t.seconds));
-            let summary = listing::summarize(info);
+            let summary = visibility::summarize(info);
             latest = latest.max(summary.changed_at_unix.unwrap_or(0));
             rows.push(Row {
                 workflow_id,

@@ -1,8 +1,8 @@
 //! The OpenAPI document served at `/openapi.json`, generated from the handlers and types.
 
-use crate::error::ErrorBody;
+use crate::http::error::ErrorBody;
+use crate::ops::health::{self, Health};
 use crate::ops::{create, decide, renew, revoke, show};
-use crate::routes::{self, Health};
 use certflow_common::status::{RenewRequest, RevokeRequest};
 use certflow_common::{CertificateFacts, CertificateRequest, CertificateStatus, Decision};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -13,18 +13,18 @@ use utoipa::{Modify, OpenApi};
     info(title = "certflow starter API", description = "Start, revoke, renew and query certificate lifecycles."),
     paths(
         create::create_certificate,
-        crate::listing::list_certificates,
+        crate::ops::list::list_certificates,
         show::get_certificate,
         decide::approve_certificate,
-        crate::audit::certificate_audit,
-        crate::audit::list_audit,
+        crate::ops::audit::certificate_audit,
+        crate::ops::audit::list_audit,
         decide::reject_certificate,
         revoke::revoke_certificate,
         renew::renew_certificate,
-        routes::healthz
+        health::healthz
     ),
     components(schemas(CertificateRequest, CertificateStatus, CertificateFacts, RevokeRequest, RenewRequest, Decision, create::Created, renew::RenewalPending, Health, ErrorBody,
-        crate::listing::CertificatePage, crate::listing::CertificateSummary,
+        crate::ops::list::CertificatePage, crate::index::visibility::CertificateSummary,
         certflow_common::audit::AuditRecord, certflow_common::audit::AuditEvent)),
     modifiers(&Security)
 )]

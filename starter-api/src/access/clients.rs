@@ -10,8 +10,8 @@
 //! act on no other tenant's certificate (403). A client without a tenant (operators) may act
 //! on all of them.
 
-use crate::error::ApiError;
-use crate::identity::{PeerIdentity, TlsClientEntry, TlsIdentity};
+use crate::access::identity::{PeerIdentity, TlsClientEntry, TlsIdentity};
+use crate::http::error::ApiError;
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use base64::Engine;
 use certflow_common::CertificateRequest;
@@ -53,7 +53,7 @@ struct ClientsFile {
     clients: BTreeMap<String, ClientEntry>,
     /// What each tenant may ask at once (`quotas.rs`).
     #[serde(default)]
-    quotas: crate::quotas::QuotasConfig,
+    quotas: crate::access::quotas::QuotasConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,7 +148,11 @@ impl Caller {
     }
 }
 
-pub struct Clients(Vec<Client>, HashingSlots, crate::quotas::QuotasConfig);
+pub struct Clients(
+    Vec<Client>,
+    HashingSlots,
+    crate::access::quotas::QuotasConfig,
+);
 
 /// How many passwords may be hashed at once (each takes a core for tens of milliseconds).
 struct HashingSlots(tokio::sync::Semaphore);
@@ -358,7 +362,7 @@ impl Clients {
     }
 
     /// What each tenant may ask at once.
-    pub fn quotas(&self) -> &crate::quotas::QuotasConfig {
+    pub fn quotas(&self) -> &crate::access::quotas::QuotasConfig {
         &self.2
     }
 

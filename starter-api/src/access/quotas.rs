@@ -10,7 +10,7 @@
 //! Counts of running and waiting lifecycles come from Temporal's visibility, read at most every
 //! few seconds per tenant and kept up to date in between by this process's own starts.
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};

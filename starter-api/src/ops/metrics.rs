@@ -9,10 +9,10 @@
 //! each of them would only make Prometheus store the fleet. Scraping needs a client with
 //! `read`; a client with a tenant sees its tenant's certificates only.
 
-use crate::clients::{Caller, Permission};
-use crate::error::ApiError;
-use crate::listing::CertificateSummary;
-use crate::routes::AppState;
+use crate::access::clients::{Caller, Permission};
+use crate::http::error::ApiError;
+use crate::index::visibility::CertificateSummary;
+use crate::state::AppState;
 use axum::Extension;
 use axum::extract::State;
 use certflow_common::Phase;
@@ -37,7 +37,7 @@ pub async fn metrics(
     Extension(caller): Extension<Caller>,
 ) -> Result<String, ApiError> {
     caller.require(Permission::Read)?;
-    let fleet = state.fleet.current(&state).await?;
+    let fleet = state.fleet.current(&state.visibility).await?;
     // After the wait: the horizons and the index's times count from when the answer is made.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
