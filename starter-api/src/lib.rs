@@ -13,6 +13,7 @@
 //! * `ops/`: one file per operation, and `lookup` for the per-certificate ones;
 //! * `http/`: the authentication middleware, the router, OpenAPI, the server;
 //! * `config`, `app`: configuration read once, and the API assembled and served;
+//!   `logging`: the tracing set-up both binaries use;
 //!   `grant_running`: the upgrade command.
 
 pub mod access;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod grant_running;
 pub mod http;
 pub mod index;
+pub mod logging;
 pub mod ops;
 pub mod state;
 

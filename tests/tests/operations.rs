@@ -205,6 +205,7 @@ async fn metrics_report_expiry_readiness_and_counts() {
             api_env: vec![
                 ("CERTFLOW_METRICS_WAIT_SECONDS".into(), "60".into()),
                 ("CERTFLOW_METRICS_RESYNC_SECONDS".into(), "3600".into()),
+                ("CERTFLOW_LOG_FORMAT".into(), "json".into()),
             ],
             ..Default::default()
         },
@@ -385,6 +386,16 @@ async fn metrics_report_expiry_readiness_and_counts() {
     }
     // Key, issuance and storage of four certificates, and one revocation, at least.
     assert!(activity_lines >= 7, "{log}");
+    // The API logs the same way (one set-up for both binaries).
+    let api_log = std::fs::read_to_string(stack.servers.log_dir.join("metrics-api.log")).unwrap();
+    assert!(
+        api_log.contains("certflow starter API listening"),
+        "{api_log}"
+    );
+    for line in api_log.lines() {
+        let entry: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(entry["level"].is_string(), "{line}");
+    }
 
     // A lifecycle that has published nothing yet (here no worker takes it up) counts as
     // issuing from its start: a delta reads the runs that started, not only what changed.
