@@ -153,18 +153,7 @@ approval = { required = true }
         (&unapproved, g, "carries no grant"),
     ] {
         let input = json!({"request": req, "tenant": "default"});
-        stack.temporal(&[
-            "workflow",
-            "start",
-            "--task-queue",
-            &stack.task_queue,
-            "--type",
-            "CertificateLifecycle",
-            "--workflow-id",
-            &common::workflow_id(id),
-            "--input",
-            &input.to_string(),
-        ]);
+        stack.start_lifecycle_directly(&common::workflow_id(id), &input);
         let state = stack
             .wait_for(id, Duration::from_secs(60), |s| s["phase"] == "failed")
             .await;

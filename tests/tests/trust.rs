@@ -70,22 +70,6 @@ async fn stack(name: &str) -> Stack {
     .await
 }
 
-/// Starts `CertificateLifecycle` straight through Temporal, as anyone on its network can.
-fn start_directly(stack: &Stack, workflow_id: &str, input: &Value) {
-    stack.temporal(&[
-        "workflow",
-        "start",
-        "--task-queue",
-        &stack.task_queue,
-        "--type",
-        "CertificateLifecycle",
-        "--workflow-id",
-        workflow_id,
-        "--input",
-        &input.to_string(),
-    ]);
-}
-
 /// Waits until the workflow has closed; returns `temporal workflow describe`'s JSON.
 async fn closed(stack: &Stack, workflow_id: &str) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -187,12 +171,11 @@ async fn a_workflow_started_around_the_api_takes_no_key_and_issues_nothing() {
         },
     });
     let carried_wf = common::workflow_id(&carried_id);
-    start_directly(&stack, &carried_wf, &forged);
+    stack.start_lifecycle_directly(&carried_wf, &forged);
     // The same without the carried state: a fresh start, with no grant from the API.
     let fresh_id = unique("fresh");
     let fresh_wf = common::workflow_id(&fresh_id);
-    start_directly(
-        &stack,
+    stack.start_lifecycle_directly(
         &fresh_wf,
         &json!({"request": request(&fresh_id, "attacker"), "tenant": "default", "lean": true}),
     );
@@ -201,8 +184,7 @@ async fn a_workflow_started_around_the_api_takes_no_key_and_issues_nothing() {
     let copied_wf = common::workflow_id(&copied_id);
     let victim_input = start_input(&stack, &common::workflow_id(&victim));
     assert!(victim_input["grant"]["mac"].is_string(), "{victim_input}");
-    start_directly(
-        &stack,
+    stack.start_lifecycle_directly(
         &copied_wf,
         &json!({"request": request(&copied_id, "attacker"), "tenant": "default", "lean": true,
                 "grant": victim_input["grant"]}),
@@ -302,11 +284,16 @@ async fn gated(stack: &Stack, id: &str) -> String {
 }
 
 async fn wait_phase(stack: &Stack, id: &str, phase: &str) -> Value {
+    wait_phase_as(stack, APPROVER_TOKEN, id, phase).await
+}
+
+/// Waits until `id` is in `phase`, as the client of `token` sees it.
+async fn wait_phase_as(stack: &Stack, token: &str, id: &str, phase: &str) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (_, state) = stack
             .call_as(
-                Some(&bearer(APPROVER_TOKEN)),
+                Some(&bearer(token)),
                 Method::GET,
                 &format!("/v1/certificates/{id}"),
                 None,
@@ -748,23 +735,7 @@ async fn a_tenant_over_its_quota_gets_429_while_another_renews() {
     // Meanwhile globex creates and renews as it pleases, its CA calls under its own fairness key.
     let globex = unique("quota-globex");
     assert_eq!(create(GLOBEX_TOKEN, globex.clone()).await.0, 201);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, state) = stack
-            .call_as(
-                Some(&bearer(GLOBEX_TOKEN)),
-                Method::GET,
-                &format!("/v1/certificates/{globex}"),
-                None,
-                &[],
-            )
-            .await;
-        if state["phase"] == "active" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{state}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_phase_as(&stack, GLOBEX_TOKEN, &globex, "active").await;
     for _ in 0..2 {
         let (status, answer) = stack
             .call_as(

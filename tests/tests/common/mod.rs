@@ -548,6 +548,23 @@ impl Stack {
         serde_json::from_str(&out).unwrap()
     }
 
+    /// Starts `CertificateLifecycle` straight through Temporal, around the API, as anyone on
+    /// its network can.
+    pub fn start_lifecycle_directly(&self, workflow_id: &str, input: &Value) {
+        self.temporal(&[
+            "workflow",
+            "start",
+            "--task-queue",
+            &self.task_queue,
+            "--type",
+            "CertificateLifecycle",
+            "--workflow-id",
+            workflow_id,
+            "--input",
+            &input.to_string(),
+        ]);
+    }
+
     /// Runs the `temporal` CLI against the test server; returns stdout, panics on failure.
     pub fn temporal(&self, args: &[&str]) -> String {
         let (ok, out, err) = self.temporal_output(args);
